@@ -1,0 +1,203 @@
+"""Validation and normalisation of semi-CRF inputs (DESIGN.md §1).
+
+Every engine (reference, CPU, Triton) receives a :class:`CRFInputs` built by
+:func:`check_inputs`, so shape, dtype and value errors are raised once, in one place, as
+``ValueError`` naming the argument.
+
+Conventions: positions are 0-based; a segment ``(s, e, c)`` is half-open ``[s, e)`` with
+label ``c`` and length ``d = e - s``. ``durations[c, d-1]`` scores length ``d``.
+
+Per-label table length (an extension of DESIGN.md §1, see docs/crf.md): ``K_c`` is one
+plus the index of the last finite entry of ``durations[c]``. A label with a finite
+``tail[c]`` scores lengths ``d > K_c`` as ``durations[c, K_c-1] + tail[c] * (d - K_c)``.
+When ``durations[c, K-1]`` is finite (``K_c == K``) this is exactly the DESIGN rule; it lets
+a label with a short explicit table (an intron) carry a tail without paying for the
+longest label's ``K``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+
+NEG_INF = float("-inf")
+
+
+@dataclass
+class CRFInputs:
+    """Checked semi-CRF inputs for a batch.
+
+    Shapes: emissions (B, T, C) float; lengths (B,) int64; transitions (C, C);
+    durations (C, K); init, final (C,); tail (C,) or None; seg_start, seg_end (B, T, C) or
+    None; max_dur (B, T, C) int32 or None. ``label_k`` (C,) int64 holds ``K_c``.
+    """
+
+    emissions: Tensor
+    lengths: Tensor
+    transitions: Tensor
+    durations: Tensor
+    init: Tensor
+    final: Tensor
+    tail: Tensor | None = None
+    seg_start: Tensor | None = None
+    seg_end: Tensor | None = None
+    max_dur: Tensor | None = None
+    label_k: Tensor | None = None
+
+    @property
+    def B(self) -> int:  # noqa: N802
+        return self.emissions.shape[0]
+
+    @property
+    def T(self) -> int:  # noqa: N802
+        return self.emissions.shape[1]
+
+    @property
+    def C(self) -> int:  # noqa: N802
+        return self.emissions.shape[2]
+
+    @property
+    def K(self) -> int:  # noqa: N802
+        return self.durations.shape[1]
+
+    def float_tensors(self) -> dict[str, Tensor | None]:
+        """The differentiable inputs by name (None where absent)."""
+        return {
+            "emissions": self.emissions,
+            "transitions": self.transitions,
+            "durations": self.durations,
+            "init": self.init,
+            "final": self.final,
+            "tail": self.tail,
+            "seg_start": self.seg_start,
+            "seg_end": self.seg_end,
+        }
+
+
+def label_table_lengths(durations: Tensor) -> Tensor:
+    """``K_c`` per label: 1 + index of the last finite entry of ``durations[c]`` (0 if none).
+
+    durations: (C, K). Returns (C,) int64.
+    """
+    finite = torch.isfinite(durations)
+    idx = torch.arange(1, durations.shape[1] + 1, device=durations.device)
+    return (finite * idx).amax(dim=1).to(torch.int64)
+
+
+def _check_float(name: str, x: Tensor, shape: tuple[int, ...], allow_neg_inf: bool) -> None:
+    if not isinstance(x, Tensor):
+        raise ValueError(f"{name} must be a torch.Tensor, got {type(x).__name__}")
+    if not x.is_floating_point():
+        raise ValueError(f"{name} must be a floating-point tensor, got {x.dtype}")
+    if tuple(x.shape) != shape:
+        raise ValueError(f"{name} must have shape {shape}, got {tuple(x.shape)}")
+    if torch.isnan(x).any():
+        raise ValueError(f"{name} contains NaN")
+    if allow_neg_inf:
+        if (x == float("inf")).any():
+            raise ValueError(f"{name} contains +inf (only -inf, meaning forbidden, is allowed)")
+    elif not torch.isfinite(x).all():
+        raise ValueError(f"{name} contains inf (emission scores must be finite)")
+
+
+def check_inputs(
+    emissions: Tensor,
+    lengths: Tensor | None,
+    transitions: Tensor,
+    durations: Tensor,
+    init: Tensor,
+    final: Tensor,
+    tail: Tensor | None = None,
+    seg_start: Tensor | None = None,
+    seg_end: Tensor | None = None,
+    max_dur: Tensor | None = None,
+) -> CRFInputs:
+    """Validate the DESIGN.md §1 inputs and return them as :class:`CRFInputs`.
+
+    ``emissions`` may be (T, C) for a single sequence (a batch of one is made);
+    ``lengths=None`` means every sequence is T long. Raises ``ValueError`` naming the
+    argument for wrong shapes or dtypes, NaN anywhere, inf in emissions, +inf in score
+    tables, lengths outside [1, T], K < 1, or a negative ``max_dur``.
+    """
+    if not isinstance(emissions, Tensor):
+        raise ValueError(f"emissions must be a torch.Tensor, got {type(emissions).__name__}")
+    if emissions.dim() == 2:
+        emissions = emissions.unsqueeze(0)
+        seg_start = (
+            seg_start.unsqueeze(0) if seg_start is not None and seg_start.dim() == 2 else seg_start
+        )
+        seg_end = seg_end.unsqueeze(0) if seg_end is not None and seg_end.dim() == 2 else seg_end
+        max_dur = max_dur.unsqueeze(0) if max_dur is not None and max_dur.dim() == 2 else max_dur
+    if emissions.dim() != 3:
+        raise ValueError(f"emissions must have shape (B, T, C), got {tuple(emissions.shape)}")
+    B, T, C = emissions.shape
+    if B < 1 or T < 1 or C < 1:
+        raise ValueError(f"emissions must be non-empty, got shape {tuple(emissions.shape)}")
+    _check_float("emissions", emissions, (B, T, C), allow_neg_inf=False)
+
+    if lengths is None:
+        lengths = torch.full((B,), T, dtype=torch.int64, device=emissions.device)
+    if not isinstance(lengths, Tensor):
+        lengths = torch.as_tensor(lengths)
+    if lengths.dtype.is_floating_point or lengths.dtype == torch.bool:
+        raise ValueError(f"lengths must be an integer tensor, got {lengths.dtype}")
+    if tuple(lengths.shape) != (B,):
+        raise ValueError(f"lengths must have shape ({B},), got {tuple(lengths.shape)}")
+    lengths = lengths.to(torch.int64)
+    if (lengths < 1).any() or (lengths > T).any():
+        raise ValueError(f"lengths must lie in [1, T={T}], got {lengths.tolist()}")
+
+    if not isinstance(durations, Tensor) or durations.dim() != 2:
+        shape = tuple(durations.shape) if isinstance(durations, Tensor) else type(durations)
+        raise ValueError(f"durations must have shape (C, K), got {shape}")
+    K = durations.shape[1]
+    if K < 1:
+        raise ValueError(f"durations must have K >= 1 columns, got K={K}")
+    _check_float("durations", durations, (C, K), allow_neg_inf=True)
+    _check_float("transitions", transitions, (C, C), allow_neg_inf=True)
+    _check_float("init", init, (C,), allow_neg_inf=True)
+    _check_float("final", final, (C,), allow_neg_inf=True)
+    if tail is not None:
+        _check_float("tail", tail, (C,), allow_neg_inf=True)
+    if seg_start is not None:
+        _check_float("seg_start", seg_start, (B, T, C), allow_neg_inf=True)
+    if seg_end is not None:
+        _check_float("seg_end", seg_end, (B, T, C), allow_neg_inf=True)
+    label_k = label_table_lengths(durations.detach())
+    if max_dur is not None:
+        if not isinstance(max_dur, Tensor) or max_dur.dtype.is_floating_point:
+            raise ValueError("max_dur must be an integer tensor")
+        if tuple(max_dur.shape) != (B, T, C):
+            raise ValueError(f"max_dur must have shape {(B, T, C)}, got {tuple(max_dur.shape)}")
+        if (max_dur < 0).any():
+            raise ValueError("max_dur must be >= 0")
+        max_dur = max_dur.to(torch.int32)
+        if tail is not None:
+            _check_tail_max_dur(tail.detach(), label_k, max_dur)
+    return CRFInputs(
+        emissions, lengths, transitions, durations, init, final,
+        tail, seg_start, seg_end, max_dur, label_k,
+    )  # fmt: skip
+
+
+def _check_tail_max_dur(tail: Tensor, label_k: Tensor, max_dur: Tensor) -> None:
+    """A tailed label's bound must either cut the tail off (max_dur <= K_c) or admit every
+    length that can end there (max_dur >= t + 1); partial tails are not supported."""
+    tailed = torch.isfinite(tail).to(max_dur.device)
+    if not tailed.any():
+        return
+    T = max_dur.shape[1]
+    reach = torch.arange(1, T + 1, device=max_dur.device, dtype=torch.int64).view(1, T, 1)
+    md = max_dur.to(torch.int64)
+    partial = (
+        (md > label_k.to(max_dur.device).view(1, 1, -1)) & (md < reach) & tailed.view(1, 1, -1)
+    )
+    if partial.any():
+        b, t, c = (int(v) for v in partial.nonzero()[0])
+        raise ValueError(
+            f"max_dur[{b}, {t}, {c}] = {int(md[b, t, c])} bounds label {c}'s geometric tail "
+            f"partially; for a label with a tail, max_dur must be <= K_c = {int(label_k[c])} "
+            f"(no tail) or >= t + 1 (unbounded)"
+        )

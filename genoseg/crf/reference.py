@@ -1,0 +1,257 @@
+"""Float64 reference semi-CRF: short, obviously correct, slow. Ground truth for tests.
+
+One dynamic program, generic over the semiring (log -> partition, max -> Viterbi), loops
+over segment end positions ``e = 1..L`` and, at each, over every admissible length
+``d = 1..min(e, W)`` (``W = L`` when a label has a tail, else ``K``): no ring buffers, no
+running tails, no checkpoints. Marginals are gradients of log Z (autograd).
+
+Scoring rule (DESIGN.md §1; per-label ``K_c`` and tail as in :mod:`genoseg.crf.inputs`):
+a segment ``(s, e, c)``, 0-based half-open, scores
+``sum(h[s:e, c]) + dur(c, e - s) + seg_start[s, c] + seg_end[e - 1, c]
++ (init[c] if s == 0 else A[c_prev, c]) + (final[c] if e == L)``.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+import torch
+from torch import Tensor
+
+from genoseg.crf.inputs import NEG_INF, CRFInputs, check_inputs
+
+
+class _SafeLogSumExp(torch.autograd.Function):
+    """logsumexp whose gradient is 0 (not NaN) where every input is -inf."""
+
+    @staticmethod
+    def forward(ctx, x: Tensor, dim: int) -> Tensor:
+        out = torch.logsumexp(x, dim)
+        ctx.save_for_backward(x, out)
+        ctx.dim = dim
+        return out
+
+    @staticmethod
+    def backward(ctx, g: Tensor):
+        x, out = ctx.saved_tensors
+        o = out.unsqueeze(ctx.dim)
+        w = torch.where(torch.isfinite(o), torch.exp(x - o), torch.zeros_like(x))
+        return g.unsqueeze(ctx.dim) * w, None
+
+
+class LogSemiring:
+    """(logsumexp, +): sums over segmentations -> log partition function."""
+
+    @staticmethod
+    def sum(x: Tensor, dim: int) -> Tensor:
+        return _SafeLogSumExp.apply(x, dim)
+
+
+class MaxSemiring:
+    """(max, +): best segmentation -> Viterbi score."""
+
+    @staticmethod
+    def sum(x: Tensor, dim: int) -> Tensor:
+        return x.amax(dim)
+
+
+def duration_scores(durations: Tensor, tail: Tensor | None, n: int) -> Tensor:
+    """Score of every length d = 1..n per label, tail included. Returns (C, n).
+
+    dur[c, d-1] = durations[c, d-1] for d <= K_c; durations[c, K_c-1] + tail[c]*(d - K_c)
+    for d > K_c when tail[c] is finite; -inf otherwise.
+    """
+    C, K = durations.shape
+    rows = []
+    for c in range(C):
+        finite = torch.isfinite(durations[c]).nonzero()
+        kc = int(finite[-1]) + 1 if len(finite) else 0
+        head = durations[c, : min(kc, n)]
+        rest = n - head.shape[0]
+        if rest > 0 and kc > 0 and tail is not None and math.isfinite(float(tail[c])):
+            steps = torch.arange(1, rest + 1, dtype=durations.dtype)
+            body = durations[c, kc - 1] + tail[c] * steps
+        else:
+            body = torch.full((rest,), NEG_INF, dtype=durations.dtype)
+        rows.append(torch.cat([head, body]))
+    return torch.stack(rows)
+
+
+def _window(x: CRFInputs) -> int:
+    has_tail = x.tail is not None and bool(torch.isfinite(x.tail).any())
+    return x.T if has_tail else x.K
+
+
+def _chart(sr, x: CRFInputs, b: int):
+    """Run the DP for batch element b. Returns (score, alpha, S, dur) in float64, where
+    alpha[e] (C,) sums segmentations of [0, e) whose last segment ends at e, S[s] (C,)
+    sums those of [0, s) followed by a label-c segment starting at s (start scores
+    included), and dur is the (C, W) length table."""
+    f64 = torch.float64
+    L = int(x.lengths[b])
+    h = x.emissions[b, :L].to(f64)
+    C = x.C
+    A, init, final = x.transitions.to(f64), x.init.to(f64), x.final.to(f64)
+    zeros = torch.zeros(L, C, dtype=f64)
+    ss = x.seg_start[b, :L].to(f64) if x.seg_start is not None else zeros
+    se = x.seg_end[b, :L].to(f64) if x.seg_end is not None else zeros
+    tail = x.tail.to(f64) if x.tail is not None else None
+    W = min(_window(x), L)
+    dur = duration_scores(x.durations.to(f64), tail, W)
+    P = torch.cat([torch.zeros(1, C, dtype=f64), torch.cumsum(h, 0)])
+    alpha: list[Tensor] = [torch.full((C,), NEG_INF, dtype=f64)]
+    S: list[Tensor] = []
+    for e in range(1, L + 1):
+        s = e - 1
+        enter = init if s == 0 else sr.sum(alpha[s].unsqueeze(1) + A, 0)
+        S.append(enter + ss[s])
+        n = min(e, W)
+        starts = torch.stack(S[e - n :][::-1])  # row d-1 = S[e-d]
+        content = P[e] - P[e - n : e].flip(0)  # row d-1 = sum h[e-d:e]
+        terms = starts + content + dur[:, :n].T + se[e - 1]
+        if x.max_dur is not None:
+            d = torch.arange(1, n + 1).unsqueeze(1)
+            terms = terms.masked_fill(d > x.max_dur[b, e - 1].to(torch.int64), NEG_INF)
+        alpha.append(sr.sum(terms, 0))
+    score = sr.sum(alpha[L] + final, 0)
+    return score, alpha, S, dur, P, se
+
+
+def _as_inputs(*args, **kwargs) -> CRFInputs:
+    if len(args) == 1 and isinstance(args[0], CRFInputs) and not kwargs:
+        return args[0]
+    return check_inputs(*args, **kwargs)
+
+
+def log_partition(*args, **kwargs) -> Tensor:
+    """log Z per batch element, (B,) float64; differentiable (autograd). Arguments as
+    :func:`genoseg.crf.inputs.check_inputs` or one :class:`CRFInputs`."""
+    x = _as_inputs(*args, **kwargs)
+    return torch.stack([_chart(LogSemiring, x, b)[0] for b in range(x.B)])
+
+
+def viterbi(*args, **kwargs) -> tuple[Tensor, list[list[tuple[int, int, int]]]]:
+    """Best score (B,) float64 and its segments [(start, end, label)] per batch element,
+    0-based half-open, in order. Ties go to the shortest segment and the lowest label."""
+    x = _as_inputs(*args, **kwargs)
+    scores, paths = [], []
+    with torch.no_grad():
+        for b in range(x.B):
+            score, alpha, S, dur, P, se = _chart(MaxSemiring, x, b)
+            L = int(x.lengths[b])
+            scores.append(score)
+            if not math.isfinite(float(score)):
+                paths.append([])
+                continue
+            W = dur.shape[1]
+            c = int(torch.argmax(alpha[L] + x.final.to(torch.float64)))
+            e, segs = L, []
+            while e > 0:
+                n = min(e, W)
+                cand = torch.stack(
+                    [S[e - d][c] + P[e, c] - P[e - d, c] + dur[c, d - 1] for d in range(1, n + 1)]
+                )
+                cand = cand + se[e - 1, c]
+                if x.max_dur is not None:
+                    cand[torch.arange(1, n + 1) > int(x.max_dur[b, e - 1, c])] = NEG_INF
+                d = int(torch.argmax(cand)) + 1
+                segs.append((e - d, e, c))
+                e -= d
+                if e > 0:
+                    c_next = c
+                    c = int(torch.argmax(alpha[e] + x.transitions.to(torch.float64)[:, c_next]))
+            paths.append(segs[::-1])
+    return torch.stack(scores), paths
+
+
+def marginals(*args, **kwargs) -> dict[str, Tensor]:
+    """Posteriors as gradients of log Z. Returns float64 tensors:
+    ``position`` (B, T, C), P(position t has label c);
+    ``start`` / ``end`` (B, T, C), P(a label-c segment starts at t / ends at t, i.e. its
+    last position is t); ``start_any`` / ``end_any`` (B, T), summed over labels;
+    ``log_z`` (B,). Positions >= L_b are 0."""
+    x = _as_inputs(*args, **kwargs)
+    f64 = torch.float64
+    h = x.emissions.detach().to(f64).requires_grad_(True)
+    ss = x.seg_start.detach().to(f64) if x.seg_start is not None else torch.zeros_like(h)
+    se = x.seg_end.detach().to(f64) if x.seg_end is not None else torch.zeros_like(h)
+    ss.requires_grad_(True)
+    se.requires_grad_(True)
+    y = CRFInputs(h, x.lengths, x.transitions.detach(), x.durations.detach(), x.init.detach(),
+                  x.final.detach(), x.tail, ss, se, x.max_dur, x.label_k)  # fmt: skip
+    logz = log_partition(y)
+    gh, gs, ge = torch.autograd.grad(logz.sum(), [h, ss, se])
+    return {
+        "position": gh, "start": gs, "end": ge,
+        "start_any": gs.sum(-1), "end_any": ge.sum(-1), "log_z": logz.detach(),
+    }  # fmt: skip
+
+
+def nll(*args, gold_segments: Sequence[Sequence[tuple[int, int, int]]], **kwargs) -> Tensor:
+    """log Z - score(gold) per batch element, (B,) float64."""
+    x = _as_inputs(*args, **kwargs)
+    logz = log_partition(x)
+    gold = torch.stack([_score(x, b, gold_segments[b]) for b in range(x.B)])
+    return logz - gold
+
+
+def _score(x: CRFInputs, b: int, segments: Sequence[tuple[int, int, int]]) -> Tensor:
+    L = int(x.lengths[b])
+    check_tiling(segments, L, x.C)
+    f64 = torch.float64
+    h = x.emissions[b].to(f64)
+    tail = x.tail.to(f64) if x.tail is not None else None
+    longest = max(e - s for s, e, _ in segments)
+    dur = duration_scores(x.durations.to(f64), tail, longest)
+    total = torch.zeros((), dtype=f64)
+    prev = None
+    for s, e, c in segments:
+        d = e - s
+        total = total + h[s:e, c].sum() + dur[c, d - 1]
+        if x.seg_start is not None:
+            total = total + x.seg_start[b, s, c].to(f64)
+        if x.seg_end is not None:
+            total = total + x.seg_end[b, e - 1, c].to(f64)
+        total = total + (x.init[c].to(f64) if prev is None else x.transitions[prev, c].to(f64))
+        if e == L:
+            total = total + x.final[c].to(f64)
+        if x.max_dur is not None and d > int(x.max_dur[b, e - 1, c]):
+            total = total + NEG_INF
+        prev = c
+    return total
+
+
+def check_tiling(segments: Sequence[tuple[int, int, int]], length: int, n_labels: int) -> None:
+    """Raise ValueError unless segments tile [0, length) in order with labels < n_labels."""
+    if not segments:
+        raise ValueError("segments must not be empty")
+    pos = 0
+    for s, e, c in segments:
+        if s != pos or e <= s or not 0 <= c < n_labels:
+            raise ValueError(
+                f"segments do not tile [0, {length}): bad segment {(s, e, c)} at {pos}"
+            )
+        pos = e
+    if pos != length:
+        raise ValueError(f"segments end at {pos}, expected {length}")
+
+
+def score_segmentation(
+    emissions: Tensor,
+    segments: Sequence[tuple[int, int, int]],
+    transitions: Tensor,
+    durations: Tensor,
+    init: Tensor,
+    final: Tensor,
+    tail: Tensor | None = None,
+    seg_start: Tensor | None = None,
+    seg_end: Tensor | None = None,
+    max_dur: Tensor | None = None,
+) -> float:
+    """Score of one segmentation of a single sequence (emissions (T, C), no batch dim;
+    segments [(start, end, label)], 0-based half-open, tiling [0, T)). -inf if forbidden."""
+    x = check_inputs(
+        emissions, None, transitions, durations, init, final, tail, seg_start, seg_end, max_dur
+    )
+    return float(_score(x, 0, segments))
