@@ -26,6 +26,7 @@ from pathlib import Path
 import numpy as np
 import pysam
 
+from genoseg.data.regions import missing_contig_message
 from genoseg.errors import GenosegError
 
 __all__ = [
@@ -448,10 +449,8 @@ class Genome:
         try:
             return self.contigs[contig]
         except KeyError:
-            names = list(self.contigs)
-            shown = ", ".join(names[:5]) + (", ..." if len(names) > 5 else "")
             raise GenosegError(
-                f"contig '{contig}' is not in {self.path} (it has {shown})"
+                missing_contig_message(contig, self.contigs, str(self.path))
             ) from None
 
     def _check(self, contig: str, start: int, end: int) -> None:
