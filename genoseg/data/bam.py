@@ -1,0 +1,316 @@
+"""RNA-seq evidence tracks from a coordinate-sorted, indexed BAM or CRAM (pysam).
+
+For a range ``[start, end)`` (0-based half-open) :meth:`Evidence.track` returns float32
+counts of shape (8, end - start), channels :data:`CHANNELS`, in forward coordinates:
+
+====  ==============  ==========================================================
+  0   ``cov+``        reads of the + strand with an aligned base (M, =, X) here
+  1   ``intron+``     + strand split reads spanning this position as an intron (N)
+  2   ``donor+``      + strand introns whose donor (5' splice site) base is here:
+                      the first intron base
+  3   ``acceptor+``   + strand introns whose acceptor base is here: the last intron base
+  4-7 same for ``-``  donor = last intron base, acceptor = first intron base (forward
+                      coordinates), so that :func:`reverse_evidence` maps them onto
+                      channels 0-3 of the reverse-complemented window.
+====  ==============  ==========================================================
+
+Transcript strand of a read:
+
+* spliced read with an ``XS:A:+`` / ``XS:A:-`` tag (HISAT2, STAR ``--outSAMstrandField``,
+  TopHat): the tag wins in every mode;
+* ``unstranded``: otherwise unknown, and the read is counted on both strands (channels
+  0-3 and 4-7 then carry the same values);
+* ``fr-firststrand`` (dUTP, Illumina TruSeq Stranded; TopHat ``fr-firststrand``,
+  HISAT2 ``RF``, Salmon ``ISR``, htseq-count ``-s reverse``, featureCounts ``-s 2``):
+  read 1 (or a single-end read) aligns to the opposite strand of the transcript, read 2 to
+  the transcript strand. Alias ``rf``.
+* ``fr-secondstrand`` (ligation, SOLiD, Illumina ScriptSeq; TopHat ``fr-secondstrand``,
+  HISAT2 ``FR``, Salmon ``ISF``, htseq-count ``-s yes``, featureCounts ``-s 1``): read 1 (or
+  a single-end read) aligns to the transcript strand. Alias ``fr``.
+
+Unmapped, secondary, QC-failed and duplicate reads and reads below ``min_mapq`` are
+skipped. Counts are raw (reads, not fragments); models should compress them (log1p).
+"""
+
+from __future__ import annotations
+
+import os
+from collections import Counter
+from collections.abc import Mapping
+from pathlib import Path
+
+import numpy as np
+import pysam
+
+from genoseg.data.regions import missing_contig_message
+from genoseg.errors import GenosegError
+
+__all__ = ["CHANNELS", "STRANDEDNESS", "Evidence", "reverse_evidence"]
+
+CHANNELS: tuple[str, ...] = (
+    "cov+",
+    "intron+",
+    "donor+",
+    "acceptor+",
+    "cov-",
+    "intron-",
+    "donor-",
+    "acceptor-",
+)
+N_CHANNELS = len(CHANNELS)
+
+STRANDEDNESS: dict[str, str] = {
+    "unstranded": "unstranded",
+    "fr-firststrand": "fr-firststrand",
+    "rf": "fr-firststrand",
+    "fr-secondstrand": "fr-secondstrand",
+    "fr": "fr-secondstrand",
+}
+
+_SKIP_FLAGS = 0x4 | 0x100 | 0x200 | 0x400  # unmapped, secondary, qcfail, duplicate
+_RC_CHANNELS = np.array([4, 5, 6, 7, 0, 1, 2, 3])
+_PLUS, _MINUS, _BOTH = 0, 1, 2
+_ALIGNED_OPS = (0, 7, 8)  # M, =, X
+_REF_OPS = (0, 2, 3, 7, 8)  # ops that advance on the reference
+
+
+def reverse_evidence(track: np.ndarray) -> np.ndarray:
+    """Evidence (8, L) of a window -> evidence of its reverse complement (8, L).
+
+    Swaps the + and - channel blocks and reverses positions, so channel 2 is again the
+    donor (first intron base) in the reverse-complemented coordinates.
+    """
+    return track[..., _RC_CHANNELS, ::-1].copy()
+
+
+class Evidence:
+    """RNA-seq evidence reader over one indexed BAM/CRAM; open with :meth:`Evidence.open`.
+
+    Picklable (the file is reopened lazily in each process).
+    """
+
+    def __init__(
+        self,
+        path: Path,
+        reference: Path | None,
+        strandedness: str,
+        min_mapq: int,
+        contigs: dict[str, int],
+    ):
+        self.path = path
+        self.reference = reference
+        self.strandedness = strandedness
+        self.min_mapq = min_mapq
+        self.contigs = contigs  # the BAM header's {name: length}
+        self._fh: pysam.AlignmentFile | None = None
+        self._pid = -1
+
+    @classmethod
+    def open(
+        cls,
+        path: str | os.PathLike,
+        genome_contigs: Mapping[str, int] | None = None,
+        *,
+        strandedness: str = "unstranded",
+        min_mapq: int = 0,
+        reference: str | os.PathLike | None = None,
+        allow_missing: bool = False,
+    ) -> Evidence:
+        """Open and check a BAM/CRAM against the genome's ``{contig: length}``.
+
+        Raises GenosegError (naming the file) when the file is missing or unreadable, has no
+        index, is not coordinate-sorted, lacks genome contigs (unless ``allow_missing``:
+        those contigs then get zero evidence) or has contigs of other lengths (another
+        assembly). ``reference`` is the FASTA for CRAM decoding.
+        """
+        p = Path(path)
+        mode = STRANDEDNESS.get(strandedness)
+        if mode is None:
+            raise GenosegError(
+                f"strandedness '{strandedness}' is not one of {', '.join(STRANDEDNESS)}"
+            )
+        if min_mapq < 0:
+            raise GenosegError(f"min_mapq must be >= 0, got {min_mapq}")
+        if not p.exists():
+            raise GenosegError(f"{p}: BAM/CRAM file not found")
+        fh = cls._open_file(p, Path(reference) if reference else None)
+        try:
+            if fh.is_sam:
+                raise GenosegError(
+                    f"{p}: is a SAM text file; convert and index it: "
+                    f"samtools sort -o {p.stem}.bam {p} && samtools index {p.stem}.bam"
+                )
+            if not fh.has_index():
+                kind = ".crai" if fh.is_cram else ".bai or .csi"
+                raise GenosegError(
+                    f"{p}: no index found ({kind}); create it with 'samtools index {p}'"
+                )
+            so = fh.header.to_dict().get("HD", {}).get("SO")
+            if so is not None and so != "coordinate":
+                raise GenosegError(
+                    f"{p}: sorted by '{so}', not by coordinate; sort it with "
+                    f"'samtools sort -o sorted.bam {p}' and index the result"
+                )
+            header = dict(zip(fh.references, fh.lengths))
+        finally:
+            fh.close()
+        if genome_contigs is not None:
+            _check_contigs(p, header, genome_contigs, allow_missing)
+        return cls(p, Path(reference) if reference else None, mode, min_mapq, header)
+
+    @staticmethod
+    def _open_file(p: Path, reference: Path | None) -> pysam.AlignmentFile:
+        old = pysam.set_verbosity(0)
+        try:
+            kw = {"reference_filename": str(reference)} if reference else {}
+            return pysam.AlignmentFile(str(p), **kw)
+        except (OSError, ValueError) as exc:
+            raise GenosegError(f"{p}: cannot read as BAM/CRAM: {exc}") from None
+        finally:
+            pysam.set_verbosity(old)
+
+    def _handle(self) -> pysam.AlignmentFile:
+        if self._fh is None or self._pid != os.getpid():
+            self._fh = self._open_file(self.path, self.reference)
+            self._pid = os.getpid()
+        return self._fh
+
+    def close(self) -> None:
+        if self._fh is not None and self._pid == os.getpid():
+            self._fh.close()
+        self._fh = None
+
+    def __enter__(self) -> Evidence:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def __getstate__(self) -> dict:
+        state = self.__dict__.copy()
+        state["_fh"], state["_pid"] = None, -1
+        return state
+
+    # -- reads ---------------------------------------------------------------------
+    def _strand(self, read: pysam.AlignedSegment, spliced: bool) -> int:
+        if spliced and read.has_tag("XS"):
+            xs = read.get_tag("XS")
+            if xs == "+":
+                return _PLUS
+            if xs == "-":
+                return _MINUS
+        if self.strandedness == "unstranded":
+            return _BOTH
+        first = not read.is_paired or read.is_read1
+        same = first == (self.strandedness == "fr-secondstrand")
+        forward = not read.is_reverse
+        return _PLUS if forward == same else _MINUS
+
+    def _reads(self, contig: str, start: int, end: int):
+        if contig not in self.contigs:
+            return
+        n = self.contigs[contig]
+        if not (0 <= start <= end <= n):
+            raise GenosegError(
+                f"{self.path}: range {contig}:{start}-{end} is outside the contig (length {n})"
+            )
+        if start == end:
+            return
+        try:
+            it = self._handle().fetch(contig, start, end)
+            for read in it:
+                if read.flag & _SKIP_FLAGS or read.mapping_quality < self.min_mapq:
+                    continue
+                cig = read.cigartuples
+                if not cig:
+                    continue
+                yield read, cig
+        except (OSError, ValueError) as exc:
+            raise GenosegError(f"{self.path}: cannot read {contig}:{start}-{end}: {exc}") from None
+
+    def track(self, contig: str, start: int, end: int) -> np.ndarray:
+        """Evidence counts of ``[start, end)`` (0-based half-open): float32 (8, end-start).
+
+        A contig absent from the BAM header (allowed with ``allow_missing``) gives zeros.
+        """
+        n = end - start
+        diff = np.zeros((N_CHANNELS, n + 1), dtype=np.int64)  # cov / intron run-lengths
+        point = np.zeros((N_CHANNELS, n), dtype=np.int64)  # donor / acceptor counts
+        runs_ch: list[int] = []
+        runs_a: list[int] = []
+        runs_b: list[int] = []
+        pts_ch: list[int] = []
+        pts_x: list[int] = []
+        for read, cig in self._reads(contig, start, end):
+            spliced = any(op == 3 for op, _ in cig)
+            s = self._strand(read, spliced)
+            bases = (0, 4) if s == _BOTH else ((0,) if s == _PLUS else (4,))
+            pos = read.reference_start
+            for op, length in cig:
+                if op in _ALIGNED_OPS or op == 3:
+                    a, b = max(pos, start), min(pos + length, end)
+                    if a < b:
+                        off = 0 if op != 3 else 1
+                        for base in bases:
+                            runs_ch.append(base + off)
+                            runs_a.append(a - start)
+                            runs_b.append(b - start)
+                    if op == 3:
+                        first, last = pos, pos + length - 1
+                        for base in bases:
+                            donor, acceptor = (first, last) if base == 0 else (last, first)
+                            if start <= donor < end:
+                                pts_ch.append(base + 2)
+                                pts_x.append(donor - start)
+                            if start <= acceptor < end:
+                                pts_ch.append(base + 3)
+                                pts_x.append(acceptor - start)
+                if op in _REF_OPS:
+                    pos += length
+        if runs_ch:
+            ch = np.asarray(runs_ch)
+            np.add.at(diff, (ch, np.asarray(runs_a)), 1)
+            np.add.at(diff, (ch, np.asarray(runs_b)), -1)
+        if pts_ch:
+            np.add.at(point, (np.asarray(pts_ch), np.asarray(pts_x)), 1)
+        out = np.cumsum(diff[:, :n], axis=1) + point
+        return out.astype(np.float32)
+
+    def junctions(self, contig: str, start: int = 0, end: int | None = None) -> Counter:
+        """Split-read counts per intron overlapping ``[start, end)``.
+
+        Keys are ``(intron_start, intron_end, strand)``, 0-based half-open intron
+        coordinates and strand '+', '-' or '.' (unknown, unstranded library without XS).
+        """
+        end = self.contigs.get(contig, 0) if end is None else end
+        counts: Counter = Counter()
+        for read, cig in self._reads(contig, start, end):
+            if not any(op == 3 for op, _ in cig):
+                continue
+            s = "+-."[self._strand(read, True)]
+            pos = read.reference_start
+            for op, length in cig:
+                if op == 3 and pos < end and pos + length > start:
+                    counts[(pos, pos + length, s)] += 1
+                if op in _REF_OPS:
+                    pos += length
+        return counts
+
+
+def _check_contigs(
+    path: Path, header: dict[str, int], genome: Mapping[str, int], allow_missing: bool
+) -> None:
+    missing = [c for c in genome if c not in header]
+    if missing and not allow_missing:
+        shown = ", ".join(missing[:5]) + (", ..." if len(missing) > 5 else "")
+        hint = missing_contig_message(missing[0], header, f"{path}")
+        raise GenosegError(
+            f"{path}: {len(missing)} of {len(genome)} genome contigs are not in the BAM "
+            f"header ({shown}); {hint}"
+        )
+    for name, n in genome.items():
+        if name in header and header[name] != n:
+            raise GenosegError(
+                f"{path}: contig '{name}' has length {header[name]} in the BAM header but "
+                f"{n} in the genome: the reads were aligned to another assembly"
+            )
