@@ -1,5 +1,21 @@
 """Exact semi-Markov CRF engine (DESIGN.md §1).
 
-``reference`` is the float64 ground truth; the public operations dispatch to the fast
-engines (see :mod:`genoseg.crf.api`).
+Public operations: :func:`log_partition`, :func:`marginals`, :func:`viterbi`, :func:`nll`
+(dispatching to the CPU engine or the Triton kernels), the streaming
+:class:`ForwardStream` for contigs processed chunk by chunk, and the float64
+``reference`` module that is the ground truth for tests.
 """
+
+from genoseg.crf.api import Marginals, log_partition, marginals, nll, segmentation_score, viterbi
+from genoseg.crf.inputs import CRFInputs, check_inputs
+
+__all__ = [
+    "CRFInputs",
+    "Marginals",
+    "check_inputs",
+    "log_partition",
+    "marginals",
+    "nll",
+    "segmentation_score",
+    "viterbi",
+]

@@ -1,0 +1,333 @@
+"""Public semi-CRF operations (DESIGN.md §1) with backend dispatch and autograd.
+
+All functions take the §1 inputs: ``emissions`` (B, T, C) (or (T, C)), ``lengths`` (B,)
+int64 or None (= T), ``transitions`` (C, C), ``durations`` (C, K), ``init``, ``final`` (C,),
+and optionally ``tail`` (C,), ``seg_start``, ``seg_end`` (B, T, C), ``max_dur`` (B, T, C).
+Positions are 0-based; segments are ``(start, end, label)`` half-open.
+
+``backend``: ``"auto"`` (CPU engine for CPU tensors, Triton kernels for CUDA tensors),
+``"cpu"``, ``"triton"`` or ``"reference"`` (float64, slow; for tests).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from genoseg.crf import cpu
+from genoseg.crf import reference as ref
+from genoseg.crf.inputs import CRFInputs, check_inputs
+
+Segments = list[tuple[int, int, int]]
+
+BACKENDS = ("auto", "cpu", "triton", "reference")
+
+
+@dataclass
+class Marginals:
+    """Exact posteriors. position/start/end: (B, T, C); start_any/end_any: (B, T);
+    log_z: (B,). ``start[b, t, c]`` = P(a label-c segment starts at t); ``end[b, t, c]`` =
+    P(a label-c segment's last position is t). Rows t >= L_b are 0."""
+
+    position: Tensor
+    start: Tensor
+    end: Tensor
+    start_any: Tensor
+    end_any: Tensor
+    log_z: Tensor
+
+
+def default_checkpoint(T: int, R: int) -> int:
+    """Checkpoint interval balancing checkpoint memory (T/Δ · 2R · C) and block memory
+    (Δ · C): Δ ≈ sqrt(2·T·R), clamped to [64, 65536]."""
+    return int(min(65536, max(64, math.isqrt(2 * T * R))))
+
+
+def _resolve_backend(backend: str, x: CRFInputs) -> str:
+    if backend not in BACKENDS:
+        raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
+    if backend == "auto":
+        return "triton" if x.emissions.is_cuda and _triton_usable() else "cpu"
+    return backend
+
+
+def _triton_usable() -> bool:
+    try:
+        from genoseg.crf import triton_kernels  # noqa: F401
+    except Exception:  # pragma: no cover - depends on the install
+        return False
+    return True
+
+
+class _Arrays:
+    """numpy views of checked inputs for the numba engine (float64 parameters)."""
+
+    def __init__(self, x: CRFInputs):
+        def f(t: Tensor | None, dtype) -> np.ndarray | None:
+            return (
+                None if t is None else np.ascontiguousarray(t.detach().cpu().numpy(), dtype=dtype)
+            )
+
+        hd = np.float64 if x.emissions.dtype == torch.float64 else np.float32
+        self.h = f(x.emissions, hd)
+        self.has_ss = x.seg_start is not None
+        self.has_se = x.seg_end is not None
+        self.has_md = x.max_dur is not None
+        self.ss = f(x.seg_start, hd) if self.has_ss else np.zeros((1, 1, 1), hd)
+        self.se = f(x.seg_end, hd) if self.has_se else np.zeros((1, 1, 1), hd)
+        self.md = f(x.max_dur, np.int32) if self.has_md else np.zeros((1, 1, 1), np.int32)
+        self.lengths = f(x.lengths, np.int64)
+        self.A = f(x.transitions, np.float64)
+        self.D = f(x.durations, np.float64)
+        self.Kc = f(x.label_k, np.int64)
+        self.tail = f(x.tail, np.float64) if x.tail is not None else np.full(x.C, -np.inf)
+        self.init = f(x.init, np.float64)
+        self.final = f(x.final, np.float64)
+        self.R = int(self.Kc.max()) + 1
+
+    def common(self):
+        return (
+            self.h, self.ss, self.se, self.md, self.has_ss, self.has_se, self.has_md,
+            self.lengths, self.A, self.D, self.Kc, self.tail, self.init, self.final, self.R,
+        )  # fmt: skip
+
+
+def _raise_forbidden(log_z: np.ndarray | Tensor) -> None:
+    bad = [i for i, v in enumerate(np.asarray(log_z, dtype=np.float64).tolist()) if v == -math.inf]
+    if bad:
+        raise ValueError(
+            f"no segmentation has a finite score for batch element(s) {bad}: every path is "
+            "forbidden by transitions/durations/init/final/seg_start/seg_end/max_dur"
+        )
+
+
+def _cpu_gradients(x: CRFInputs, checkpoint: int | None):
+    a = _Arrays(x)
+    block = checkpoint or default_checkpoint(x.T, a.R)
+    if block < 1:
+        raise ValueError(f"checkpoint must be >= 1, got {block}")
+    out = cpu._backward_batch(*a.common(), block)
+    _raise_forbidden(out[0])
+    return out
+
+
+class _CPULogPartition(torch.autograd.Function):
+    """log Z (B,) with the exact adjoint computed eagerly by the CPU engine; backward
+    weights batch element b's adjoint by grad_output[b]."""
+
+    @staticmethod
+    def forward(ctx, x: CRFInputs, checkpoint, *tensors):  # tensors only connect autograd
+        logz, gh, gss, gse, gA, gD, gt, gi, gf = _cpu_gradients(x, checkpoint)
+        # same order as `tensors`; per-position grads are (B, T, C), parameter grads (B, ...)
+        ctx.grads = (gh, gA, gD, gi, gf, gt, gss, gse)
+        ctx.per_position = (True, False, False, False, False, False, True, True)
+        ctx.meta = [(t is not None, t.dtype if t is not None else None) for t in tensors]
+        ctx.device = x.emissions.device
+        return torch.from_numpy(logz).to(device=ctx.device, dtype=x.emissions.dtype)
+
+    @staticmethod
+    def backward(ctx, g: Tensor):
+        g64 = g.detach().to(torch.float64).cpu()
+        out = []
+        for grad, per_pos, (present, dtype) in zip(ctx.grads, ctx.per_position, ctx.meta):
+            if not present:
+                out.append(None)
+                continue
+            t = torch.from_numpy(grad)
+            t = t * g64.view(-1, *([1] * (t.dim() - 1)))
+            if not per_pos:
+                t = t.sum(0)
+            out.append(t.to(device=ctx.device, dtype=dtype))
+        return (None, None, *out)
+
+
+def log_partition(
+    emissions: Tensor,
+    lengths: Tensor | None,
+    transitions: Tensor,
+    durations: Tensor,
+    init: Tensor,
+    final: Tensor,
+    tail: Tensor | None = None,
+    seg_start: Tensor | None = None,
+    seg_end: Tensor | None = None,
+    max_dur: Tensor | None = None,
+    *,
+    backend: str = "auto",
+    checkpoint: int | None = None,
+) -> Tensor:
+    """log Z per batch element, (B,), differentiable with respect to every float input.
+
+    ``checkpoint``: positions between saved forward states in the backward pass (default
+    :func:`default_checkpoint`); results do not depend on it.
+    Raises ValueError if some batch element has no segmentation of finite score.
+    """
+    x = check_inputs(
+        emissions, lengths, transitions, durations, init, final, tail, seg_start, seg_end, max_dur
+    )
+    be = _resolve_backend(backend, x)
+    if be == "reference":
+        out = ref.log_partition(x)
+        _raise_forbidden(out.detach())
+        return out.to(x.emissions.dtype)
+    if be == "triton":
+        from genoseg.crf import triton_kernels
+
+        return triton_kernels.log_partition(x, checkpoint=checkpoint)
+    tensors = (
+        x.emissions,
+        x.transitions,
+        x.durations,
+        x.init,
+        x.final,
+        x.tail,
+        x.seg_start,
+        x.seg_end,
+    )
+    if torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in tensors):
+        return _CPULogPartition.apply(x, checkpoint, *tensors)
+    a = _Arrays(x)
+    logz = cpu._log_partition_batch(*a.common())
+    _raise_forbidden(logz)
+    return torch.from_numpy(logz).to(device=x.emissions.device, dtype=x.emissions.dtype)
+
+
+def marginals(
+    emissions: Tensor,
+    lengths: Tensor | None,
+    transitions: Tensor,
+    durations: Tensor,
+    init: Tensor,
+    final: Tensor,
+    tail: Tensor | None = None,
+    seg_start: Tensor | None = None,
+    seg_end: Tensor | None = None,
+    max_dur: Tensor | None = None,
+    *,
+    backend: str = "auto",
+    checkpoint: int | None = None,
+) -> Marginals:
+    """Exact position and boundary posteriors (see :class:`Marginals`), float32 unless the
+    emissions are float64. They are the gradients of log Z with respect to the emissions,
+    seg_start and seg_end."""
+    x = check_inputs(
+        emissions, lengths, transitions, durations, init, final, tail, seg_start, seg_end, max_dur
+    )
+    be = _resolve_backend(backend, x)
+    dt, dev = x.emissions.dtype, x.emissions.device
+    if be == "reference":
+        m = ref.marginals(x)
+        _raise_forbidden(m["log_z"])
+        pos, st, en, logz = m["position"], m["start"], m["end"], m["log_z"]
+    elif be == "triton":
+        from genoseg.crf import triton_kernels
+
+        return triton_kernels.marginals(x, checkpoint=checkpoint)
+    else:
+        logz, gh, gss, gse, *_ = _cpu_gradients(x, checkpoint)
+        pos, st, en, logz = (torch.from_numpy(v) for v in (gh, gss, gse, logz))
+
+    def conv(t: Tensor) -> Tensor:
+        return t.to(device=dev, dtype=dt)
+
+    return Marginals(conv(pos), conv(st), conv(en), conv(st.sum(-1)), conv(en.sum(-1)), conv(logz))
+
+
+def viterbi(
+    emissions: Tensor,
+    lengths: Tensor | None,
+    transitions: Tensor,
+    durations: Tensor,
+    init: Tensor,
+    final: Tensor,
+    tail: Tensor | None = None,
+    seg_start: Tensor | None = None,
+    seg_end: Tensor | None = None,
+    max_dur: Tensor | None = None,
+    *,
+    backend: str = "auto",
+) -> tuple[Tensor, list[Segments]]:
+    """Best segmentation per batch element: scores (B,) float64 and segments
+    [(start, end, label)] (0-based half-open, tiling [0, L_b)), exactly traced back at any
+    length. Ties go to the shortest last segment and the lowest label."""
+    x = check_inputs(
+        emissions, lengths, transitions, durations, init, final, tail, seg_start, seg_end, max_dur
+    )
+    be = _resolve_backend(backend, x)
+    if be == "reference":
+        scores, paths = ref.viterbi(x)
+        _raise_forbidden(scores)
+        return scores, paths
+    if be == "triton":
+        from genoseg.crf import triton_kernels
+
+        return triton_kernels.viterbi(x)
+    a = _Arrays(x)
+    scores, last, bp_len, bp_prev = cpu._viterbi_batch(*a.common())
+    _raise_forbidden(scores)
+    paths = [
+        cpu.traceback(bp_len[b], bp_prev[b], int(a.lengths[b]), int(last[b])) for b in range(x.B)
+    ]
+    return torch.from_numpy(scores), paths
+
+
+def segmentation_score(x: CRFInputs, b: int, segments: Sequence[tuple[int, int, int]]) -> Tensor:
+    """Differentiable score of one segmentation of batch element b (DESIGN.md §1 rule),
+    vectorised over segments; -inf if any part is forbidden. Returns a 0-d tensor."""
+    L = int(x.lengths[b])
+    ref.check_tiling(segments, L, x.C)
+    seg = torch.as_tensor(segments, dtype=torch.int64, device=x.emissions.device)
+    s, e, c = seg[:, 0], seg[:, 1], seg[:, 2]
+    d = e - s
+    labels = torch.repeat_interleave(c, d)
+    total = x.emissions[b, :L].gather(1, labels.unsqueeze(1)).sum()
+    kc = x.label_k.to(seg.device)[c]
+    inside = d <= kc
+    table = x.durations[c, (torch.minimum(d, kc) - 1).clamp(min=0)]  # -inf when K_c = 0
+    slope = x.tail[c] if x.tail is not None else torch.full_like(table, -math.inf)
+    dur = table + torch.where(inside, torch.zeros_like(table), slope * (d - kc).clamp(min=1))
+    total = total + dur.sum()
+    if x.seg_start is not None:
+        total = total + x.seg_start[b, s, c].sum()
+    if x.seg_end is not None:
+        total = total + x.seg_end[b, e - 1, c].sum()
+    total = total + x.init[c[0]] + x.final[c[-1]] + x.transitions[c[:-1], c[1:]].sum()
+    if x.max_dur is not None and bool((d > x.max_dur[b, e - 1, c].to(torch.int64)).any()):
+        total = total + float("-inf")
+    return total
+
+
+def nll(
+    emissions: Tensor,
+    lengths: Tensor | None,
+    transitions: Tensor,
+    durations: Tensor,
+    init: Tensor,
+    final: Tensor,
+    tail: Tensor | None = None,
+    seg_start: Tensor | None = None,
+    seg_end: Tensor | None = None,
+    max_dur: Tensor | None = None,
+    *,
+    gold_segments: Sequence[Sequence[tuple[int, int, int]]],
+    backend: str = "auto",
+    checkpoint: int | None = None,
+) -> Tensor:
+    """Negative log-likelihood of the gold segmentations, (B,): log Z - score(gold) >= 0.
+    Differentiable; +inf where the gold path is forbidden."""
+    x = check_inputs(
+        emissions, lengths, transitions, durations, init, final, tail, seg_start, seg_end, max_dur
+    )
+    if len(gold_segments) != x.B:
+        raise ValueError(f"gold_segments must have {x.B} entries, got {len(gold_segments)}")
+    logz = log_partition(
+        x.emissions, x.lengths, x.transitions, x.durations, x.init, x.final, x.tail,
+        x.seg_start, x.seg_end, x.max_dur, backend=backend, checkpoint=checkpoint,
+    )  # fmt: skip
+    gold = torch.stack([segmentation_score(x, b, gold_segments[b]) for b in range(x.B)])
+    return logz - gold.to(logz.dtype)

@@ -1,0 +1,442 @@
+"""Fast CPU semi-CRF engine: numba-compiled streaming forward, backward and Viterbi.
+
+Algorithm (one sequence; positions 0-based, ``e`` is an exclusive segment end):
+
+* ``P[e, c] = sum(h[:e, c])`` in float64, accumulated as the loop advances.
+* Step ``e`` first closes start position ``s = e - 1``:
+  ``S[s, c] = seg_start[s, c] + (init[c] if s == 0 else LSE_c' alpha[s, c'] + A[c', c])``
+  and stores ``Q[s, c] = S[s, c] - P[s, c]`` in a ring buffer of ``R = max K_c + 1`` rows
+  (written twice, at ``s % R`` and ``s % R + R``, so the last ``R`` rows are contiguous).
+* The geometric tail is a running log-sum-exp over starts ``s <= e - K_c - 1``:
+  ``G[e, c] = LSE(G[e-1, c] + tail[c], Q[e-K_c-1, c] + D[c, K_c-1] + tail[c])``.
+* ``alpha[e, c] = P[e, c] + seg_end[e-1, c] + LSE(Q[e-d, c] + D[c, d-1] for d = 1..n, G[e, c])``
+  with ``n = min(K_c, e, max_dur[e-1, c])``: the length loop stops at the bound, and the
+  tail term is used only when ``max_dur`` admits every length.
+* ``log Z = LSE_c alpha[L, c] + final[c]``.
+
+Working memory per sequence is O(R·C). The gradient is the exact adjoint of this loop
+(reverse sweep, adjoints are posterior probabilities in [0, 1]): forward states are
+checkpointed every ``checkpoint`` positions and recomputed block by block. Viterbi runs the
+same loop in the max semiring with int32 back-pointers per position (exact traceback).
+"""
+
+from __future__ import annotations
+
+import math
+
+import numba as nb
+import numpy as np
+
+NEG = -np.inf
+LOG, MAX = 0, 1
+
+
+@nb.njit(cache=True, nogil=True)
+def _advance(
+    h, ss, se, md, has_ss, has_se, has_md, off,
+    A, D, Kc, tail, init, R,
+    ring, G, alpha, P, e0, n_steps, mode,
+    keep, k0, Qk, Ak, Ik, Gk, Pk, Ek,
+    bp_len, bp_prev, Gstart,
+):  # fmt: skip
+    """Advance one sequence's forward state from end position e0 to e0 + n_steps.
+
+    h, ss, se, md: (n_local, C) with local row = absolute position - off.
+    State (updated in place): ring (C, 2R) of Q, G (C,), alpha (C,), P (C,).
+    keep: also store, for absolute e in (e0, e0+n_steps], rows e - k0 of Ak (alpha),
+    Ik (inner LSE), Gk, Pk, and for s = e-1 rows s - k0 + R of Qk and s - k0 of Ek
+    (enter score without seg_start).
+    mode MAX: fills bp_len/bp_prev rows (local position of the segment's last/first base).
+    """
+    C = alpha.shape[0]
+    tmp = np.empty(C)
+    for step in range(n_steps):
+        e = e0 + step + 1
+        s = e - 1
+        ls = s - off
+        # 1. close start position s
+        for c in range(C):
+            if s == 0:
+                v = init[c]
+                arg = -1
+            else:
+                m = NEG
+                arg = -1
+                for cp in range(C):
+                    x = alpha[cp] + A[cp, c]
+                    tmp[cp] = x
+                    if x > m:
+                        m = x
+                        arg = cp
+                if mode == LOG and m > NEG:
+                    acc = 0.0
+                    for cp in range(C):
+                        acc += math.exp(tmp[cp] - m)
+                    v = m + math.log(acc)
+                else:
+                    v = m
+            if keep:
+                Ek[s - k0, c] = v
+            if has_ss:
+                v += ss[ls, c]
+            q = v - P[c]
+            i = s % R
+            ring[c, i] = q
+            ring[c, i + R] = q
+            if keep:
+                Qk[s - k0 + R, c] = q
+            if mode == MAX:
+                bp_prev[ls, c] = arg
+        # 2. prefix sums
+        for c in range(C):
+            P[c] += h[ls, c]
+        # 3. segments ending at e
+        base = e % R + R
+        for c in range(C):
+            kc = Kc[c]
+            n = min(kc, e)
+            unbounded = True
+            if has_md:
+                mdv = md[ls, c]
+                if mdv < n:
+                    n = mdv
+                unbounded = mdv >= e
+            tl = tail[c]
+            use_tail = False
+            if tl > NEG and kc > 0:
+                j = e - kc - 1
+                if j >= 0:
+                    x = ring[c, j % R] + D[c, kc - 1] + tl
+                    g = G[c] + tl
+                    if mode == LOG:
+                        if x > g:
+                            G[c] = x + math.log1p(math.exp(g - x))
+                        elif g > NEG:
+                            G[c] = g + math.log1p(math.exp(x - g))
+                        else:
+                            G[c] = NEG
+                    else:
+                        if x >= g:
+                            G[c] = x
+                            Gstart[c] = j
+                        else:
+                            G[c] = g
+                use_tail = unbounded and G[c] > NEG
+            m = NEG
+            best = 0
+            for d in range(1, n + 1):
+                x = ring[c, base - d] + D[c, d - 1]
+                if x > m:
+                    m = x
+                    best = d
+            if use_tail and G[c] > m:
+                m = G[c]
+                best = e - Gstart[c]
+            if mode == LOG and m > NEG:
+                acc = 0.0
+                for d in range(1, n + 1):
+                    acc += math.exp(ring[c, base - d] + D[c, d - 1] - m)
+                if use_tail:
+                    acc += math.exp(G[c] - m)
+                m = m + math.log(acc)
+            a = P[c] + m
+            if has_se:
+                a += se[ls, c]
+            alpha[c] = a
+            if keep:
+                Ak[e - k0, c] = a
+                Ik[e - k0, c] = m
+                Gk[e - k0, c] = G[c]
+                Pk[e - k0, c] = P[c]
+            if mode == MAX:
+                bp_len[ls, c] = best if m > NEG else 0
+
+
+def _new_state(C: int, R: int):
+    ring = np.full((C, 2 * R), NEG)
+    G = np.full(C, NEG)
+    alpha = np.full(C, NEG)
+    P = np.zeros(C)
+    return ring, G, alpha, P
+
+
+@nb.njit(cache=True, nogil=True)
+def _finish(alpha, final):
+    C = alpha.shape[0]
+    m = NEG
+    for c in range(C):
+        m = max(m, alpha[c] + final[c])
+    if m == NEG:
+        return NEG
+    acc = 0.0
+    for c in range(C):
+        acc += math.exp(alpha[c] + final[c] - m)
+    return m + math.log(acc)
+
+
+
+
+@nb.njit(cache=True, parallel=True)
+def _log_partition_batch(
+    h, ss, se, md, has_ss, has_se, has_md, lengths, A, D, Kc, tail, init, final, R
+):
+    B, _, C = h.shape
+    f2 = np.zeros((1, 1))
+    i2 = np.zeros((1, 1), dtype=np.int32)
+    i1 = np.zeros(1, dtype=np.int64)
+    out = np.empty(B)
+    for b in nb.prange(B):
+        zero = np.int64(0)
+        bs = np.int64(b) if has_ss else zero
+        be = np.int64(b) if has_se else zero
+        bm = np.int64(b) if has_md else zero
+        ring = np.full((C, 2 * R), NEG)
+        G = np.full(C, NEG)
+        alpha = np.full(C, NEG)
+        P = np.zeros(C)
+        _advance(
+            h[b], ss[bs], se[be], md[bm],
+            has_ss, has_se, has_md, 0, A, D, Kc, tail, init, R,
+            ring, G, alpha, P, 0, lengths[b], LOG,
+            False, 0, f2, f2, f2, f2, f2, f2,
+            i2, i2, i1,
+        )  # fmt: skip
+        out[b] = _finish(alpha, final)
+    return out
+
+
+@nb.njit(cache=True, nogil=True)
+def _backward_one(
+    h, ss, se, md, has_ss, has_se, has_md, L,
+    A, D, Kc, tail, init, final, R, block,
+    gh, gss, gse, gA, gD, gtail, ginit, gfinal,
+):  # fmt: skip
+    """Gradient of log Z for one sequence (length L) by checkpointed recomputation.
+
+    Writes gh/gss/gse (T, C) rows < L and accumulates gA (C, C), gD (C, K), gtail, ginit,
+    gfinal (C,). Returns log Z. gh[t, c] = P(t has label c); gss/gse = start/end posteriors.
+    """
+    C = h.shape[1]
+    f2 = np.zeros((1, 1))
+    i2 = np.zeros((1, 1), dtype=np.int32)
+    i1 = np.zeros(1, dtype=np.int64)
+    nblocks = (L + block - 1) // block
+    cr = np.empty((nblocks, C, 2 * R))
+    cG = np.empty((nblocks, C))
+    ca = np.empty((nblocks, C))
+    cP = np.empty((nblocks, C))
+    ring = np.full((C, 2 * R), NEG)
+    G = np.full(C, NEG)
+    alpha = np.full(C, NEG)
+    P = np.zeros(C)
+    for k in range(nblocks):
+        cr[k] = ring
+        cG[k] = G
+        ca[k] = alpha
+        cP[k] = P
+        a = k * block
+        n = min(block, L - a)
+        _advance(
+            h, ss, se, md, has_ss, has_se, has_md, 0, A, D, Kc, tail, init, R,
+            ring, G, alpha, P, a, n, LOG,
+            False, 0, f2, f2, f2, f2, f2, f2,
+            i2, i2, i1,
+        )  # fmt: skip
+    logz = _finish(alpha, final)
+    if logz == NEG:
+        return logz
+    galpha = np.empty(C)
+    for c in range(C):
+        w = math.exp(alpha[c] + final[c] - logz) if alpha[c] + final[c] > NEG else 0.0
+        galpha[c] = w
+        gfinal[c] += w
+    gG = np.zeros(C)
+    gP = np.zeros(C)
+    gnext = np.zeros(C)
+    Qk = np.empty((block + R, C))
+    gQ = np.zeros((block + R, C))
+    Ak = np.empty((block + 1, C))
+    Ik = np.empty((block + 1, C))
+    Gk = np.empty((block + 1, C))
+    Pk = np.empty((block + 1, C))
+    Ek = np.empty((block, C))
+    for k in range(nblocks - 1, -1, -1):
+        a = k * block
+        n = min(block, L - a)
+        ring[:] = cr[k]
+        G[:] = cG[k]
+        alpha[:] = ca[k]
+        P[:] = cP[k]
+        # history Q[a-R .. a) from the checkpoint ring, then recompute the block
+        for i in range(R):
+            p = a - R + i
+            for c in range(C):
+                Qk[i, c] = ring[c, p % R] if p >= 0 else NEG
+        for c in range(C):
+            Ak[0, c] = alpha[c]
+            Gk[0, c] = G[c]
+            Pk[0, c] = P[c]
+        _advance(
+            h, ss, se, md, has_ss, has_se, has_md, 0, A, D, Kc, tail, init, R,
+            ring, G, alpha, P, a, n, LOG,
+            True, a, Qk, Ak, Ik, Gk, Pk, Ek,
+            i2, i2, i1,
+        )  # fmt: skip
+        for e in range(a + n, a, -1):
+            s = e - 1
+            r = e - a
+            # adjoint of alpha[e]
+            for c in range(C):
+                g = galpha[c]
+                gse[s, c] = g
+                gP[c] += g
+                if g == 0.0:
+                    continue
+                inner = Ik[r, c]
+                kc = Kc[c]
+                nd = min(kc, e)
+                unbounded = True
+                if has_md:
+                    mdv = md[s, c]
+                    if mdv < nd:
+                        nd = mdv
+                    unbounded = mdv >= e
+                for d in range(1, nd + 1):
+                    w = g * math.exp(Qk[e - d - a + R, c] + D[c, d - 1] - inner)
+                    gQ[e - d - a + R, c] += w
+                    gD[c, d - 1] += w
+                tl = tail[c]
+                if tl > NEG and kc > 0 and unbounded and Gk[r, c] > NEG:
+                    gG[c] += g * math.exp(Gk[r, c] - inner)
+            # adjoint of the tail recursion G[e] -> G[e-1], Q[e-K_c-1]
+            for c in range(C):
+                tl = tail[c]
+                kc = Kc[c]
+                if gG[c] == 0.0 or not (tl > NEG and kc > 0):
+                    continue
+                j = e - kc - 1
+                Ge = Gk[r, c]
+                if j < 0 or Ge == NEG:
+                    gG[c] = 0.0
+                    continue
+                x = Qk[j - a + R, c] + D[c, kc - 1] + tl
+                w2 = math.exp(x - Ge)
+                w1 = math.exp(Gk[r - 1, c] + tl - Ge) if Gk[r - 1, c] > NEG else 0.0
+                gtail[c] += gG[c]
+                gQ[j - a + R, c] += gG[c] * w2
+                gD[c, kc - 1] += gG[c] * w2
+                gG[c] *= w1
+            # P[e] = P[e-1] + h[e-1]; then Q[s] = S[s] - P[s] is complete
+            for c in range(C):
+                gh[s, c] = gP[c]
+                gq = gQ[s - a + R, c]
+                gP[c] -= gq
+                gss[s, c] = gq
+                gnext[c] = 0.0
+            for c in range(C):
+                gq = gss[s, c]
+                if gq == 0.0:
+                    continue
+                if s == 0:
+                    ginit[c] += gq
+                    continue
+                enter = Ek[s - a, c]
+                for cp in range(C):
+                    x = Ak[r - 1, cp] + A[cp, c]
+                    if x > NEG:
+                        w = gq * math.exp(x - enter)
+                        gnext[cp] += w
+                        gA[cp, c] += w
+            for c in range(C):
+                galpha[c] = gnext[c]
+        # carry gQ of positions [a-R, a) to the previous block's buffer tail
+        if k > 0:
+            nprev = min(block, L - (k - 1) * block)
+            tmpq = gQ[:R].copy()
+            gQ[:] = 0.0
+            gQ[nprev : nprev + R] = tmpq
+    return logz
+
+
+@nb.njit(cache=True, parallel=True)
+def _backward_batch(
+    h, ss, se, md, has_ss, has_se, has_md, lengths, A, D, Kc, tail, init, final, R, block
+):
+    B, T, C = h.shape
+    K = D.shape[1]
+    gh = np.zeros((B, T, C))
+    gss = np.zeros((B, T, C))
+    gse = np.zeros((B, T, C))
+    gA = np.zeros((B, C, C))
+    gD = np.zeros((B, C, K))
+    gt = np.zeros((B, C))
+    gi = np.zeros((B, C))
+    gf = np.zeros((B, C))
+    logz = np.empty(B)
+    for b in nb.prange(B):
+        zero = np.int64(0)
+        bs = np.int64(b) if has_ss else zero
+        be = np.int64(b) if has_se else zero
+        bm = np.int64(b) if has_md else zero
+        logz[b] = _backward_one(
+            h[b], ss[bs], se[be], md[bm],
+            has_ss, has_se, has_md, lengths[b], A, D, Kc, tail, init, final, R, block,
+            gh[b], gss[b], gse[b], gA[b], gD[b], gt[b], gi[b], gf[b],
+        )  # fmt: skip
+    return logz, gh, gss, gse, gA, gD, gt, gi, gf
+
+
+@nb.njit(cache=True, parallel=True)
+def _viterbi_batch(h, ss, se, md, has_ss, has_se, has_md, lengths, A, D, Kc, tail, init, final, R):
+    B, T, C = h.shape
+    f2 = np.zeros((1, 1))
+    bp_len = np.zeros((B, T, C), dtype=np.int32)
+    bp_prev = np.full((B, T, C), -1, dtype=np.int32)
+    scores = np.empty(B)
+    last = np.full(B, -1, dtype=np.int64)
+    for b in nb.prange(B):
+        zero = np.int64(0)
+        bs = np.int64(b) if has_ss else zero
+        be = np.int64(b) if has_se else zero
+        bm = np.int64(b) if has_md else zero
+        ring = np.full((C, 2 * R), NEG)
+        G = np.full(C, NEG)
+        alpha = np.full(C, NEG)
+        P = np.zeros(C)
+        Gstart = np.zeros(C, dtype=np.int64)
+        _advance(
+            h[b], ss[bs], se[be], md[bm],
+            has_ss, has_se, has_md, 0, A, D, Kc, tail, init, R,
+            ring, G, alpha, P, 0, lengths[b], MAX,
+            False, 0, f2, f2, f2, f2, f2, f2,
+            bp_len[b], bp_prev[b], Gstart,
+        )  # fmt: skip
+        m = NEG
+        for c in range(C):
+            if alpha[c] + final[c] > m:
+                m = alpha[c] + final[c]
+                last[b] = c
+        scores[b] = m
+    return scores, last, bp_len, bp_prev
+
+
+def traceback(
+    bp_len: np.ndarray, bp_prev: np.ndarray, length: int, last: int
+) -> list[tuple[int, int, int]]:
+    """Segments [(start, end, label)] (0-based half-open) from back-pointers.
+
+    bp_len[t, c]: length of the best label-c segment whose last position is t;
+    bp_prev[s, c]: best label before a label-c segment starting at s (-1 at s = 0).
+    """
+    segs = []
+    e, c = length, int(last)
+    while e > 0:
+        d = int(bp_len[e - 1, c])
+        if d <= 0:
+            raise RuntimeError(f"broken Viterbi back-pointer at position {e - 1}, label {c}")
+        s = e - d
+        segs.append((s, e, c))
+        if s > 0:
+            c = int(bp_prev[s, c])
+        e = s
+    return segs[::-1]
