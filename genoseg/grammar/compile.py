@@ -1,0 +1,356 @@
+"""Compile a grammar and a genome window into the semi-CRF's structural inputs.
+
+Input sequence: uint8 codes (A=0, C=1, G=2, T=3, N=4), forward strand, 0-based. The
+compiled window is ``codes[left_context : len(codes) - right_context]``; the context bases
+are read by the motif rules (a donor after the window's last exon, a stop codon that
+bounds an exon reaching back before the window) but get no rows of their own.
+
+Outputs (T = window length, C = labels), see DESIGN.md §1:
+
+* ``seg_start[t, c]`` / ``seg_end[t, c]``: sum of the label's start / end
+  :class:`~genoseg.grammar.spec.MotifRule` scores for a segment starting / ending (last
+  position) at t; -inf where the start codon, stop codon or splice site is missing.
+* ``max_dur[t, c]`` int32: for exon labels, the longest exon ending at t that contains no
+  in-frame stop codon (and no invalid position); ``MAX_DUR_UNBOUNDED`` where nothing bounds
+  it (also for intron and intergenic labels, whose lengths are bounded by their tables and
+  tails only).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, fields
+
+import numpy as np
+import torch
+
+from genoseg.grammar.spec import Grammar, Label
+
+__all__ = [
+    "MAX_DUR_UNBOUNDED",
+    "StructuralInputs",
+    "compile_window",
+    "compile_window_np",
+    "max_dur_fast",
+    "max_dur_reference",
+    "motif_scores",
+]
+
+MAX_DUR_UNBOUNDED = 1 << 30
+NEG_INF = float("-inf")
+_CODES = "ACGTN"
+_STOP_CACHE: dict[tuple[str, ...], np.ndarray] = {}
+
+
+@dataclass
+class StructuralInputs:
+    """Engine inputs fixed by the grammar and the sequence (torch tensors, no batch dim).
+
+    transitions (C, C), durations (C, K), init (C,), final (C,), tail (C,) float32;
+    seg_start (T, C), seg_end (T, C) float32; max_dur (T, C) int32.
+    """
+
+    transitions: torch.Tensor
+    durations: torch.Tensor
+    init: torch.Tensor
+    final: torch.Tensor
+    tail: torch.Tensor
+    seg_start: torch.Tensor
+    seg_end: torch.Tensor
+    max_dur: torch.Tensor
+
+    def as_dict(self) -> dict[str, torch.Tensor]:
+        return {f.name: getattr(self, f.name) for f in fields(self)}
+
+    def to(self, device: torch.device | str) -> StructuralInputs:
+        return StructuralInputs(**{k: v.to(device) for k, v in self.as_dict().items()})
+
+
+def _shifted_kmer_index(codes: np.ndarray, shift: int, k: int) -> np.ndarray:
+    """(n,) base-5 index of the k-mer codes[t+shift : t+shift+k] for every t (first base most
+    significant; bases outside the sequence read as N)."""
+    n = len(codes)
+    pad = abs(shift) + k
+    padded = np.full(n + 2 * pad, 4, dtype=np.int16)
+    padded[pad : pad + n] = np.minimum(codes, 4)
+    idx = np.zeros(n, dtype=np.int32)
+    for j in range(k):
+        a = pad + shift + j
+        idx = idx * 5 + padded[a : a + n]
+    return idx
+
+
+def motif_scores(
+    lab: Label, codes: np.ndarray, which: str, _cache: dict | None = None
+) -> np.ndarray:
+    """Summed start ("start") or end ("end") rule scores of one label at every position.
+
+    Returns (len(codes),) float64; entry t is the score of a segment starting at t
+    (``which="start"``) or whose last position is t (``which="end"``, reference e = t+1).
+    """
+    n = len(codes)
+    t = np.arange(n, dtype=np.int64)
+    out = np.zeros(n)
+    rules = lab.start_rules if which == "start" else lab.end_rules
+    cache = {} if _cache is None else _cache
+    for rule in rules:
+        shift = rule.offset + (0 if rule.anchor == "start" else 1)
+        key = (shift, rule.k)
+        idx = cache.get(key)
+        if idx is None:
+            idx = cache[key] = _shifted_kmer_index(codes, shift, rule.k)
+        out += _rule_table(rule)[idx]
+    return out
+
+
+_TABLES: dict = {}
+
+
+def _rule_table(rule) -> np.ndarray:
+    tab = _TABLES.get(rule)
+    if tab is None:
+        tab = _TABLES[rule] = rule.table()
+    return tab
+
+
+def _stop_table(stops: tuple[str, ...]) -> np.ndarray:
+    tab = _STOP_CACHE.get(stops)
+    if tab is None:
+        tab = np.zeros(125, dtype=bool)
+        for s in stops:
+            tab[(_CODES.index(s[0]) * 5 + _CODES.index(s[1])) * 5 + _CODES.index(s[2])] = True
+        _STOP_CACHE[stops] = tab
+    return tab
+
+
+def max_dur_fast(
+    grammar: Grammar, codes: np.ndarray, valid: np.ndarray | None = None
+) -> np.ndarray:
+    """Vectorized max_dur (T, C) int32 over the whole of ``codes`` (see module doc).
+
+    For an exon label with frame offset o ending at t, the aligned codons end at
+    q ≡ t - o (mod 3); with q* the last aligned stop codon end at or before t - o (t - o - 3
+    with skip_last), the exon may start no earlier than q* - 1 (q* - 2 with allow_first),
+    so max_dur = t - q* + 2 (+1). Invalid positions cap it at t - (last invalid position).
+    """
+    n = len(codes)
+    C = grammar.num_labels
+    out = np.full((n, C), MAX_DUR_UNBOUNDED, dtype=np.int64)
+    t = np.arange(n, dtype=np.int64)
+    if valid is not None and not valid.all():
+        inv = np.where(~valid, t, -1)
+        last_invalid = np.maximum.accumulate(inv)
+        cap = np.where(last_invalid >= 0, t - last_invalid, MAX_DUR_UNBOUNDED)
+    else:
+        cap = None
+    cache: dict[tuple[str, ...], np.ndarray] = {}
+    for c, lab in enumerate(grammar.labels):
+        fr = lab.frame
+        if fr is None:
+            continue
+        last = cache.get(fr.stops)
+        if last is None:
+            is_stop = _stop_table(fr.stops)[_shifted_kmer_index(codes, -2, 3)]
+            q = np.where(is_stop & (t >= 2), t, -1)
+            last = np.empty(n, dtype=np.int64)
+            for m in range(3):
+                last[m::3] = np.maximum.accumulate(q[m::3]) if len(q[m::3]) else q[m::3]
+            cache[fr.stops] = last
+        b = t - fr.offset - (3 if fr.skip_last else 0)
+        qstar = np.where(b >= 0, last[np.clip(b, 0, None)], -1)
+        md = np.where(qstar >= 0, t - qstar + 2 + (1 if fr.allow_first else 0), MAX_DUR_UNBOUNDED)
+        if cap is not None:
+            md = np.minimum(md, cap)
+        out[:, c] = md
+    return out.astype(np.int32)
+
+
+def _translate_has_stop(seq: str, frame_start: int, stops: set[str], skip_final: bool) -> bool:
+    """Does seq (transcript sense) hold a stop codon among its complete codons starting at
+    frame_start, frame_start+3, ...? skip_final exempts a codon that ends at the last base."""
+    for j in range(frame_start, len(seq) - 2, 3):
+        if skip_final and j + 3 == len(seq):
+            continue
+        if seq[j : j + 3] in stops:
+            return True
+    return False
+
+
+def max_dur_reference(
+    grammar: Grammar, codes: np.ndarray, valid: np.ndarray | None = None
+) -> np.ndarray:
+    """Obviously-correct max_dur (T, C) int32: for every end t and exon label, grow the exon
+    leftwards, translating it in transcript sense, until it would hold an in-frame stop or
+    an invalid position. Slow (quadratic in ORF length); for tests."""
+    from genoseg.grammar.spec import reverse_complement
+
+    seq = "".join(_CODES[min(int(b), 4)] for b in codes)
+    n = len(seq)
+    valid = np.ones(n, dtype=bool) if valid is None else valid
+    out = np.full((n, grammar.num_labels), MAX_DUR_UNBOUNDED, dtype=np.int64)
+    for c, lab in enumerate(grammar.labels):
+        if not lab.is_exon:
+            continue
+        stops = {"TAA", "TAG", "TGA"}  # transcript sense
+        if lab.frame is not None and lab.strand > 0:
+            stops = set(lab.frame.stops)
+        elif lab.frame is not None:
+            stops = {reverse_complement(s) for s in lab.frame.stops}
+        terminal = lab.kind in ("single", "terminal")
+        for t in range(n):
+            best = None
+            for s in range(t, -1, -1):
+                if not valid[s]:
+                    best = t - s
+                    break
+                if lab.strand > 0:
+                    z = seq[s : t + 1]
+                    # frame anchored at the 3' end: the last phase_out bases are partial
+                    first = (len(z) - lab.phase_out) % 3
+                else:
+                    z = reverse_complement(seq[s : t + 1])
+                    # frame anchored at the 5' end (forward t): entry phase
+                    first = (3 - lab.phase_in) % 3
+                if _translate_has_stop(z, first, stops, skip_final=terminal):
+                    best = t - s
+                    break
+            out[t, c] = MAX_DUR_UNBOUNDED if best is None else best
+    return out.astype(np.int32)
+
+
+def compile_window_np(
+    grammar: Grammar,
+    codes: np.ndarray,
+    valid: np.ndarray | None = None,
+    *,
+    left_context: int = 0,
+    right_context: int = 0,
+    open_start: bool = False,
+    open_end: bool = False,
+) -> dict[str, np.ndarray]:
+    """numpy version of :func:`compile_window` (float32 / int32 arrays)."""
+    codes = np.asarray(codes, dtype=np.uint8)
+    n = len(codes)
+    if valid is None:
+        valid = np.ones(n, dtype=bool)
+    valid = np.asarray(valid, dtype=bool)
+    if valid.shape != codes.shape:
+        raise ValueError(f"valid has shape {valid.shape}, codes {codes.shape}")
+    lo, hi = left_context, n - right_context
+    if not (0 <= lo < hi <= n):
+        raise ValueError(f"empty window: len {n}, left_context {lo}, right_context {right_context}")
+    C = grammar.num_labels
+    T = hi - lo
+    ss = np.zeros((T, C), dtype=np.float64)
+    se = np.zeros((T, C), dtype=np.float64)
+    cache: dict = {}  # k-mer indices shared by rules with the same shift and k
+    for c, lab in enumerate(grammar.labels):
+        if lab.start_rules:
+            ss[:, c] = motif_scores(lab, codes, "start", cache)[lo:hi]
+        if lab.end_rules:
+            se[:, c] = motif_scores(lab, codes, "end", cache)[lo:hi]
+    gene = grammar.strand_array != 0
+    bad = ~valid[lo:hi]
+    if bad.any():
+        ss[np.ix_(bad, gene)] = NEG_INF
+        se[np.ix_(bad, gene)] = NEG_INF
+    md = max_dur_fast(grammar, codes, valid)[lo:hi]
+    tabs = grammar.static_tables
+    init, final = tabs["init"].copy(), tabs["final"].copy()
+    if open_start:
+        init[:] = 0.0
+        ss[0, :] = np.where(valid[lo] | ~gene, 0.0, NEG_INF)
+    if open_end:
+        final[:] = 0.0
+        se[T - 1, :] = np.where(valid[hi - 1] | ~gene, 0.0, NEG_INF)
+    return {
+        "transitions": tabs["transitions"],
+        "durations": tabs["durations"],
+        "init": init,
+        "final": final,
+        "tail": tabs["tail"],
+        "seg_start": ss.astype(np.float32),
+        "seg_end": se.astype(np.float32),
+        "max_dur": md,
+    }
+
+
+def compile_window(
+    grammar: Grammar,
+    codes: np.ndarray,
+    valid: np.ndarray | None = None,
+    *,
+    left_context: int = 0,
+    right_context: int = 0,
+    open_start: bool = False,
+    open_end: bool = False,
+) -> StructuralInputs:
+    """Structural engine inputs for one window of a contig.
+
+    Args:
+        grammar: the compiled-from-YAML grammar.
+        codes: (N,) uint8 forward-strand codes of context + window + context.
+        valid: (N,) bool, False at positions that are not real sequence (padding, long N
+            runs): no gene segment (exon or intron) may start or end there and no exon may
+            contain one. Default: all valid.
+        left_context, right_context: number of context bases at either end of ``codes``;
+            the window is ``codes[left_context : N - right_context]`` (T positions).
+        open_start: the window does not start at a contig start or an intergenic cut, and
+            is decoded on its own (not streamed): ``init`` allows every label and the
+            first position's start rules are lifted (its first segment began earlier).
+            The modulo-3 length rule of a truncated first exon still applies, so exact
+            results on partial windows need streaming (the engine carries its state).
+            Default: ``init`` allows only intergenic (complete genes only).
+        open_end: the same at the window's end (``final``, last position's end rules).
+
+    Returns:
+        :class:`StructuralInputs` (T rows).
+    """
+    arr = compile_window_np(
+        grammar,
+        codes,
+        valid,
+        left_context=left_context,
+        right_context=right_context,
+        open_start=open_start,
+        open_end=open_end,
+    )
+    return StructuralInputs(
+        **{k: torch.from_numpy(np.ascontiguousarray(v)) for k, v in arr.items()}
+    )
+
+
+def segment_allowed(
+    grammar: Grammar, arrays: dict[str, np.ndarray], segments: list[tuple[int, int, int]]
+) -> list[str]:
+    """Reasons (human-readable) why a tiling is forbidden under compiled arrays; [] if
+    allowed. A numpy mirror of the engine's score rule, for reporting masked genes."""
+    problems = []
+    D, tail, A = arrays["durations"], arrays["tail"], arrays["transitions"]
+    prev = None
+    for s, e, c in segments:
+        d = e - s
+        name = grammar.labels[c].name
+        finite = np.flatnonzero(np.isfinite(D[c]))
+        kc = int(finite[-1]) + 1 if len(finite) else 0
+        if d <= kc:
+            dur = D[c, d - 1]
+        else:
+            dur = D[c, kc - 1] + tail[c] * (d - kc) if math.isfinite(tail[c]) else NEG_INF
+        if not math.isfinite(dur):
+            problems.append(f"{name} [{s},{e}) length {d} not allowed")
+        if not math.isfinite(arrays["seg_start"][s, c]):
+            problems.append(f"{name} [{s},{e}) start rule")
+        if not math.isfinite(arrays["seg_end"][e - 1, c]):
+            problems.append(f"{name} [{s},{e}) end rule")
+        if d > arrays["max_dur"][e - 1, c]:
+            problems.append(f"{name} [{s},{e}) in-frame stop or invalid base")
+        if prev is None:
+            if not math.isfinite(arrays["init"][c]):
+                problems.append(f"{name} cannot start the sequence")
+        elif not math.isfinite(A[prev, c]):
+            problems.append(f"{grammar.labels[prev].name} -> {name} transition")
+        prev = c
+    if prev is not None and not math.isfinite(arrays["final"][prev]):
+        problems.append(f"{grammar.labels[prev].name} cannot end the sequence")
+    return problems
