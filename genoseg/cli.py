@@ -35,5 +35,11 @@ def main(argv: list[str] | None = None) -> None:
     cli.main(args=argv, prog_name="genoseg", standalone_mode=True)
 
 
+from genoseg.eval.cli import eval_command, plot_command  # noqa: E402
+
+cli.add_command(eval_command)
+cli.add_command(plot_command)
+
+
 if __name__ == "__main__":  # pragma: no cover
     main(sys.argv[1:])
