@@ -89,7 +89,6 @@ def motif_scores(
     (``which="start"``) or whose last position is t (``which="end"``, reference e = t+1).
     """
     n = len(codes)
-    t = np.arange(n, dtype=np.int64)
     out = np.zeros(n)
     rules = lab.start_rules if which == "start" else lab.end_rules
     cache = {} if _cache is None else _cache
