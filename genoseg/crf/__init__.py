@@ -8,9 +8,12 @@ Public operations: :func:`log_partition`, :func:`marginals`, :func:`viterbi`, :f
 
 from genoseg.crf.api import Marginals, log_partition, marginals, nll, segmentation_score, viterbi
 from genoseg.crf.inputs import CRFInputs, check_inputs
+from genoseg.crf.stream import ForwardStream, ViterbiStream
 
 __all__ = [
     "CRFInputs",
+    "ForwardStream",
+    "ViterbiStream",
     "Marginals",
     "check_inputs",
     "log_partition",

@@ -174,8 +174,6 @@ def _finish(alpha, final):
     return m + math.log(acc)
 
 
-
-
 @nb.njit(cache=True, parallel=True)
 def _log_partition_batch(
     h, ss, se, md, has_ss, has_se, has_md, lengths, A, D, Kc, tail, init, final, R
@@ -440,3 +438,25 @@ def traceback(
             c = int(bp_prev[s, c])
         e = s
     return segs[::-1]
+
+
+@nb.njit(cache=True, parallel=True)
+def _advance_batch(
+    h, ss, se, md, has_ss, has_se, has_md, off, A, D, Kc, tail, init, R,
+    rings, G, alpha, P, e0, mode, bp_len, bp_prev, Gstart,
+):  # fmt: skip
+    """Advance B sequences in lockstep over one chunk h (B, n, C) whose row 0 is absolute
+    position off == e0 (streaming). State arrays have a leading batch dimension."""
+    B, n, C = h.shape
+    f2 = np.zeros((1, 1))
+    for b in nb.prange(B):
+        zero = np.int64(0)
+        bs = np.int64(b) if has_ss else zero
+        be = np.int64(b) if has_se else zero
+        bm = np.int64(b) if has_md else zero
+        _advance(
+            h[b], ss[bs], se[be], md[bm], has_ss, has_se, has_md, off, A, D, Kc, tail, init, R,
+            rings[b], G[b], alpha[b], P[b], e0, n, mode,
+            False, 0, f2, f2, f2, f2, f2, f2,
+            bp_len[b], bp_prev[b], Gstart[b],
+        )  # fmt: skip

@@ -113,6 +113,8 @@ def check_inputs(
     seg_start: Tensor | None = None,
     seg_end: Tensor | None = None,
     max_dur: Tensor | None = None,
+    *,
+    position_offset: int = 0,
 ) -> CRFInputs:
     """Validate the DESIGN.md §1 inputs and return them as :class:`CRFInputs`.
 
@@ -120,6 +122,7 @@ def check_inputs(
     ``lengths=None`` means every sequence is T long. Raises ``ValueError`` naming the
     argument for wrong shapes or dtypes, NaN anywhere, inf in emissions, +inf in score
     tables, lengths outside [1, T], K < 1, or a negative ``max_dur``.
+    ``position_offset``: absolute position of row 0 (for chunks of a longer sequence).
     """
     if not isinstance(emissions, Tensor):
         raise ValueError(f"emissions must be a torch.Tensor, got {type(emissions).__name__}")
@@ -175,27 +178,30 @@ def check_inputs(
             raise ValueError("max_dur must be >= 0")
         max_dur = max_dur.to(torch.int32)
         if tail is not None:
-            _check_tail_max_dur(tail.detach(), label_k, max_dur)
+            _check_tail_max_dur(tail.detach(), label_k, max_dur, position_offset)
     return CRFInputs(
         emissions, lengths, transitions, durations, init, final,
         tail, seg_start, seg_end, max_dur, label_k,
     )  # fmt: skip
 
 
-def _check_tail_max_dur(tail: Tensor, label_k: Tensor, max_dur: Tensor) -> None:
+def _check_tail_max_dur(tail: Tensor, label_k: Tensor, max_dur: Tensor, offset: int = 0) -> None:
     """A tailed label's bound must either cut the tail off (max_dur <= K_c) or admit every
     length that can end there (max_dur >= t + 1); partial tails are not supported."""
     tailed = torch.isfinite(tail).to(max_dur.device)
     if not tailed.any():
         return
     T = max_dur.shape[1]
-    reach = torch.arange(1, T + 1, device=max_dur.device, dtype=torch.int64).view(1, T, 1)
+    reach = torch.arange(offset + 1, offset + T + 1, device=max_dur.device, dtype=torch.int64).view(
+        1, T, 1
+    )
     md = max_dur.to(torch.int64)
     partial = (
         (md > label_k.to(max_dur.device).view(1, 1, -1)) & (md < reach) & tailed.view(1, 1, -1)
     )
     if partial.any():
         b, t, c = (int(v) for v in partial.nonzero()[0])
+        t += offset
         raise ValueError(
             f"max_dur[{b}, {t}, {c}] = {int(md[b, t, c])} bounds label {c}'s geometric tail "
             f"partially; for a label with a tail, max_dur must be <= K_c = {int(label_k[c])} "
