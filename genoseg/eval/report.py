@@ -54,9 +54,9 @@ def format_table(
         lines.append("calibration: predictions binned by posterior (observed = fraction correct)")
         for kind, c in calibration.items():
             if c.ece is None:
-                lines.append(f"{kind:<9} n={c.n}: {c.note or 'no data'}")
+                lines.append(f"{kind} posteriors: n={c.n}, {c.note or 'no data'}")
                 continue
-            lines.append(f"{kind:<9} n={c.n}  ECE={c.ece:.4f}")
+            lines.append(f"{kind} posteriors: n={c.n}, ECE={c.ece:.4f}")
             lines.append(f"  {'posterior':<11}{'n':>7}{'mean':>8}{'observed':>10}")
             for b in c.bins:
                 if not b.count:
