@@ -1,0 +1,255 @@
+"""genoseg.data.bam: evidence tracks, strandedness, junctions and bad-BAM errors."""
+
+from __future__ import annotations
+
+import collections
+import pickle
+from pathlib import Path
+
+import numpy as np
+import pysam
+import pytest
+
+from genoseg.data.bam import CHANNELS, Evidence, reverse_evidence
+from genoseg.data.fasta import Genome
+from genoseg.errors import GenosegError
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED = REPO.parent / "shared" / "data"
+SAMPLES = REPO / "data_samples"
+SAMPLE_BAM = SAMPLES / "athaliana_chr5_60k.bam"
+SAMPLE_FA = SAMPLES / "athaliana_chr5_60k.fa"
+needs_shared = pytest.mark.skipif(
+    not SHARED.is_dir(), reason=f"real data folder {SHARED} is absent"
+)
+ORGANISMS = {
+    "athaliana_1pct": "annotation_with_rnaseq_splice.gff3",
+    "celegans_1pct": "annotation_with_rnaseq.gff3",
+    "dmelanogaster_1pct": "annotation_with_rnaseq_splice.gff3",
+}
+
+
+def rnaseq_splice(gff3: Path) -> list[tuple[str, int, int, str, int]]:
+    """RNASeq_splice lines as (contig, 0-based start, end, strand, score)."""
+    out = []
+    for line in gff3.read_text().splitlines():
+        f = line.split("\t")
+        if len(f) == 9 and f[1] == "RNASeq_splice":
+            out.append((f[0], int(f[3]) - 1, int(f[4]), f[6], int(float(f[5]))))
+    return out
+
+
+@needs_shared
+@pytest.mark.parametrize("organism", sorted(ORGANISMS))
+def test_real_junctions_match_gff3_rnaseq_splice(organism: str, tmp_path: Path) -> None:
+    """Every junction found in the BAM is an RNASeq_splice intron of the GFF3, and back.
+
+    The synthetic reads put min(score, 20) reads of 50+50 bp on each RNASeq_splice line,
+    so junctions whose 50 bp flanks do not fit in the contig have no reads.
+    """
+    d = SHARED / organism
+    g = Genome.open(d / "genome.fa", cache=tmp_path)
+    ev = Evidence.open(d / "synthetic_junction_reads.bam", g.contigs)
+    expected: collections.Counter = collections.Counter()
+    for contig, s, e, strand, score in rnaseq_splice(d / ORGANISMS[organism]):
+        if s >= 50 and e + 50 <= g.contigs[contig]:
+            expected[(contig, s, e, strand)] += min(score, 20)
+    found: collections.Counter = collections.Counter()
+    for contig in g.contigs:
+        for (s, e, strand), n in ev.junctions(contig).items():
+            found[(contig, s, e, strand)] += n
+    assert len(expected) > 500
+    assert found == expected
+
+
+def reference_tracks(length: int) -> np.ndarray:
+    """Evidence of the sample rebuilt from its GFF3 RNASeq_splice lines alone."""
+    ref = np.zeros((8, length), dtype=np.float32)
+    for _, s, e, strand, score in rnaseq_splice(SAMPLES / "athaliana_chr5_60k.gff3"):
+        n = min(score, 20)
+        if s < 50:
+            continue
+        b = 0 if strand == "+" else 4
+        ref[b + 0, s - 50 : s] += n
+        ref[b + 0, e : e + 50] += n
+        ref[b + 1, s:e] += n
+        ref[b + 2, s if strand == "+" else e - 1] += n
+        ref[b + 3, e - 1 if strand == "+" else s] += n
+    return ref
+
+
+def test_sample_tracks_equal_reference_from_gff3() -> None:
+    ev = Evidence.open(SAMPLE_BAM, {"Chr5": 60170})
+    track = ev.track("Chr5", 0, 60170)
+    assert track.dtype == np.float32 and track.shape == (len(CHANNELS), 60170)
+    assert np.array_equal(track, reference_tracks(60170))
+    # a sub-range equals the slice of the full track (reads clipped, not dropped)
+    assert np.array_equal(ev.track("Chr5", 1200, 5100), track[:, 1200:5100])
+    assert ev.track("Chr5", 7, 7).shape == (8, 0)
+
+
+def test_reverse_evidence_moves_minus_donors_to_plus_channels() -> None:
+    ev = Evidence.open(SAMPLE_BAM, {"Chr5": 60170})
+    track = ev.track("Chr5", 0, 60170)
+    rc = reverse_evidence(track)
+    minus = [j for j in rnaseq_splice(SAMPLES / "athaliana_chr5_60k.gff3") if j[3] == "-"]
+    _, s, e, _, _ = minus[0]
+    L = 60170
+    # the '-' intron [s, e) is [L - e, L - s) on the reverse strand; its donor is its first base
+    assert rc[2, L - e] == track[6, e - 1] > 0
+    assert rc[3, L - s - 1] == track[7, s] > 0
+    assert np.array_equal(reverse_evidence(rc), track)
+
+
+def test_cram_gives_the_same_tracks(tmp_path: Path) -> None:
+    cram = tmp_path / "s.cram"
+    with pysam.AlignmentFile(str(SAMPLE_BAM)) as bam:
+        with pysam.AlignmentFile(
+            str(cram), "wc", template=bam, reference_filename=str(SAMPLE_FA)
+        ) as out:
+            for read in bam.fetch():
+                out.write(read)
+    pysam.index(str(cram))
+    ev = Evidence.open(cram, {"Chr5": 60170}, reference=SAMPLE_FA)
+    ref = Evidence.open(SAMPLE_BAM, {"Chr5": 60170})
+    assert np.array_equal(ev.track("Chr5", 0, 60170), ref.track("Chr5", 0, 60170))
+
+
+# -- strandedness on hand-made reads --------------------------------------------------
+def make_bam(path: Path, reads: list[dict], sq=(("c", 1000),), so="coordinate", index=True):
+    header = {"HD": {"VN": "1.6", "SO": so}, "SQ": [{"SN": n, "LN": ln} for n, ln in sq]}
+    with pysam.AlignmentFile(str(path), "wb", header=header) as out:
+        for k, r in enumerate(sorted(reads, key=lambda r: r["pos"])):
+            a = pysam.AlignedSegment(out.header)
+            a.query_name = r.get("name", f"r{k}")
+            a.flag = r.get("flag", 0)
+            a.reference_id = 0
+            a.reference_start = r["pos"]
+            a.mapping_quality = r.get("mapq", 60)
+            a.cigarstring = r.get("cigar", "10M")
+            qlen = a.query_alignment_length if a.cigartuples else 10
+            a.query_sequence = "A" * qlen
+            a.query_qualities = pysam.qualitystring_to_array("I" * qlen)
+            if r.get("paired"):
+                a.next_reference_id, a.next_reference_start = 0, r["pos"]
+            a.set_tags(r.get("tags", []))
+            out.write(a)
+    if index:
+        pysam.index(str(path))
+    return path
+
+
+READS = [
+    {"pos": 100},  # single-end, forward
+    {"pos": 200, "flag": 16},  # single-end, reverse
+    {"pos": 300, "flag": 99, "paired": True},  # read 1 forward, mate reverse
+    {"pos": 400, "flag": 147, "paired": True},  # read 2 reverse
+    {"pos": 500, "cigar": "5M20N5M", "tags": [("XS", "-", "A")]},  # spliced, XS says '-'
+    {"pos": 600, "cigar": "5M30N5M"},  # spliced, forward, no XS
+    {"pos": 700, "flag": 256},  # secondary: skipped
+    {"pos": 710, "flag": 1024},  # duplicate: skipped
+    {"pos": 720, "flag": 512},  # QC fail: skipped
+    {"pos": 730, "mapq": 0},  # kept unless min_mapq > 0
+    {"pos": 800, "tags": [("XS", 5, "i")]},  # bwa-style integer XS: ignored
+]
+
+
+@pytest.mark.parametrize(
+    "mode, expected",
+    [
+        # strand of reads at 100, 200, 300, 400, 600 (then 730, 800 like 100); 'b' = both
+        ("unstranded", "bbbbb"),
+        ("fr-secondstrand", "+-+++"),
+        ("fr", "+-+++"),
+        ("fr-firststrand", "-+---"),
+        ("rf", "-+---"),
+    ],
+)
+def test_strandedness(tmp_path: Path, mode: str, expected: str) -> None:
+    bam = make_bam(tmp_path / "s.bam", READS)
+    ev = Evidence.open(bam, {"c": 1000}, strandedness=mode)
+    t = ev.track("c", 0, 1000)
+    for pos, strand in zip([100, 200, 300, 400, 600], expected):
+        plus, minus = t[0, pos], t[4, pos]
+        assert (plus, minus) == {"b": (1, 1), "+": (1, 0), "-": (0, 1)}[strand], (pos, mode)
+    # the XS-tagged spliced read is '-' in every mode: donor at the last intron base
+    assert t[0, 500] == 0 and t[4, 500] == 1
+    assert t[5, 505:525].tolist() == [1] * 20 and t[1, 505:525].sum() == 0
+    assert (
+        t[6, 524] == 1
+        and t[7, 505] == 1
+        and t[2].sum() + t[3].sum() == (2 if expected[4] == "+" else 0 if expected[4] == "-" else 2)
+    )
+    # skipped flags
+    assert t[[0, 4], 700:730].sum() == 0
+    assert t[[0, 4], 730].sum() >= 1
+    assert (t[[0, 4], 800] == t[[0, 4], 100]).all()
+    mapq = Evidence.open(bam, {"c": 1000}, strandedness=mode, min_mapq=1).track("c", 0, 1000)
+    assert mapq[[0, 4], 730].sum() == 0
+    j = ev.junctions("c")
+    assert j[(505, 525, "-")] == 1
+    assert j[(605, 635, {"b": ".", "+": "+", "-": "-"}[expected[4]])] == 1
+
+
+# -- bad inputs -----------------------------------------------------------------------
+def test_missing_index(tmp_path: Path) -> None:
+    bam = make_bam(tmp_path / "noidx.bam", READS, index=False)
+    with pytest.raises(GenosegError, match=r"noidx\.bam: no index found.*samtools index"):
+        Evidence.open(bam, {"c": 1000})
+
+
+def test_sam_and_garbage_and_missing(tmp_path: Path) -> None:
+    sam = tmp_path / "x.sam"
+    sam.write_text("@SQ\tSN:c\tLN:1000\n")
+    with pytest.raises(GenosegError, match=r"x\.sam: is a SAM text file"):
+        Evidence.open(sam, {"c": 1000})
+    junk = tmp_path / "junk.bam"
+    junk.write_bytes(b"\x00\x01 not a bam at all")
+    with pytest.raises(GenosegError, match=r"junk\.bam: cannot read as BAM/CRAM"):
+        Evidence.open(junk, {"c": 1000})
+    with pytest.raises(GenosegError, match=r"gone\.bam: BAM/CRAM file not found"):
+        Evidence.open(tmp_path / "gone.bam", {"c": 1000})
+
+
+def test_not_coordinate_sorted(tmp_path: Path) -> None:
+    bam = make_bam(tmp_path / "qs.bam", READS[:2], so="queryname")
+    with pytest.raises(GenosegError, match=r"qs\.bam: sorted by 'queryname'.*samtools sort"):
+        Evidence.open(bam, {"c": 1000})
+
+
+def test_contig_names_not_in_bam_suggest_chr_prefix(tmp_path: Path) -> None:
+    bam = make_bam(tmp_path / "n.bam", [{"pos": 1}], sq=(("1", 1000), ("2", 500)))
+    with pytest.raises(GenosegError) as info:
+        Evidence.open(bam, {"chr1": 1000, "chr2": 500})
+    msg = str(info.value)
+    assert "n.bam" in msg and "2 of 2 genome contigs are not in the BAM header" in msg
+    assert "chr1, chr2" in msg and "did you mean '1'" in msg and "'chr' prefix" in msg
+
+
+def test_another_assembly(tmp_path: Path) -> None:
+    bam = make_bam(tmp_path / "asm.bam", [{"pos": 1}], sq=(("c", 1000), ("d", 600)))
+    with pytest.raises(GenosegError, match=r"asm\.bam: contig 'd' has length 600 .* but 500"):
+        Evidence.open(bam, {"c": 1000, "d": 500})
+
+
+def test_allow_missing_gives_zero_evidence(tmp_path: Path) -> None:
+    bam = make_bam(tmp_path / "m.bam", READS)
+    ev = Evidence.open(bam, {"c": 1000, "extra": 50}, allow_missing=True)
+    assert ev.track("extra", 0, 50).shape == (8, 50) and ev.track("extra", 0, 50).sum() == 0
+
+
+def test_bad_options(tmp_path: Path) -> None:
+    bam = make_bam(tmp_path / "o.bam", READS)
+    with pytest.raises(GenosegError, match="strandedness 'yes' is not one of"):
+        Evidence.open(bam, {"c": 1000}, strandedness="yes")
+    ev = Evidence.open(bam, {"c": 1000})
+    with pytest.raises(GenosegError, match=r"o\.bam: range c:900-1001 is outside"):
+        ev.track("c", 900, 1001)
+
+
+def test_evidence_pickles(tmp_path: Path) -> None:
+    ev = Evidence.open(SAMPLE_BAM, {"Chr5": 60170}, strandedness="fr-firststrand")
+    a = ev.track("Chr5", 1000, 2000)
+    ev2 = pickle.loads(pickle.dumps(ev))
+    assert ev2.strandedness == "fr-firststrand"
+    assert np.array_equal(ev2.track("Chr5", 1000, 2000), a)
