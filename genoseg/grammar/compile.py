@@ -158,6 +158,7 @@ def max_dur_fast(
         b = t - fr.offset - (3 if fr.skip_last else 0)
         qstar = np.where(b >= 0, last[np.clip(b, 0, None)], -1)
         md = np.where(qstar >= 0, t - qstar + 2 + (1 if fr.allow_first else 0), MAX_DUR_UNBOUNDED)
+        md = np.where(md > t, MAX_DUR_UNBOUNDED, md)  # reaches the sequence start
         if cap is not None:
             md = np.minimum(md, cap)
         out[:, c] = md
