@@ -19,7 +19,7 @@ import numpy as np
 
 from genoseg.data.bam import N_CHANNELS, Evidence, reverse_evidence
 from genoseg.data.fasta import CODE_N, Genome, reverse_complement_codes
-from genoseg.data.regions import Region
+from genoseg.data.regions import Region, missing_contig_message
 from genoseg.errors import GenosegError
 
 __all__ = ["DEFAULT_WINDOW", "Window", "WindowSpec", "iter_windows", "plan_windows", "read_window"]
@@ -126,7 +126,7 @@ def plan_windows(
     out: list[WindowSpec] = []
     for r in regions:
         if r.contig not in contigs:
-            raise GenosegError(f"region {r}: contig '{r.contig}' is not in the genome")
+            raise GenosegError(f"region {r}: " + missing_contig_message(r.contig, contigs))
         n = contigs[r.contig]
         if r.end > n:
             raise GenosegError(f"region {r}: beyond contig '{r.contig}' of length {n}")
