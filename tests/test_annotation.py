@@ -230,3 +230,15 @@ def test_bad_gtf(tmp_path: Path) -> None:
 def test_missing_file(tmp_path: Path) -> None:
     with pytest.raises(GenosegError, match="nothere.gff3: cannot read"):
         read_annotation(tmp_path / "nothere.gff3")
+
+
+def test_intron_scores_before_exons(tmp_path: Path) -> None:
+    """Intron lines carry posteriors wherever they appear (AUGUSTUS writes them early)."""
+    text = (
+        'c1\tA\tintron\t201\t300\t0.38\t+\t.\ttranscript_id "t"; gene_id "g";\n'
+        'c1\tA\tCDS\t101\t200\t0.9\t+\t0\ttranscript_id "t"; gene_id "g";\n'
+        'c1\tA\tCDS\t301\t400\t0.8\t+\t2\ttranscript_id "t"; gene_id "g";\n'
+    )
+    (t,) = read_annotation(_write(tmp_path, text, "a.gtf")).transcripts()
+    assert t.introns == ((200, 300),)
+    assert [(f.kind, f.score) for f in t.scores] == [("CDS", 0.9), ("intron", 0.38), ("CDS", 0.8)]

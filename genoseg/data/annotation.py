@@ -519,6 +519,12 @@ class _TxBuild:
         )
 
 
+def _introns_last(recs: list[_Rec]) -> list[_Rec]:
+    """Records with intron lines moved to the end (they only add scores to transcripts
+    that exon/CDS lines create, wherever they appear in the file)."""
+    return [r for r in recs if r.type != "intron"] + [r for r in recs if r.type == "intron"]
+
+
 def _is_gene_type(ftype: str) -> bool:
     return ftype in GENE_TYPES or (ftype.endswith("_gene") and not ftype.startswith("mRNA"))
 
@@ -715,7 +721,7 @@ def _assemble_gff3(
         return tx
 
     transcript_ids: set[str] = set()
-    for rec in recs:
+    for rec in _introns_last(recs):
         if rec.type not in CHILD_TYPES and rec.type != "intron":
             continue
         ps = parents(rec)
@@ -803,7 +809,7 @@ def _assemble_gtf(
             tid = rec.attrs.get("transcript_id") or rec.attrs.get("ID")
             if tid:
                 tx_lines[tid] = rec
-    for rec in recs:
+    for rec in _introns_last(recs):
         if rec.type not in CHILD_TYPES and rec.type != "intron":
             if rec.type not in ("gene", "transcript", "mRNA"):
                 summary.skipped_types[rec.type] += 1

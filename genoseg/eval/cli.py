@@ -117,12 +117,20 @@ def eval_command(
 
     if bins < 1:
         raise GenosegError(f"--bins must be >= 1, got {bins}")
+    for option, path in (("-o", output), ("--reliability", reliability)):
+        if path and path != "-" and not os.path.isdir(os.path.dirname(os.path.abspath(path))):
+            raise GenosegError(f"{option} {path}: directory does not exist")
     if reliability:
         from genoseg.eval.calibration import _pyplot
 
         _pyplot()  # fail before any work when matplotlib is missing
     ref = _read(reference, feature, skip_missing_parents)
     pred = _read(prediction, feature, skip_missing_parents)
+    if ref.summary.transcripts == 0:
+        what = "coding transcripts (is it non-coding only? try --feature exon)"
+        raise GenosegError(
+            f"{reference}: no {what if feature == 'CDS' else 'transcripts'} to compare against"
+        )
     seqid_list = None
     if seqids is not None:
         seqid_list = [s.strip() for s in seqids.split(",") if s.strip()]
