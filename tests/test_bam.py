@@ -9,6 +9,8 @@ from pathlib import Path
 import numpy as np
 import pysam
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from genoseg.data.bam import CHANNELS, Evidence, reverse_evidence
 from genoseg.data.fasta import Genome
@@ -127,7 +129,7 @@ def make_bam(path: Path, reads: list[dict], sq=(("c", 1000),), so="coordinate", 
             a.reference_start = r["pos"]
             a.mapping_quality = r.get("mapq", 60)
             a.cigarstring = r.get("cigar", "10M")
-            qlen = a.query_alignment_length if a.cigartuples else 10
+            qlen = a.infer_query_length()
             a.query_sequence = "A" * qlen
             a.query_qualities = pysam.qualitystring_to_array("I" * qlen)
             if r.get("paired"):
@@ -253,3 +255,52 @@ def test_evidence_pickles(tmp_path: Path) -> None:
     ev2 = pickle.loads(pickle.dumps(ev))
     assert ev2.strandedness == "fr-firststrand"
     assert np.array_equal(ev2.track("Chr5", 1000, 2000), a)
+
+
+# -- random reads against pysam's own aligned-position and intron functions -----------
+cigar_ops = st.lists(
+    st.tuples(st.sampled_from("MIDNS=X"), st.integers(1, 40)), min_size=1, max_size=8
+).filter(lambda ops: any(op in "M=X" for op, _ in ops))
+
+
+@settings(
+    max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(
+    reads=st.lists(
+        st.tuples(st.integers(0, 700), cigar_ops, st.sampled_from([0, 16]), st.booleans()),
+        min_size=1,
+        max_size=25,
+    ),
+    window=st.tuples(st.integers(0, 999), st.integers(1, 1000)),
+)
+def test_tracks_match_pysam_on_random_reads(tmp_path: Path, reads, window) -> None:
+    specs = []
+    for pos, ops, flag, xs in reads:
+        cigar = "".join(f"{n}{op}" for op, n in ops)
+        tags = [("XS", "+" if flag else "-", "A")] if xs else []
+        specs.append({"pos": pos, "cigar": cigar, "flag": flag, "tags": tags})
+    bam = make_bam(tmp_path / f"r{abs(hash(str(specs)))}.bam", specs)
+    a, b = sorted(window)
+    b = max(b, a + 1)
+    for mode in ("unstranded", "fr-secondstrand"):
+        t = Evidence.open(bam, {"c": 1000}, strandedness=mode).track("c", a, b)
+        ref = np.zeros((8, 1000), dtype=np.float32)
+        with pysam.AlignmentFile(str(bam)) as fh:
+            for read in fh.fetch("c"):
+                introns = fh.find_introns([read])
+                if introns and read.has_tag("XS"):
+                    blocks = [0] if read.get_tag("XS") == "+" else [4]
+                elif mode == "unstranded":
+                    blocks = [0, 4]
+                else:
+                    blocks = [4] if read.is_reverse else [0]
+                for base in blocks:
+                    for p in read.get_reference_positions():
+                        ref[base, p] += 1
+                    for (s, e), n in introns.items():
+                        ref[base + 1, s:e] += n
+                        donor, acceptor = (s, e - 1) if base == 0 else (e - 1, s)
+                        ref[base + 2, donor] += n
+                        ref[base + 3, acceptor] += n
+        assert np.array_equal(t, ref[:, a:b])

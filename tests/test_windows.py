@@ -69,6 +69,7 @@ def test_cores_tile_contigs_and_halo_matches_genome(toy, window, halo, data) -> 
 
 def test_sample_windows_default_size(sample: Genome) -> None:
     ws = list(iter_windows(sample, window=25_000, halo=1_000))
+    assert [(w.spec.index, w.spec.last) for w in ws] == [(0, False), (1, False), (2, True)]
     assert [(w.spec.core_start, w.spec.core_end) for w in ws] == [
         (0, 25_000),
         (25_000, 50_000),

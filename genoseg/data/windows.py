@@ -31,6 +31,9 @@ DEFAULT_WINDOW = 100_000
 class WindowSpec:
     """Coordinates of one window (0-based half-open, forward strand).
 
+    ``index`` counts the windows of its region from 0; ``last`` marks the region's last
+    window (where a decoder streaming over the region finishes).
+
     ``start``/``end`` is the padded range ``[core_start - halo, core_end + halo)``; it may
     extend past the contig ends (``start < 0`` or ``end > contig_length``).
     """
@@ -41,6 +44,7 @@ class WindowSpec:
     core_end: int
     halo: int
     index: int = 0
+    last: bool = True
 
     @property
     def start(self) -> int:
@@ -117,7 +121,7 @@ def plan_windows(
 ) -> list[WindowSpec]:
     """Tile each region with cores of ``window`` bp (last one shorter), halo on both sides.
 
-    ``index`` counts windows within each region from 0. Coordinates 0-based half-open.
+    Windows come in region order; coordinates 0-based half-open.
     """
     if window < 1:
         raise GenosegError(f"window size must be >= 1, got {window}")
@@ -131,7 +135,8 @@ def plan_windows(
         if r.end > n:
             raise GenosegError(f"region {r}: beyond contig '{r.contig}' of length {n}")
         for k, s in enumerate(range(r.start, r.end, window)):
-            out.append(WindowSpec(r.contig, n, s, min(s + window, r.end), halo, k))
+            e = min(s + window, r.end)
+            out.append(WindowSpec(r.contig, n, s, e, halo, k, e == r.end))
     return out
 
 
