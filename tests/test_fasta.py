@@ -255,3 +255,20 @@ def test_validator_and_index_on_random_fasta(
     assert g.contigs == {f"seq{k}": len(s) for k, (s, _) in enumerate(recs)}
     for k, (seq, _) in enumerate(recs):
         assert g.fetch(f"seq{k}") == seq
+
+
+@needs_shared
+def test_sample_is_the_shared_slice(cache: Path) -> None:
+    """data_samples/ holds TAIR10 Chr5 1..60170 unchanged, with whole genes only."""
+    shared = Genome.open(SHARED / "athaliana_1pct" / "genome.fa", cache=cache)
+    assert Genome.open(SAMPLE, cache=cache).fetch("Chr5") == shared.fetch("Chr5", 0, 60170)
+    ids, parents = set(), set()
+    for line in SAMPLE.with_suffix(".gff3").read_text().splitlines():
+        if line.startswith("#"):
+            continue
+        f = line.split("\t")
+        assert f[0] == "Chr5" and 1 <= int(f[3]) <= int(f[4]) <= 60170
+        attrs = dict(kv.split("=", 1) for kv in f[8].split(";") if "=" in kv)
+        ids.add(attrs.get("ID"))
+        parents.update(attrs.get("Parent", "").split(",") if "Parent" in attrs else [])
+    assert parents <= ids  # every parent is in the slice
