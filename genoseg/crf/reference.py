@@ -19,7 +19,7 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor
 
-from genoseg.crf.inputs import NEG_INF, CRFInputs, check_inputs
+from genoseg.crf.inputs import NEG_INF, CRFInputs, check_inputs, label_table_lengths
 
 
 class _SafeLogSumExp(torch.autograd.Function):
@@ -69,7 +69,7 @@ def duration_scores(durations: Tensor, tail: Tensor | None, n: int) -> Tensor:
         kc = int(finite[-1]) + 1 if len(finite) else 0
         head = durations[c, : min(kc, n)]
         rest = n - head.shape[0]
-        if rest > 0 and kc > 0 and tail is not None and math.isfinite(float(tail[c])):
+        if rest > 0 and kc > 0 and tail is not None and math.isfinite(float(tail[c].detach())):
             steps = torch.arange(1, rest + 1, dtype=durations.dtype)
             body = durations[c, kc - 1] + tail[c] * steps
         else:
@@ -255,3 +255,69 @@ def score_segmentation(
         emissions, None, transitions, durations, init, final, tail, seg_start, seg_end, max_dur
     )
     return float(_score(x, 0, segments))
+
+
+def log_partition_linear_chain(
+    emissions: Tensor,
+    transitions: Tensor,
+    durations: Tensor,
+    init: Tensor,
+    final: Tensor,
+    tail: Tensor | None = None,
+    block: int = 4096,
+) -> float:
+    """log Z of one sequence (emissions (L, C)) by an independent method for long inputs.
+
+    The semi-CRF is expanded into an equivalent linear chain whose states are
+    ``(label c, age a)``, ``a = 1..K_c``, plus an age ``K_c + 1`` state ("longer than
+    K_c", entered and re-entered with score ``tail[c]``) for tailed labels; a segment's
+    duration score is paid when it ends.
+    log Z is then a product of (S, S) log-space matrices, reduced as a balanced tree
+    within blocks in float64 -- no loop over time in Python. No seg_start/seg_end/max_dur.
+    """
+    f64 = torch.float64
+    h = emissions.detach().to(f64)
+    L, C = h.shape
+    A, D = transitions.detach().to(f64), durations.detach().to(f64)
+    kc = label_table_lengths_list(D)
+    has_tail = [tail is not None and kc[c] > 0 and math.isfinite(float(tail[c])) for c in range(C)]
+    # age a = 1..K_c, plus age K_c + 1 standing for "longer than K_c" when tailed
+    states = [(c, a) for c in range(C) for a in range(1, kc[c] + 1 + has_tail[c])]
+    S = len(states)
+    lab = torch.tensor([c for c, _ in states])
+    trans = torch.full((S, S), NEG_INF, dtype=f64)
+    end = torch.full((S,), NEG_INF, dtype=f64)  # score of ending the segment in state i
+    for i, (c, a) in enumerate(states):
+        end[i] = D[c, min(a, kc[c]) - 1]
+    for i, (c, a) in enumerate(states):
+        for j, (c2, a2) in enumerate(states):
+            if a2 == 1:
+                trans[i, j] = end[i] + A[c, c2]
+            elif c2 == c and a2 == a + 1 <= kc[c]:
+                trans[i, j] = 0.0
+            elif c2 == c and a2 == kc[c] + 1 and a >= kc[c]:
+                trans[i, j] = float(tail[c])  # one more position beyond K_c
+    start = torch.full((S,), NEG_INF, dtype=f64)
+    for i, (c, a) in enumerate(states):
+        if a == 1:
+            start[i] = init[c].to(f64)
+    vec = start + h[0, lab]
+    for b0 in range(1, L, block):
+        M = trans.unsqueeze(0) + h[b0 : b0 + block, lab].unsqueeze(1)  # (n, S, S)
+        while M.shape[0] > 1:
+            if M.shape[0] % 2:
+                M = torch.cat([M, _log_identity(S, f64).unsqueeze(0)])
+            M = torch.logsumexp(M[0::2].unsqueeze(3) + M[1::2].unsqueeze(1), dim=2)
+        vec = torch.logsumexp(vec.unsqueeze(1) + M[0], dim=0)
+    return float(torch.logsumexp(vec + end + final.to(f64)[lab], dim=0))
+
+
+def _log_identity(n: int, dtype) -> Tensor:
+    eye = torch.full((n, n), NEG_INF, dtype=dtype)
+    eye.fill_diagonal_(0.0)
+    return eye
+
+
+def label_table_lengths_list(durations: Tensor) -> list[int]:
+    """K_c per label as Python ints (see :func:`genoseg.crf.inputs.label_table_lengths`)."""
+    return [int(k) for k in label_table_lengths(durations)]
