@@ -45,6 +45,7 @@ __all__ = [
     "GeneStatus",
     "LabelReport",
     "gene_models_from_segments",
+    "label_annotation",
     "label_contig",
     "segments_from_labels",
     "transcript_segments",
