@@ -1,0 +1,826 @@
+"""Triton kernels of the semi-CRF engine for CUDA (DESIGN.md §1; design in docs/kernels.md).
+
+Same algorithm and conventions as :mod:`genoseg.crf.cpu` (positions 0-based, ``e`` an
+exclusive segment end, ``Q[s, c] = S[s, c] - P[s, c]`` in a doubled ring buffer, running
+geometric tail ``G``, length loop cut at ``min(K_c, e, max_dur[e-1, c])``), mapped to the GPU:
+
+* grid ``(B,)``: one program per sequence walks its positions in order; inside the program
+  the labels (``BC`` lanes, ``C`` padded to a power of two) and the durations (tiles of
+  ``BD`` lengths) are processed in parallel, so one long contig still fills a block;
+* the ring (``2R x BC`` fp64, ``R = max K_c + 2``) lives in a per-program global scratch
+  (L1/L2 resident), published to the block by one barrier per position;
+* numerics: prefix sums, ring values, maxima and normalisers in fp64, one fp32 ``exp`` per
+  (position, label, duration) cell on a non-positive fp64 difference; per-label ``log``
+  and the tail recursion in fp64;
+* the gradient is the exact adjoint of this loop (reverse sweep between checkpoints, with
+  recomputation of each block); every weight is normalised by a sum computed from the very
+  same fp32 exponentials, so position posteriors (running sums over ends minus starts)
+  telescope exactly at any length;
+* deterministic: no atomics; each program owns its scratch and parameter-gradient rows,
+  which the host sums over the batch.
+
+Public functions take checked :class:`genoseg.crf.inputs.CRFInputs`:
+:func:`log_partition` (differentiable), :func:`marginals`, :func:`viterbi`, and the
+streaming :func:`forward_chunk` with its :class:`ChunkState`.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+import triton
+import triton.language as tl
+from torch import Tensor
+
+from genoseg.crf.inputs import CRFInputs
+
+_INT_ARGS = {
+    "_forward_kernel": ("e0", "T", "C", "K", "R", "n_ss", "n_se", "n_md", "do_final",
+                        "ck_every", "n_ck"),
+    "_viterbi_kernel": ("T", "C", "K", "R", "n_ss", "n_se", "n_md"),
+    "_backward_kernel": ("T", "C", "K", "R", "n_ss", "n_se", "n_md", "ck_every", "n_ck"),
+}  # fmt: skip
+
+NEG: tl.constexpr = tl.constexpr(float("-inf"))
+BIGI: tl.constexpr = tl.constexpr(2147483647)
+
+#: Largest label count the kernels handle (BC = next power of two >= C).
+MAX_LABELS = 64
+#: Cells per (duration x label) tile.
+TILE = 1024
+#: Arrays kept per position while a backward block is recomputed (see ``_KEEP_*``).
+N_KEEP = 6
+# rows of the keep scratch: alpha[e], max M[e], sum S[e], G[e] (index e - a), and the
+# transition-side max/sum of start s (index s - a)
+_K_ALPHA, _K_M, _K_S, _K_G, _K_MP, _K_SP = range(N_KEEP)
+
+
+@triton.jit
+def _row(p, kbase, R, LINEAR: tl.constexpr):
+    """Buffer row of position p: ring (p mod R) or linear block buffer (p - kbase + R)."""
+    if LINEAR:
+        return p - kbase + R
+    else:
+        return p % R
+
+
+@triton.jit
+def _advance(
+    h_ptr, ss_ptr, se_ptr, md_ptr, row0, e0, n_ss, n_se, n_md,
+    A_ptr, D_ptr, C, K, Kc, tailv, Dlast, has_tail, init,
+    q_ptr, R, alpha, G, P, Gst, ebeg, nsteps,
+    keep_ptr, kst, kbase, bpl_ptr, bpp_ptr,
+    BC: tl.constexpr, BD: tl.constexpr, MODE: tl.constexpr, LINEAR: tl.constexpr,
+    KEEP: tl.constexpr,
+):  # fmt: skip
+    """Advance one sequence's forward state from end position ``ebeg`` by ``nsteps``.
+
+    Per-position inputs are read at ``row0 + (s - e0) * C`` (s absolute). State vectors
+    (BC,) fp64: alpha, G, P; Gst (BC,) int32 (Viterbi: start of the best tail segment).
+    n_ss, n_se, n_md: C when the optional input is given, else 0 (its loads are masked off).
+    MODE 0 = log semiring (two-pass LSE: fp64 max, fp64 sum of fp32 exps), 1 = max semiring
+    with back-pointers. KEEP: store per-position values for the backward sweep.
+    """
+    offs_c = tl.arange(0, BC)
+    cmask = offs_c < C
+    ar = offs_c[:, None]
+    ac = offs_c[None, :]
+    amask = (ar < C) & (ac < C)
+    dl = tl.arange(0, BD)
+    for step in range(nsteps):
+        e = ebeg + step + 1
+        s = e - 1
+        rowoff = row0 + (s - e0).to(tl.int64) * C
+        # 1. close start position s: S[s, c] = ss + (init | LSE_c' alpha[c'] + A[c', c])
+        At = tl.load(A_ptr + ar * C + ac, mask=amask, other=NEG)
+        x = alpha[:, None] + At
+        mp = tl.max(x, axis=0)
+        if MODE == 0:
+            mps = tl.where(mp == NEG, 0.0, mp)
+            sp = tl.sum(tl.exp((x - mps[None, :]).to(tl.float32)).to(tl.float64), axis=0)
+            v = tl.where(mp == NEG, NEG, mps + tl.log(sp))
+            if KEEP:
+                ko = (s - kbase) * BC + offs_c
+                tl.store(keep_ptr + 4 * kst + ko, mp)
+                tl.store(keep_ptr + 5 * kst + ko, sp)
+        else:
+            v = mp
+            arg = tl.argmax(x, axis=0)
+            tl.store(bpp_ptr + rowoff + offs_c, tl.where(s == 0, -1, arg), mask=cmask)
+        v = tl.where(s == 0, init, v)
+        ssv = tl.load(ss_ptr + rowoff + offs_c, mask=offs_c < n_ss, other=0.0)
+        q = v + ssv.to(tl.float64) - P
+        r1 = _row(s, kbase, R, LINEAR)
+        tl.store(q_ptr + r1 * BC + offs_c, q)
+        tl.store(q_ptr + (r1 + R) * BC + offs_c, q)
+        tl.debug_barrier()
+        # 2. prefix sums (fp64)
+        hv = tl.load(h_ptr + rowoff + offs_c, mask=cmask, other=0.0)
+        P = P + hv.to(tl.float64)
+        # 3. segments ending at e
+        mdv = tl.load(md_ptr + rowoff + offs_c, mask=offs_c < n_md, other=BIGI)
+        nc = tl.minimum(tl.minimum(Kc, e), mdv)
+        nc = tl.where(cmask, nc, 0)
+        unbounded = mdv >= e
+        j = e - Kc - 1
+        upd = has_tail & (j >= 0)
+        xq = tl.load(q_ptr + _row(j, kbase, R, LINEAR) * BC + offs_c, mask=upd, other=NEG)
+        xq = xq + Dlast + tailv
+        g = G + tailv
+        if MODE == 0:
+            mx = tl.maximum(xq, g)
+            mxs = tl.where(mx == NEG, 0.0, mx)
+            gn = tl.where(mx == NEG, NEG, mxs + tl.log(tl.exp(xq - mxs) + tl.exp(g - mxs)))
+        else:
+            gn = tl.maximum(xq, g)
+            Gst = tl.where(upd & (xq >= g), j, Gst)
+        G = tl.where(upd, gn, G)
+        Gt = tl.where(unbounded & has_tail & (G > NEG), G, NEG)
+        nmax = tl.max(nc, axis=0)
+        base = _row(e, kbase, R, LINEAR) + R
+        if LINEAR:
+            base = base - R
+        m = tl.full([BC], NEG, tl.float64)
+        best = tl.zeros([BC], tl.int32)
+        for d0 in range(0, nmax, BD):
+            dd = d0 + 1 + dl
+            valid = dd[:, None] <= nc[None, :]
+            xt = tl.load(q_ptr + (base - dd)[:, None] * BC + ac, mask=valid, other=NEG)
+            xt += tl.load(D_ptr + ac * K + dd[:, None] - 1, mask=valid, other=NEG)
+            bm = tl.max(xt, axis=0)
+            if MODE == 1:
+                ba = tl.argmax(xt, axis=0) + d0 + 1
+                best = tl.where(bm > m, ba, best)
+            m = tl.maximum(m, bm)
+        if MODE == 0:
+            m = tl.maximum(m, Gt)
+            ms = tl.where(m == NEG, 0.0, m)
+            acc = tl.exp((Gt - ms).to(tl.float32)).to(tl.float64)
+            for d0 in range(0, nmax, BD):
+                dd = d0 + 1 + dl
+                valid = dd[:, None] <= nc[None, :]
+                xt = tl.load(q_ptr + (base - dd)[:, None] * BC + ac, mask=valid, other=NEG)
+                xt += tl.load(D_ptr + ac * K + dd[:, None] - 1, mask=valid, other=NEG)
+                acc += tl.sum(tl.exp((xt - ms[None, :]).to(tl.float32)).to(tl.float64), axis=0)
+            inner = tl.where(m == NEG, NEG, ms + tl.log(acc))
+            if KEEP:
+                ko = (e - kbase) * BC + offs_c
+                tl.store(keep_ptr + 1 * kst + ko, m)
+                tl.store(keep_ptr + 2 * kst + ko, acc)
+                tl.store(keep_ptr + 3 * kst + ko, G)
+        else:
+            best = tl.where(Gt > m, e - Gst, best)
+            m = tl.maximum(m, Gt)
+            inner = m
+            tl.store(bpl_ptr + rowoff + offs_c, tl.where(m > NEG, best, 0), mask=cmask)
+        sev = tl.load(se_ptr + rowoff + offs_c, mask=offs_c < n_se, other=0.0)
+        alpha = tl.where(cmask, P + sev.to(tl.float64) + inner, NEG)
+        if KEEP:
+            tl.store(keep_ptr + (e - kbase) * BC + offs_c, alpha)
+    return alpha, G, P, Gst
+
+
+@triton.jit
+def _label_params(Kc_ptr, tail_ptr, D_ptr, init_ptr, C, K, BC: tl.constexpr):
+    offs_c = tl.arange(0, BC)
+    cmask = offs_c < C
+    Kc = tl.load(Kc_ptr + offs_c, mask=cmask, other=0)
+    tailv = tl.load(tail_ptr + offs_c, mask=cmask, other=NEG)
+    has_tail = cmask & (tailv > NEG) & (Kc > 0)
+    Dlast = tl.load(D_ptr + offs_c * K + Kc - 1, mask=has_tail, other=NEG)
+    init = tl.load(init_ptr + offs_c, mask=cmask, other=NEG)
+    return Kc, tailv, Dlast, has_tail, init
+
+
+@triton.jit
+def _copy_rows(src, dst, nrows, BC: tl.constexpr, BD: tl.constexpr):
+    offs_c = tl.arange(0, BC)
+    for r0 in range(0, nrows, BD):
+        rows = r0 + tl.arange(0, BD)
+        o = rows[:, None] * BC + offs_c[None, :]
+        mk = rows[:, None] < nrows
+        tl.store(dst + o, tl.load(src + o, mask=mk), mask=mk)
+
+
+@triton.jit(do_not_specialize=_INT_ARGS["_forward_kernel"])
+def _forward_kernel(
+    h_ptr, ss_ptr, se_ptr, md_ptr, len_ptr, e0, T, C, K, R,
+    A_ptr, D_ptr, Kc_ptr, tail_ptr, init_ptr, final_ptr, n_ss, n_se, n_md, do_final,
+    ring_ptr, st_ptr, ck_ring_ptr, ck_vec_ptr, ck_every, n_ck, logz_ptr,
+    BC: tl.constexpr, BD: tl.constexpr,
+):  # fmt: skip
+    """Log-semiring forward of one sequence per program (grid (B,)).
+
+    ring (B, 2R, BC) fp64 and st (B, 3, BC) fp64 (alpha, G, P) hold the carried state in and
+    out. n_ck > 0: save (ring rows [0, R), alpha, G, P) before every ck_every positions into
+    ck_ring (B, n_ck, R, BC) / ck_vec (B, n_ck, 3, BC). do_final: logz[b] = LSE(alpha+final).
+    """
+    b = tl.program_id(0)
+    offs_c = tl.arange(0, BC)
+    cmask = offs_c < C
+    n = tl.load(len_ptr + b).to(tl.int32)
+    row0 = b.to(tl.int64) * T * C
+    Kc, tailv, Dlast, has_tail, init = _label_params(Kc_ptr, tail_ptr, D_ptr, init_ptr, C, K, BC)
+    q_ptr = ring_ptr + b.to(tl.int64) * (2 * R * BC)
+    sb = st_ptr + b * 3 * BC
+    alpha = tl.load(sb + offs_c)
+    G = tl.load(sb + BC + offs_c)
+    P = tl.load(sb + 2 * BC + offs_c)
+    Gst = tl.zeros([BC], tl.int32)
+    nblk = tl.cdiv(n, ck_every)
+    for k in range(0, nblk):
+        a = k * ck_every
+        if n_ck > 0:
+            tl.debug_barrier()
+            ck = (b * n_ck + k).to(tl.int64)
+            _copy_rows(q_ptr, ck_ring_ptr + ck * R * BC, R, BC, BD)
+            vb = ck_vec_ptr + ck * 3 * BC
+            tl.store(vb + offs_c, alpha)
+            tl.store(vb + BC + offs_c, G)
+            tl.store(vb + 2 * BC + offs_c, P)
+            tl.debug_barrier()
+        alpha, G, P, Gst = _advance(
+            h_ptr, ss_ptr, se_ptr, md_ptr, row0, e0, n_ss, n_se, n_md,
+            A_ptr, D_ptr, C, K, Kc, tailv, Dlast, has_tail, init,
+            q_ptr, R, alpha, G, P, Gst, e0 + a, tl.minimum(ck_every, n - a),
+            q_ptr, 0, 0, md_ptr, md_ptr,
+            BC, BD, 0, False, False,
+        )  # fmt: skip
+    tl.store(sb + offs_c, alpha)
+    tl.store(sb + BC + offs_c, G)
+    tl.store(sb + 2 * BC + offs_c, P)
+    if do_final != 0:
+        fin = tl.load(final_ptr + offs_c, mask=cmask, other=NEG)
+        z = alpha + fin
+        mz = tl.max(z, axis=0)
+        mzs = tl.where(mz == NEG, 0.0, mz)
+        lz = tl.where(mz == NEG, NEG, mzs + tl.log(tl.sum(tl.exp(z - mzs), axis=0)))
+        tl.store(logz_ptr + b, lz)
+
+
+@triton.jit(do_not_specialize=_INT_ARGS["_viterbi_kernel"])
+def _viterbi_kernel(
+    h_ptr, ss_ptr, se_ptr, md_ptr, len_ptr, T, C, K, R,
+    A_ptr, D_ptr, Kc_ptr, tail_ptr, init_ptr, final_ptr, n_ss, n_se, n_md,
+    ring_ptr, bpl_ptr, bpp_ptr, score_ptr, last_ptr,
+    BC: tl.constexpr, BD: tl.constexpr,
+):  # fmt: skip
+    """Max-semiring forward with back-pointers (grid (B,)). bpl/bpp (B, T, C) int32:
+    best length of the label-c segment whose last position is t / best label before a
+    label-c segment starting at t (-1 at t = 0). score (B,) fp64, last (B,) int32."""
+    b = tl.program_id(0)
+    offs_c = tl.arange(0, BC)
+    cmask = offs_c < C
+    n = tl.load(len_ptr + b).to(tl.int32)
+    row0 = b.to(tl.int64) * T * C
+    Kc, tailv, Dlast, has_tail, init = _label_params(Kc_ptr, tail_ptr, D_ptr, init_ptr, C, K, BC)
+    q_ptr = ring_ptr + b.to(tl.int64) * (2 * R * BC)
+    alpha = tl.full([BC], NEG, tl.float64)
+    G = tl.full([BC], NEG, tl.float64)
+    P = tl.zeros([BC], tl.float64)
+    Gst = tl.zeros([BC], tl.int32)
+    alpha, G, P, Gst = _advance(
+        h_ptr, ss_ptr, se_ptr, md_ptr, row0, 0, n_ss, n_se, n_md,
+        A_ptr, D_ptr, C, K, Kc, tailv, Dlast, has_tail, init,
+        q_ptr, R, alpha, G, P, Gst, 0, n,
+        q_ptr, 0, 0, bpl_ptr, bpp_ptr,
+        BC, BD, 1, False, False,
+    )  # fmt: skip
+    fin = tl.load(final_ptr + offs_c, mask=cmask, other=NEG)
+    z = tl.where(cmask, alpha + fin, NEG)
+    tl.store(score_ptr + b, tl.max(z, axis=0))
+    tl.store(last_ptr + b, tl.argmax(z, axis=0))
+
+
+@triton.jit(do_not_specialize=_INT_ARGS["_backward_kernel"])
+def _backward_kernel(
+    h_ptr, ss_ptr, se_ptr, md_ptr, len_ptr, T, C, K, R,
+    A_ptr, D_ptr, Kc_ptr, tail_ptr, init_ptr, final_ptr, n_ss, n_se, n_md,
+    ck_ring_ptr, ck_vec_ptr, ck_every, n_ck,
+    qk_ptr, keep_ptr, gq_ptr, gh_ptr, gss_ptr, gse_ptr, gA_ptr, gD_ptr, gv_ptr, logz_ptr,
+    BC: tl.constexpr, BD: tl.constexpr,
+):  # fmt: skip
+    """Exact adjoint of log Z for one sequence per program (grid (B,)).
+
+    Blocks of ck_every positions are processed last to first: restore the checkpoint,
+    recompute the block into qk (ck_every + 2R, BC) and keep (6, ck_every + 1, BC) (fp64),
+    then sweep ends e = a+n .. a+1 backwards. The start adjoints gQ are scattered into the
+    ring gq (R, BC) fp64 (zeroed by the host); gD (B, C, K) fp64 is accumulated per program.
+    Outputs: gh/gss/gse (B, T, C) position/start/end posteriors; gA (B, BC, BC);
+    gv (B, 3, BC) = d/d tail, init, final; logz (B,).
+    """
+    b = tl.program_id(0)
+    offs_c = tl.arange(0, BC)
+    cmask = offs_c < C
+    ar = offs_c[:, None]
+    ac = offs_c[None, :]
+    amask = (ar < C) & (ac < C)
+    dl = tl.arange(0, BD)
+    n_all = tl.load(len_ptr + b).to(tl.int32)
+    row0 = b.to(tl.int64) * T * C
+    Kc, tailv, Dlast, has_tail, init = _label_params(Kc_ptr, tail_ptr, D_ptr, init_ptr, C, K, BC)
+    fin = tl.load(final_ptr + offs_c, mask=cmask, other=NEG)
+    kst = (ck_every + 1) * BC
+    qk = qk_ptr + b.to(tl.int64) * ((ck_every + 2 * R) * BC)
+    kp = keep_ptr + b.to(tl.int64) * (6 * kst)
+    gq = gq_ptr + b.to(tl.int64) * (R * BC)
+    gD = gD_ptr + b.to(tl.int64) * C * K
+    nblk = tl.cdiv(n_all, ck_every)
+    galpha = tl.zeros([BC], tl.float64)
+    gGc = tl.zeros([BC], tl.float64)
+    gP = tl.zeros([BC], tl.float64)
+    gtail = tl.zeros([BC], tl.float64)
+    ginit = tl.zeros([BC], tl.float64)
+    gfinal = tl.zeros([BC], tl.float64)
+    gDt = tl.zeros([BC], tl.float64)
+    gA = tl.zeros([BC, BC], tl.float64)
+    for kk in range(0, nblk):
+        k = nblk - 1 - kk
+        a = k * ck_every
+        n = tl.minimum(ck_every, n_all - a)
+        ck = (b * n_ck + k).to(tl.int64)
+        vb = ck_vec_ptr + ck * 3 * BC
+        alpha = tl.load(vb + offs_c)
+        G = tl.load(vb + BC + offs_c)
+        P = tl.load(vb + 2 * BC + offs_c)
+        # history rows [a - R, a) of Q from the checkpoint ring, then recompute the block
+        tl.debug_barrier()
+        cr = ck_ring_ptr + ck * R * BC
+        for r0 in range(0, R, BD):
+            rows = r0 + dl
+            p = a - R + rows
+            v = tl.load(
+                cr + (p % R)[:, None] * BC + ac,
+                mask=(rows[:, None] < R) & (p[:, None] >= 0),
+                other=NEG,
+            )
+            tl.store(qk + rows[:, None] * BC + ac, v, mask=rows[:, None] < R)
+        tl.store(kp + offs_c, alpha)
+        tl.store(kp + 3 * kst + offs_c, G)
+        tl.debug_barrier()
+        alpha, G, P, Gst = _advance(
+            h_ptr, ss_ptr, se_ptr, md_ptr, row0, 0, n_ss, n_se, n_md,
+            A_ptr, D_ptr, C, K, Kc, tailv, Dlast, has_tail, init,
+            qk, R, alpha, G, P, tl.zeros([BC], tl.int32), a, n,
+            kp, kst, a, md_ptr, md_ptr,
+            BC, BD, 0, True, True,
+        )  # fmt: skip
+        tl.debug_barrier()
+        # seed the adjoint at the sequence end: galpha[L, c] = P(last segment has label c)
+        z = alpha + fin
+        mz = tl.max(z, axis=0)
+        mzs = tl.where(mz == NEG, 0.0, mz)
+        lz = tl.where(mz == NEG, NEG, mzs + tl.log(tl.sum(tl.exp(z - mzs), axis=0)))
+        g0 = tl.where(z > NEG, tl.exp(z - lz), 0.0)
+        galpha = tl.where(kk == 0, g0, galpha)
+        gfinal = tl.where(kk == 0, g0, gfinal)
+        if kk == 0:
+            tl.store(logz_ptr + b, lz)
+        for i in range(0, n):
+            e = a + n - i
+            s = e - 1
+            r = e - a
+            rowoff = row0 + s.to(tl.int64) * C
+            g = galpha
+            tl.store(gse_ptr + rowoff + offs_c, g.to(gse_ptr.dtype.element_ty), mask=cmask)
+            gP += g
+            M = tl.load(kp + kst + r * BC + offs_c)
+            S = tl.load(kp + 2 * kst + r * BC + offs_c)
+            Ge = tl.load(kp + 3 * kst + r * BC + offs_c)
+            Gp = tl.load(kp + 3 * kst + (r - 1) * BC + offs_c)
+            mdv = tl.load(md_ptr + rowoff + offs_c, mask=offs_c < n_md, other=BIGI)
+            nc = tl.where(cmask, tl.minimum(tl.minimum(Kc, e), mdv), 0)
+            Gt = tl.where((mdv >= e) & has_tail & (Ge > NEG), Ge, NEG)
+            ms = tl.where(M == NEG, 0.0, M)
+            coef = tl.where(g > 0, g / S, 0.0)
+            nmax = tl.max(tl.where(g > 0, nc, 0), axis=0)
+            base = e - a + R
+            # segments (e - d, e, c): normalised weights, scattered to the start ring
+            for d0 in range(0, nmax, BD):
+                dd = d0 + 1 + dl
+                valid = (dd[:, None] <= nc[None, :]) & (g[None, :] > 0)
+                xt = tl.load(qk + (base - dd)[:, None] * BC + ac, mask=valid, other=NEG)
+                xt += tl.load(D_ptr + ac * K + dd[:, None] - 1, mask=valid, other=NEG)
+                w = coef[None, :] * tl.exp((xt - ms[None, :]).to(tl.float32)).to(tl.float64)
+                go = ((e - dd) % R)[:, None] * BC + ac
+                tl.store(gq + go, tl.load(gq + go, mask=valid, other=0.0) + w, mask=valid)
+                do = ac * K + dd[:, None] - 1
+                tl.store(gD + do, tl.load(gD + do, mask=valid, other=0.0) + w, mask=valid)
+            # geometric tail: G[e] = LSE(G[e-1] + tail, Q[j] + D[K_c-1] + tail), j = e-K_c-1
+            gG = gGc + coef * tl.exp((Gt - ms).to(tl.float32)).to(tl.float64)
+            j = e - Kc - 1
+            upd = has_tail & (j >= 0) & (Ge > NEG)
+            xq = tl.load(qk + (j - a + R) * BC + offs_c, mask=upd, other=NEG) + Dlast + tailv
+            w2 = tl.where(upd, tl.exp(xq - tl.where(upd, Ge, 0.0)), 0.0)
+            w1 = tl.where(upd & (Gp > NEG), tl.exp(Gp + tailv - tl.where(upd, Ge, 0.0)), 0.0)
+            t2 = gG * w2
+            jo = (j % R) * BC + offs_c
+            um = upd & (t2 > 0)
+            tl.store(gq + jo, tl.load(gq + jo, mask=um, other=0.0) + t2, mask=um)
+            gDt += t2
+            gtail += tl.where(upd, gG, 0.0)
+            gGc = gG * w1
+            tl.debug_barrier()
+            # start position s: its adjoint is complete
+            so = (s % R) * BC + offs_c
+            gqs = tl.load(gq + so)
+            tl.store(gq + so, tl.zeros([BC], tl.float64))
+            dt = gh_ptr.dtype.element_ty
+            tl.store(gh_ptr + rowoff + offs_c, gP.to(dt), mask=cmask)
+            tl.store(gss_ptr + rowoff + offs_c, gqs.to(dt), mask=cmask)
+            gP -= gqs
+            if s == 0:
+                ginit += gqs
+                galpha = tl.zeros([BC], tl.float64)
+            else:
+                al = tl.load(kp + (r - 1) * BC + offs_c)
+                Mp = tl.load(kp + 4 * kst + (s - a) * BC + offs_c)
+                Sp = tl.load(kp + 5 * kst + (s - a) * BC + offs_c)
+                At = tl.load(A_ptr + ar * C + ac, mask=amask, other=NEG)
+                x = al[:, None] + At
+                mps = tl.where(Mp == NEG, 0.0, Mp)
+                cf = tl.where(gqs > 0, gqs / Sp, 0.0)
+                w = cf[None, :] * tl.exp((x - mps[None, :]).to(tl.float32)).to(tl.float64)
+                galpha = tl.sum(w, axis=1)
+                gA += w
+        tl.debug_barrier()
+    do = offs_c * K + Kc - 1
+    tl.store(gD + do, tl.load(gD + do, mask=has_tail, other=0.0) + gDt, mask=has_tail)
+    tl.store(gA_ptr + b.to(tl.int64) * BC * BC + ar * BC + ac, gA)
+    gv = gv_ptr + b * 3 * BC
+    tl.store(gv + offs_c, gtail)
+    tl.store(gv + BC + offs_c, ginit)
+    tl.store(gv + 2 * BC + offs_c, gfinal)
+
+
+# ----------------------------------------------------------------------------------------
+# host side
+
+
+def block_labels(C: int) -> int:
+    """BC: labels padded to a power of two (>= 2)."""
+    if C > MAX_LABELS:
+        raise ValueError(f"the Triton kernels handle at most {MAX_LABELS} labels, got C={C}")
+    return max(2, triton.next_power_of_2(C))
+
+
+def block_durations(BC: int) -> int:
+    """BD: durations per tile, so that a (BD, BC) tile holds TILE cells."""
+    return max(16, TILE // BC)
+
+
+NUM_WARPS = 4
+
+
+def supports(x: CRFInputs) -> bool:
+    """Whether the kernels can run these inputs (C <= MAX_LABELS)."""
+    return x.C <= MAX_LABELS
+
+
+def default_checkpoint(T: int, R: int) -> int:
+    """Checkpoint interval Δ balancing checkpoint memory (T/Δ · R · BC) against the
+    recomputed block (≈ 7 Δ · BC): Δ ≈ sqrt(T·R/7), clamped to [64, 65536]."""
+    return int(min(65536, max(64, math.isqrt(T * R // 7 + 1))))
+
+
+@dataclass
+class _Prepared:
+    h: Tensor
+    ss: Tensor
+    se: Tensor
+    md: Tensor
+    lengths: Tensor
+    A: Tensor
+    D: Tensor
+    Kc: Tensor
+    tail: Tensor
+    init: Tensor
+    final: Tensor
+    flags: tuple[int, int, int]
+    B: int
+    T: int
+    C: int
+    K: int
+    R: int
+    BC: int
+    BD: int
+
+
+def _prepare(x: CRFInputs) -> _Prepared:
+    if not supports(x):
+        block_labels(x.C)
+    dev = x.emissions.device
+    dt = torch.float64 if x.emissions.dtype == torch.float64 else torch.float32
+
+    def pos(t: Tensor | None, dtype) -> Tensor:
+        if t is None:
+            return torch.zeros(1, dtype=dtype, device=dev)
+        return t.detach().to(dtype).contiguous()
+
+    def par(t: Tensor) -> Tensor:
+        return t.detach().to(device=dev, dtype=torch.float64).contiguous()
+
+    Kc = x.label_k.to(device=dev, dtype=torch.int32).contiguous()
+    tail = par(x.tail) if x.tail is not None else torch.full((x.C,), -math.inf, device=dev,
+                                                             dtype=torch.float64)  # fmt: skip
+    R = int(x.label_k.max()) + 2
+    BC = block_labels(x.C)
+    return _Prepared(
+        pos(x.emissions, dt), pos(x.seg_start, dt), pos(x.seg_end, dt),
+        pos(x.max_dur, torch.int32), x.lengths.to(device=dev, dtype=torch.int64).contiguous(),
+        par(x.transitions), par(x.durations), Kc, tail, par(x.init), par(x.final),
+        tuple(x.C if t is not None else 0 for t in (x.seg_start, x.seg_end, x.max_dur)),
+        x.B, x.T, x.C, x.K, R, BC, block_durations(BC),
+    )  # fmt: skip
+
+
+def _params(p: _Prepared):
+    return (p.A, p.D, p.Kc, p.tail, p.init, p.final, *p.flags)
+
+
+def _new_state(p: _Prepared) -> tuple[Tensor, Tensor]:
+    dev = p.h.device
+    ring = torch.full((p.B, 2 * p.R, p.BC), -math.inf, dtype=torch.float64, device=dev)
+    st = torch.full((p.B, 3, p.BC), -math.inf, dtype=torch.float64, device=dev)
+    st[:, 2] = 0.0
+    return ring, st
+
+
+def _run_forward(p: _Prepared, ring, st, e0: int, do_final: bool, ck_every: int, n_ck: int):
+    dev = p.h.device
+    logz = torch.full((p.B,), -math.inf, dtype=torch.float64, device=dev)
+    if n_ck > 0:
+        ck_ring = torch.empty((p.B, n_ck, p.R, p.BC), dtype=torch.float64, device=dev)
+        ck_vec = torch.empty((p.B, n_ck, 3, p.BC), dtype=torch.float64, device=dev)
+    else:
+        ck_ring = ck_vec = torch.empty(1, dtype=torch.float64, device=dev)
+        ck_every = max(1, p.T)
+    _forward_kernel[(p.B,)](
+        p.h, p.ss, p.se, p.md, p.lengths, e0, p.T, p.C, p.K, p.R, *_params(p), int(do_final),
+        ring, st, ck_ring, ck_vec, ck_every, n_ck, logz,
+        BC=p.BC, BD=p.BD, num_warps=NUM_WARPS,
+    )  # fmt: skip
+    return logz, ck_ring, ck_vec
+
+
+def _raise_forbidden(logz: Tensor) -> None:
+    bad = [i for i, v in enumerate(logz.tolist()) if v == -math.inf]
+    if bad:
+        raise ValueError(
+            f"no segmentation has a finite score for batch element(s) {bad}: every path is "
+            "forbidden by transitions/durations/init/final/seg_start/seg_end/max_dur"
+        )
+
+
+def _gradients(x: CRFInputs, checkpoint: int | None):
+    """Forward with checkpoints, then the backward kernel. Returns the log Z (B,) fp64 and
+    gradients: gh, gss, gse (B, T, C) in the emission dtype; gA (B, C, C), gD (B, C, K),
+    gtail, ginit, gfinal (B, C) fp64."""
+    p = _prepare(x)
+    dev = p.h.device
+    ck = int(checkpoint) if checkpoint is not None else default_checkpoint(p.T, p.R)
+    if ck < 1:
+        raise ValueError(f"checkpoint must be >= 1, got {ck}")
+    ck = min(ck, p.T)
+    n_ck = -(-p.T // ck)
+    ring, st = _new_state(p)
+    logz, ck_ring, ck_vec = _run_forward(p, ring, st, 0, True, ck, n_ck)
+    _raise_forbidden(logz)
+    f64 = torch.float64
+    qk = torch.empty((p.B, ck + 2 * p.R, p.BC), dtype=f64, device=dev)
+    keep = torch.empty((p.B, N_KEEP, ck + 1, p.BC), dtype=f64, device=dev)
+    gq = torch.zeros((p.B, p.R, p.BC), dtype=f64, device=dev)
+    gh = torch.zeros_like(p.h)
+    gss = torch.zeros_like(p.h)
+    gse = torch.zeros_like(p.h)
+    gA = torch.zeros((p.B, p.BC, p.BC), dtype=f64, device=dev)
+    gD = torch.zeros((p.B, p.C, p.K), dtype=f64, device=dev)
+    gv = torch.zeros((p.B, 3, p.BC), dtype=f64, device=dev)
+    logz2 = torch.empty((p.B,), dtype=f64, device=dev)
+    _backward_kernel[(p.B,)](
+        p.h, p.ss, p.se, p.md, p.lengths, p.T, p.C, p.K, p.R, *_params(p),
+        ck_ring, ck_vec, ck, n_ck, qk, keep, gq, gh, gss, gse, gA, gD, gv, logz2,
+        BC=p.BC, BD=p.BD, num_warps=NUM_WARPS,
+    )  # fmt: skip
+    C = p.C
+    return (
+        logz, gh, gss, gse, gA[:, :C, :C], gD,
+        gv[:, 0, :C], gv[:, 1, :C], gv[:, 2, :C],
+    )  # fmt: skip
+
+
+class _TritonLogPartition(torch.autograd.Function):
+    """log Z (B,) whose backward launches the adjoint kernel (checkpoints are recomputed
+    in backward; grad_output[b] weights batch element b)."""
+
+    @staticmethod
+    def forward(ctx, x: CRFInputs, checkpoint, *tensors):
+        ctx.x = x
+        ctx.checkpoint = checkpoint
+        ctx.meta = [(t is not None, t.dtype if t is not None else None) for t in tensors]
+        p = _prepare(x)
+        ring, st = _new_state(p)
+        logz, _, _ = _run_forward(p, ring, st, 0, True, 0, 0)
+        _raise_forbidden(logz)
+        return logz.to(x.emissions.dtype)
+
+    @staticmethod
+    def backward(ctx, g: Tensor):
+        logz, gh, gss, gse, gA, gD, gt, gi, gf = _gradients(ctx.x, ctx.checkpoint)
+        g64 = g.detach().to(torch.float64)
+        grads = (gh, gA, gD, gi, gf, gt, gss, gse)
+        per_pos = (True, False, False, False, False, False, True, True)
+        out = []
+        for grad, pp, (present, dtype) in zip(grads, per_pos, ctx.meta):
+            if not present:
+                out.append(None)
+                continue
+            t = grad.to(torch.float64) * g64.view(-1, *([1] * (grad.dim() - 1)))
+            if not pp:
+                t = t.sum(0)
+            out.append(t.to(dtype))
+        return (None, None, *out)
+
+
+def log_partition(x: CRFInputs, checkpoint: int | None = None) -> Tensor:
+    """log Z (B,) in the emission dtype, differentiable w.r.t. every float input.
+    Raises ValueError when some batch element has no finite-score segmentation."""
+    tensors = (
+        x.emissions, x.transitions, x.durations, x.init, x.final, x.tail,
+        x.seg_start, x.seg_end,
+    )  # fmt: skip
+    if torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in tensors):
+        return _TritonLogPartition.apply(x, checkpoint, *tensors)
+    p = _prepare(x)
+    ring, st = _new_state(p)
+    logz, _, _ = _run_forward(p, ring, st, 0, True, 0, 0)
+    _raise_forbidden(logz)
+    return logz.to(x.emissions.dtype)
+
+
+def marginals(x: CRFInputs, checkpoint: int | None = None):
+    """Exact posteriors as :class:`genoseg.crf.api.Marginals` (emission dtype)."""
+    from genoseg.crf.api import Marginals
+
+    logz, gh, gss, gse, *_ = _gradients(x, checkpoint)
+    dt = x.emissions.dtype
+    gh, gss, gse = (t.to(dt) for t in (gh, gss, gse))
+    return Marginals(gh, gss, gse, gss.sum(-1), gse.sum(-1), logz.to(dt))
+
+
+def viterbi(x: CRFInputs) -> tuple[Tensor, list[list[tuple[int, int, int]]]]:
+    """Best score (B,) fp64 and segments [(start, end, label)] (0-based half-open) per
+    batch element; back-pointers are traced on the host (exact at any length). Ties go to
+    the shortest last segment and the lowest label, as in the CPU engine."""
+    from genoseg.crf.cpu import traceback
+
+    p = _prepare(x)
+    dev = p.h.device
+    ring, _ = _new_state(p)
+    bpl = torch.zeros((p.B, p.T, p.C), dtype=torch.int32, device=dev)
+    bpp = torch.full((p.B, p.T, p.C), -1, dtype=torch.int32, device=dev)
+    scores = torch.empty((p.B,), dtype=torch.float64, device=dev)
+    last = torch.empty((p.B,), dtype=torch.int32, device=dev)
+    _viterbi_kernel[(p.B,)](
+        p.h, p.ss, p.se, p.md, p.lengths, p.T, p.C, p.K, p.R, *_params(p),
+        ring, bpl, bpp, scores, last,
+        BC=p.BC, BD=p.BD, num_warps=NUM_WARPS,
+    )  # fmt: skip
+    scores = scores.cpu()
+    _raise_forbidden(scores)
+    bl, bp, ln, la = (t.cpu().numpy() for t in (bpl, bpp, p.lengths, last))
+    paths = [traceback(bl[b], bp[b], int(ln[b]), int(la[b])) for b in range(p.B)]
+    return scores, paths
+
+
+@dataclass
+class ChunkState:
+    """Forward state carried from one chunk of a contig to the next.
+
+    ring (B, 2R, BC) fp64: Q of the last positions, indexed by absolute position mod R;
+    vec (B, 3, BC) fp64: alpha, G, P at ``position``; position: absolute end reached."""
+
+    ring: Tensor
+    vec: Tensor
+    position: int
+
+
+def forward_chunk(
+    x: CRFInputs, state: ChunkState | None = None, last: bool = True
+) -> tuple[Tensor | None, ChunkState]:
+    """Advance the forward over one chunk. ``x`` holds the chunk's positions
+    [state.position, state.position + T); every batch element must have the same chunk
+    length (lengths all equal T) except in the last chunk. ``init`` applies at absolute
+    position 0 only. Returns (log Z (B,) fp64 if ``last`` else None, new state); the log Z
+    of the last chunk equals one call on the whole contig."""
+    p = _prepare(x)
+    if state is None:
+        ring, st = _new_state(p)
+        e0 = 0
+    else:
+        ring, st, e0 = state.ring, state.vec, state.position
+        if ring.shape != (p.B, 2 * p.R, p.BC):
+            raise ValueError("state does not match these inputs (batch, labels or K changed)")
+    if not last and bool((x.lengths != p.T).any()):
+        raise ValueError("only the last chunk may be shorter than T")
+    logz, _, _ = _run_forward(p, ring, st, e0, last, 0, 0)
+    if last:
+        _raise_forbidden(logz)
+    return (logz if last else None), ChunkState(ring, st, e0 + p.T)
+
+
+# ----------------------------------------------------------------------------------------
+# ahead-of-time compilation (no GPU needed): the specialisations the dispatcher launches
+
+KERNELS = {
+    "forward": _forward_kernel,
+    "backward": _backward_kernel,
+    "viterbi": _viterbi_kernel,
+}
+
+
+def _arg_type(name: str, kernel: str, dtype: str) -> str:
+    if name in _INT_ARGS[kernel]:
+        return "i32"
+    if name in ("h_ptr", "ss_ptr", "se_ptr", "gh_ptr", "gss_ptr", "gse_ptr"):
+        return f"*{dtype}"
+    if name in ("md_ptr", "Kc_ptr", "bpl_ptr", "bpp_ptr", "last_ptr"):
+        return "*i32"
+    if name == "len_ptr":
+        return "*i64"
+    return "*fp64"
+
+
+def specialisations() -> list[dict]:
+    """Every (kernel, BC, emission dtype) the dispatcher can launch, as dicts with the
+    ``triton.compile`` signature, constexprs and attrs (all pointers 16-byte aligned,
+    integer arguments unspecialised), ``num_warps`` and a ``name``."""
+    out = []
+    BCs = [2 << i for i in range(int(math.log2(MAX_LABELS)))]
+    for kname, fn in KERNELS.items():
+        names = fn.arg_names
+        for dtype in ("fp32", "fp64"):
+            for BC in BCs:
+                sig, attrs = {}, {}
+                for i, nm in enumerate(names):
+                    if nm in ("BC", "BD"):
+                        sig[nm] = "constexpr"
+                        continue
+                    t = _arg_type(nm, kname, dtype)
+                    sig[nm] = t
+                    if t.startswith("*"):
+                        attrs[(i,)] = [["tt.divisibility", 16]]
+                out.append({
+                    "name": f"{kname}[BC={BC},{dtype}]",
+                    "kernel": kname,
+                    "fn": fn,
+                    "signature": sig,
+                    "constexprs": {"BC": BC, "BD": block_durations(BC)},
+                    "attrs": attrs,
+                    "num_warps": NUM_WARPS,
+                })  # fmt: skip
+    return out
+
+
+def compile_specialisation(spec: dict, arch: int):
+    """Compile one specialisation for ``sm_<arch>`` (e.g. 80, 90) with the ptxas shipped
+    in the triton wheel; returns the CompiledKernel (``asm['cubin']``)."""
+    from triton.backends.compiler import GPUTarget
+    from triton.compiler import ASTSource
+
+    src = ASTSource(fn=spec["fn"], signature=spec["signature"], constexprs=spec["constexprs"],
+                    attrs=spec["attrs"])  # fmt: skip
+    return triton.compile(src, target=GPUTarget("cuda", arch, 32),
+                          options={"num_warps": spec["num_warps"]})  # fmt: skip
+
+
+def resource_usage(cubin: bytes) -> dict[str, int]:
+    """Registers, spill stores/loads, stack and shared memory of a cubin, parsed from
+    ``cuobjdump --dump-resource-usage`` (shipped in the triton wheel)."""
+    import re
+    import subprocess
+    import tempfile
+    from pathlib import Path
+
+    from triton.backends.nvidia import __file__ as nv
+
+    tool = Path(nv).parent / "bin" / "cuobjdump"
+    with tempfile.NamedTemporaryFile(suffix=".cubin") as f:
+        f.write(cubin)
+        f.flush()
+        txt = subprocess.run([str(tool), "--dump-resource-usage", f.name], check=True,
+                             capture_output=True, text=True).stdout  # fmt: skip
+    vals = {}
+    for key, pat in (("registers", r"REG:(\d+)"), ("stack", r"STACK:(\d+)"),
+                     ("shared", r"SHARED:(\d+)"), ("local", r"LOCAL:(\d+)")):  # fmt: skip
+        mm = re.search(pat, txt)
+        vals[key] = int(mm.group(1)) if mm else -1
+    return vals
+
+
+__all__ = [
+    "ChunkState", "MAX_LABELS", "compile_specialisation", "forward_chunk", "log_partition",
+    "marginals", "resource_usage", "specialisations", "supports", "viterbi",
+]  # fmt: skip
