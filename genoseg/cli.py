@@ -40,6 +40,10 @@ from genoseg.eval.cli import eval_command, plot_command  # noqa: E402
 cli.add_command(eval_command)
 cli.add_command(plot_command)
 
+from genoseg.data.prepare import prepare_command  # noqa: E402
+
+cli.add_command(prepare_command)
+
 
 if __name__ == "__main__":  # pragma: no cover
     main(sys.argv[1:])
