@@ -1,0 +1,214 @@
+"""Semi-CRF engine benchmark: throughput, peak memory, and ratios against references.
+
+Run:  .venv/bin/python benchmarks/bench_crf.py [--quick] [--threads N]
+
+Prints markdown tables (copied into benchmarks/README.md):
+1. CPU engine forward, forward+backward and Viterbi for a grid of (B, T, K, C):
+   seconds, positions/s (B·T/s) and cells/s (B·T·K·C/s).
+2. Peak memory of forward+backward at T = 10^6, K = 200, C = 8, each measured in a fresh
+   subprocess as the growth of peak RSS over the inputs already in memory.
+3. Ratios: the float64 reference (genoseg.crf.reference) and the Flash-SemiCRF pure-PyTorch
+   CPU reference (``pip install flash-semicrf``; optional) on the same problem, one thread
+   each, with their log Z printed side by side as a check that the problem is the same.
+
+It is a benchmark, not a test: numbers depend on the machine and its load.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import subprocess
+import sys
+import time
+
+import numba
+import torch
+
+from genoseg import crf
+from genoseg.crf import reference as ref
+
+
+def problem(B: int, T: int, K: int, C: int, seed: int = 0, grad: bool = False):
+    g = torch.Generator().manual_seed(seed)
+    h = torch.randn(B, T, C, generator=g).requires_grad_(grad)
+    return dict(
+        emissions=h,
+        lengths=None,
+        transitions=torch.randn(C, C, generator=g),
+        durations=torch.randn(C, K, generator=g) - 0.01 * torch.arange(K),
+        init=torch.randn(C, generator=g),
+        final=torch.randn(C, generator=g),
+    )
+
+
+def best_of(fn, repeat: int) -> float:
+    times = []
+    for _ in range(repeat):
+        t = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t)
+    return min(times)
+
+
+def bench_grid(grid, repeat: int) -> list[dict]:
+    rows = []
+    for B, T, K, C in grid:
+        p = problem(B, T, K, C)
+        args = {k: v for k, v in p.items() if k not in ("emissions", "lengths")}
+        small = problem(B, min(T, 64), K, C)
+        crf.log_partition(small["emissions"].requires_grad_(True), None, **args).sum().backward()
+        crf.viterbi(small["emissions"].detach(), None, **args)  # compile outside the timing
+
+        def fwd(p=p, args=args):
+            crf.log_partition(p["emissions"], None, **args)
+
+        def fwd_bwd(p=p, args=args):
+            h = p["emissions"].detach().requires_grad_(True)
+            crf.log_partition(h, None, **args).sum().backward()
+
+        def vit(p=p, args=args):
+            crf.viterbi(p["emissions"], None, **args)
+
+        cells = B * T * K * C
+        for name, fn in (("forward", fwd), ("forward+backward", fwd_bwd), ("viterbi", vit)):
+            s = best_of(fn, repeat)
+            rows.append(
+                dict(op=name, B=B, T=T, K=K, C=C, seconds=s, pos_s=B * T / s, cells_s=cells / s)
+            )
+            print(f"  {name:17s} B={B} T={T} K={K} C={C}: {s:.3f} s", file=sys.stderr)
+    return rows
+
+
+def _peak_child(B: int, T: int, K: int, C: int) -> None:
+    """(subprocess) print peak-RSS growth of one forward+backward in MB as JSON."""
+    p = problem(B, T, K, C, grad=True)
+    args = {k: v for k, v in p.items() if k not in ("emissions", "lengths")}
+    warm = problem(1, 64, K, C, grad=True)
+    crf.log_partition(warm["emissions"], None, **args).sum().backward()
+    with open("/proc/self/clear_refs", "w") as f:  # reset the peak-RSS counter (VmHWM)
+        f.write("5")
+    base = _status_kb("VmRSS")
+    inputs_mb = p["emissions"].numel() * 4 / 2**20
+    t = time.perf_counter()
+    crf.log_partition(p["emissions"], None, **args).sum().backward()
+    s = time.perf_counter() - t
+    peak = _status_kb("VmHWM")
+    growth = (peak - base) / 1024
+    print(json.dumps(dict(growth_mb=growth, peak_mb=peak / 1024, inputs_mb=inputs_mb, seconds=s)))
+
+
+def _status_kb(key: str) -> int:
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith(key + ":"):
+                return int(line.split()[1])
+    raise RuntimeError(f"{key} not in /proc/self/status")
+
+
+def bench_memory(T: int, K: int, C: int) -> dict:
+    out = subprocess.run(
+        [sys.executable, __file__, "--peak-child", f"{T},{K},{C}"],
+        check=True, capture_output=True, text=True,
+    )  # fmt: skip
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def flash_semicrf_forward(p, K: int):
+    """Flash-SemiCRF's pure-PyTorch streaming forward (its CPU reference) on problem p.
+
+    Its model starts from alpha = 0 for every source label and applies the transition
+    before the first segment too, and ends with a plain logsumexp: the same problem in
+    genoseg's terms has init[c] = logsumexp_c' A[c', c] and final = 0.
+    """
+    from flash_semicrf.streaming.pytorch_reference import semi_crf_streaming_forward_pytorch
+
+    h = p["emissions"].detach()
+    cum = torch.cat([torch.zeros(h.shape[0], 1, h.shape[2]), torch.cumsum(h, 1)], 1)
+    lengths = torch.full((h.shape[0],), h.shape[1], dtype=torch.int64)
+    out = semi_crf_streaming_forward_pytorch(
+        cum, p["transitions"], p["durations"].T.contiguous(), lengths, K
+    )
+    return out[0]
+
+
+def bench_peers(B: int, T: int, K: int, C: int, repeat: int) -> list[dict]:
+    p = problem(B, T, K, C)
+    p["init"] = torch.logsumexp(p["transitions"], 0)
+    p["final"] = torch.zeros(C)
+    args = {k: v for k, v in p.items() if k not in ("emissions", "lengths")}
+    rows = []
+    crf.log_partition(p["emissions"], None, **args)
+    z = float(
+        crf.log_partition(p["emissions"].double(), None, **{k: v.double() for k, v in args.items()})
+    )
+    s = best_of(lambda: crf.log_partition(p["emissions"], None, **args), max(repeat, 5))
+    rows.append(dict(impl="genoseg cpu (numba)", seconds=s, log_z=z))
+    s_ref = best_of(lambda: ref.log_partition(p["emissions"], None, **args), 1)
+    z_ref = float(ref.log_partition(p["emissions"], None, **args))
+    rows.append(dict(impl="genoseg float64 reference", seconds=s_ref, log_z=z_ref))
+    try:
+        z_f = float(flash_semicrf_forward(p, K))
+        s_f = best_of(lambda: flash_semicrf_forward(p, K), 1)
+        rows.append(dict(impl="Flash-SemiCRF PyTorch reference", seconds=s_f, log_z=z_f))
+    except ImportError:
+        print("flash-semicrf not installed: pip install --no-deps flash-semicrf", file=sys.stderr)
+    for r in rows:
+        r["speedup_of_genoseg"] = r["seconds"] / rows[0]["seconds"]
+    return rows
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--quick", action="store_true", help="small grid only")
+    ap.add_argument("--threads", type=int, default=1, help="torch/numba threads (default 1)")
+    ap.add_argument("--repeat", type=int, default=3)
+    ap.add_argument("--json", help="also write the results to this JSON file")
+    ap.add_argument("--peak-child", help=argparse.SUPPRESS)
+    a = ap.parse_args()
+    torch.set_num_threads(a.threads)
+    numba.set_num_threads(min(a.threads, numba.config.NUMBA_NUM_THREADS))
+    if a.peak_child:
+        _peak_child(1, *map(int, a.peak_child.split(",")))
+        return
+    if a.quick:
+        grid = [(1, 10_000, 50, 8), (4, 10_000, 50, 8)]
+    else:
+        grid = [
+            (1, 100_000, 200, 8),
+            (1, 100_000, 50, 8),
+            (8, 20_000, 50, 8),
+            (1, 100_000, 20, 39),
+            (1, 1_000_000, 20, 8),
+        ]
+    cpu = platform.processor() or platform.machine()
+    print(f"# genoseg semi-CRF benchmark ({cpu}, {os.cpu_count()} cores, {a.threads} thread(s), "
+          f"torch {torch.__version__}, numba {numba.__version__})\n")  # fmt: skip
+    rows = bench_grid(grid, a.repeat)
+    print("| op | B | T | K | C | seconds | positions/s | cells/s |")
+    print("|---|---|---|---|---|---|---|---|")
+    for r in rows:
+        print(f"| {r['op']} | {r['B']} | {r['T']:,} | {r['K']} | {r['C']} | {r['seconds']:.3f} | "
+              f"{r['pos_s']:,.0f} | {r['cells_s']:.3g} |")  # fmt: skip
+    mem_T = 100_000 if a.quick else 1_000_000
+    mem = bench_memory(mem_T, 200, 8)
+    print(f"\nPeak memory, forward+backward, T={mem_T:,}, K=200, C=8: "
+          f"+{mem['growth_mb']:.0f} MB over the inputs ({mem['inputs_mb']:.0f} MB emissions); "
+          f"process peak {mem['peak_mb']:.0f} MB; {mem['seconds']:.1f} s\n")  # fmt: skip
+    peers = bench_peers(1, 2000, 50, 8, a.repeat)
+    print(
+        "| implementation (B=1, T=2000, K=50, C=8, forward) | seconds | genoseg faster by | log Z |"
+    )
+    print("|---|---|---|---|")
+    for r in peers:
+        speedup = r["speedup_of_genoseg"]
+        print(f"| {r['impl']} | {r['seconds']:.4f} | {speedup:.0f}x | {r['log_z']:.4f} |")
+    if a.json:
+        with open(a.json, "w") as f:
+            json.dump(dict(grid=rows, memory=mem, peers=peers), f, indent=1)
+
+
+if __name__ == "__main__":
+    main()
