@@ -1,0 +1,231 @@
+"""genoseg prepare -> HDF5 -> WindowDataset, through the CLI, on real data."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+from pathlib import Path
+
+import h5py
+import numpy as np
+import pytest
+import torch
+from click.testing import CliRunner
+from torch.utils.data import DataLoader
+
+from genoseg.cli import cli
+from genoseg.crf import reference as crf_ref
+from genoseg.data.annotation import read_annotation
+from genoseg.data.dataset import WindowDataset, collate_windows
+from genoseg.data.labels import GeneModel, gene_models_from_segments, segments_from_labels
+from genoseg.grammar import compile_window, default_grammar_path, load_grammar
+
+ROOT = Path(__file__).resolve().parents[1]
+SAMPLES = ROOT / "data_samples"
+FA, GFF, BAM = (SAMPLES / f"athaliana_chr5_60k.{x}" for x in ("fa", "gff3", "bam"))
+SHARED = Path("/work/shared/data")
+
+
+def run(*args: str):
+    return CliRunner().invoke(cli, ["prepare", *map(str, args)], catch_exceptions=False)
+
+
+@pytest.fixture(scope="module")
+def prepared(tmp_path_factory):
+    out = tmp_path_factory.mktemp("prep") / "w.h5"
+    res = run("-c", ROOT / "configs" / "prepare.yaml", "-o", out)
+    assert res.exit_code == 0, res.output
+    return out
+
+
+@pytest.fixture(scope="module")
+def grammar():
+    return load_grammar()
+
+
+def test_layout_and_attributes(prepared):
+    with h5py.File(prepared) as h5:
+        assert h5.attrs["format"] == "genoseg-windows" and h5.attrs["format_version"] == 1
+        assert h5.attrs["grammar"] == default_grammar_path().read_text()
+        inputs = json.loads(h5.attrs["inputs"])
+        for key, path in (("fasta", FA), ("gff3", GFF), ("bam", BAM)):
+            assert inputs[key]["sha256"] == hashlib.sha256(path.read_bytes()).hexdigest()
+        w = h5["windows"]
+        n, W = w["sequence"].shape
+        assert n >= 3 and W == 2 * 20000 + 2 * 1000
+        for name in ("sequence", "labels", "mask", "softmask"):
+            assert w[name].chunks == (1, W) and w[name].compression == "gzip"
+        assert w["evidence"].shape == (n, 8, W) and w["evidence"].chunks == (1, 8, W)
+        report = json.loads(h5.attrs["report"])
+        assert report["genes_used"] == 19 and report["windows"] == n
+        assert list(h5["genes/status"].asstr()[:]).count("used") == 19
+        # cores tile the contig without gaps or overlaps
+        starts, cs, ce = w["start"][:], w["core_start"][:], w["core_end"][:]
+        cores = sorted(zip(starts + cs, starts + ce))
+        assert cores[0][0] == 0 and cores[-1][1] == 60170
+        assert all(a[1] == b[0] for a, b in zip(cores, cores[1:]))
+
+
+def test_dataset_reproduces_annotation(prepared, grammar):
+    """Labels read back through the Dataset rebuild every annotated CDS exactly, and each
+    core starts and ends intergenic."""
+    ds = WindowDataset(prepared)
+    ann = read_annotation(GFF, feature="exon")
+    tx_models = {(t.gene_id, GeneModel(t.strand, t.cds)) for t in ann.transcripts() if t.cds}
+    seq_all = np.array([4] * 60170)
+    got = set()
+    for i in range(len(ds)):
+        it = ds[i]
+        s, e = it["core"].tolist()
+        lab = it["labels"].numpy()
+        assert lab[s] == grammar.intergenic and lab[e - 1] == grammar.intergenic
+        assert it["mask"][s:e].all() and not it["mask"][:s].any()
+        for gm in gene_models_from_segments(segments_from_labels(lab[s:e]), grammar):
+            got.add(GeneModel(gm.strand, tuple((a + it["start"] + s, b + it["start"] + s)
+                                               for a, b in gm.cds)))  # fmt: skip
+        seq_all[it["start"] : it["start"] + len(it["sequence"])] = it["sequence"].numpy()
+    # one transcript per gene, each a real annotated transcript
+    assert len(got) == 19
+    assert got <= {m for _, m in tx_models}
+    # the stored sequence is the FASTA
+    fasta = "".join(line.strip() for line in FA.read_text().splitlines()[1:])
+    assert "".join("ACGTN"[c] for c in seq_all) == fasta.upper()
+    assert any(ds[i]["evidence"].sum() > 0 for i in range(len(ds)))
+
+
+def test_reverse_strand_items_are_valid_gold(prepared, grammar):
+    """Reverse-complemented items: mirrored labels form a gold tiling the grammar allows
+    on the reverse-complemented sequence (strand symmetry on real genes)."""
+    ds = WindowDataset(prepared, strands=("+", "-"))
+    assert len(ds) == 2 * ds.n_windows
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # small reference calls: faster single-threaded
+    try:
+        _check_reverse_items(ds, grammar)
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _check_reverse_items(ds, grammar):
+    for i in range(ds.n_windows):
+        fwd, rev = ds[i], ds[i + ds.n_windows]
+        assert rev["strand"] == -1
+        assert torch.equal(rev["sequence"], (3 - fwd["sequence"]).flip(0))  # no N here
+        s, e = rev["core"].tolist()
+        codes = rev["sequence"].numpy().astype(np.uint8)
+        st = compile_window(grammar, codes, left_context=s, right_context=len(codes) - e)
+        segs = segments_from_labels(rev["labels"][s:e].numpy())
+        em = torch.zeros(e - s, grammar.num_labels)
+        assert math.isfinite(crf_ref.score_segmentation(em, segs, **st.as_dict()))
+        assert torch.equal(rev["evidence"][0], fwd["evidence"][4].flip(0))
+
+
+def test_dataloader_workers(prepared):
+    ds = WindowDataset(prepared, strands=("+", "-"))
+    single = [ds[i]["labels"] for i in range(len(ds))]
+    dl = DataLoader(ds, batch_size=2, num_workers=2, collate_fn=collate_windows)
+    rows = []
+    for batch in dl:
+        assert batch["sequence"].shape == batch["labels"].shape
+        for j, n in enumerate(batch["lengths"].tolist()):
+            rows.append(batch["labels"][j, :n])
+    assert len(rows) == len(single)
+    assert all(torch.equal(a, b) for a, b in zip(rows, single))
+
+
+def test_forced_cuts_mask_cut_genes(tmp_path, grammar):
+    """Windows shorter than genes: cuts inside genes mask the cut gene's positions, so
+    every core still starts and ends intergenic or masked."""
+    out = tmp_path / "small.h5"
+    res = run("--fasta", FA, "--gff3", GFF, "-o", out, "--region", "Chr5:1-30000",
+              "-c", _cfg(tmp_path, "windows: {length: 400, max_length: 600, halo: 0}"))  # fmt: skip
+    assert res.exit_code == 0, res.output
+    ds = WindowDataset(out)
+    assert len(ds) > 40
+    ig = grammar.intergenic
+    masked = 0
+    for i in range(len(ds)):
+        it = ds[i]
+        lab, msk = it["labels"].numpy(), it["mask"].numpy()
+        assert (lab[0] == ig or not msk[0]) and (lab[-1] == ig or not msk[-1])
+        assert ((lab == 255) == ~msk).all()
+        masked += int((~msk).sum())
+    assert masked > 0
+
+
+def _cfg(tmp_path: Path, text: str) -> Path:
+    p = tmp_path / "cfg.yaml"
+    p.write_text(text)
+    return p
+
+
+def _no_leftovers(d: Path) -> None:
+    assert not list(d.glob("*.h5")) and not list(d.glob(".*tmp*"))
+
+
+@pytest.mark.parametrize(
+    "extra, pattern",
+    [
+        (["--fasta", "missing.fa"], "missing.fa: FASTA file not found"),
+        (["--gff3", "missing.gff3"], "missing.gff3: annotation file not found"),
+        (["--region", "Chr9:1-100"], "Chr9"),
+        (["--region", "Chr5:1-99999999"], "outside|beyond|exceeds|length"),
+    ],
+)
+def test_bad_inputs_one_line_no_output(tmp_path, extra, pattern, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    args = ["--fasta", FA, "--gff3", GFF, "-o", tmp_path / "o.h5"]
+    res = CliRunner().invoke(cli, ["prepare", *map(str, args), *extra])
+    assert res.exit_code == 1
+    lines = res.output.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("genoseg: error:"), res.output
+    import re
+
+    assert re.search(pattern, lines[0]), lines[0]
+    _no_leftovers(tmp_path)
+
+
+def test_bad_config_key_and_bad_annotation(tmp_path):
+    res = CliRunner().invoke(cli, ["prepare", "-c", str(_cfg(tmp_path, "windoes: {}\n"))])
+    assert res.exit_code == 1 and "cfg.yaml: unknown key 'windoes'" in res.output
+    # a GFF3 feature beyond the contig end: error names file and line
+    bad = tmp_path / "bad.gff3"
+    lines = GFF.read_text().splitlines()
+    k = next(i for i, line in enumerate(lines) if "\tCDS\t" in line)
+    cols = lines[k].split("\t")
+    cols[4] = "70000"
+    lines[k] = "\t".join(cols)
+    bad.write_text("\n".join(lines) + "\n")
+    res = CliRunner().invoke(
+        cli, ["prepare", "--fasta", str(FA), "--gff3", str(bad), "-o", str(tmp_path / "o.h5")]
+    )
+    assert res.exit_code == 1 and f"bad.gff3:{k + 1}" in res.output, res.output
+    assert not (tmp_path / "o.h5").exists() and not list(tmp_path.glob(".*tmp*"))
+
+
+@pytest.mark.skipif(not SHARED.exists(), reason="shared real data not present")
+def test_bam_of_another_assembly(tmp_path):
+    d = SHARED / "athaliana_1pct"
+    cfg = _cfg(tmp_path, "annotation: {missing_parents: skip}\n")
+    res = CliRunner().invoke(cli, ["prepare", "-c", str(cfg), "--fasta", str(d / "genome.fa"),
+                                   "--gff3", str(d / "annotation_with_rnaseq_splice.gff3"),
+                                   "--bam", str(BAM), "-o", str(tmp_path / "o.h5")])  # fmt: skip
+    assert res.exit_code == 1 and "athaliana_chr5_60k.bam" in res.output, res.output
+    assert len(res.output.strip().splitlines()) == 1
+    assert not (tmp_path / "o.h5").exists() and not list(tmp_path.glob(".*tmp*"))
+
+
+@pytest.mark.skipif(not SHARED.exists(), reason="shared real data not present")
+def test_prepare_shared_fly_region(tmp_path):
+    d = SHARED / "dmelanogaster_1pct"
+    cfg = _cfg(tmp_path, "annotation: {missing_parents: skip}\nwindows: {length: 30000}\n")
+    out = tmp_path / "fly.h5"
+    res = run("-c", cfg, "--fasta", d / "genome.fa", "--gff3",
+              d / "annotation_with_rnaseq_splice.gff3", "--bam",
+              d / "synthetic_junction_reads.bam", "--region", "2L", "-o", out)  # fmt: skip
+    assert res.exit_code == 0, res.output
+    ds = WindowDataset(out)
+    assert ds.report["genes_used"] > 20
+    assert sum(ds.lengths) >= 230000 and set(ds.contig_names) >= {"2L", "X"}
+    assert {ds[i]["contig"] for i in range(len(ds))} == {"2L"}
