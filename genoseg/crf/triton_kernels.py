@@ -33,6 +33,7 @@ import torch
 import triton
 import triton.language as tl
 from torch import Tensor
+from triton.runtime.interpreter import InterpretedFunction
 
 from genoseg.crf.inputs import CRFInputs
 
@@ -49,7 +50,7 @@ BIGI: tl.constexpr = tl.constexpr(2147483647)
 #: Largest label count the kernels handle (BC = next power of two >= C).
 MAX_LABELS = 64
 #: Cells per (duration x label) tile.
-TILE = 1024
+TILE = 512
 #: Arrays kept per position while a backward block is recomputed (see ``_KEEP_*``).
 N_KEEP = 6
 # rows of the keep scratch: alpha[e], max M[e], sum S[e], G[e] (index e - a), and the
@@ -335,7 +336,7 @@ def _backward_kernel(
     ginit = tl.zeros([BC], tl.float64)
     gfinal = tl.zeros([BC], tl.float64)
     gDt = tl.zeros([BC], tl.float64)
-    gA = tl.zeros([BC, BC], tl.float64)
+    gAp = gA_ptr + b.to(tl.int64) * BC * BC + ar * BC + ac
     for kk in range(0, nblk):
         k = nblk - 1 - kk
         a = k * ck_every
@@ -444,11 +445,10 @@ def _backward_kernel(
                 cf = tl.where(gqs > 0, gqs / Sp, 0.0)
                 w = cf[None, :] * tl.exp((x - mps[None, :]).to(tl.float32)).to(tl.float64)
                 galpha = tl.sum(w, axis=1)
-                gA += w
+                tl.store(gAp, tl.load(gAp) + w)
         tl.debug_barrier()
     do = offs_c * K + Kc - 1
     tl.store(gD + do, tl.load(gD + do, mask=has_tail, other=0.0) + gDt, mask=has_tail)
-    tl.store(gA_ptr + b.to(tl.int64) * BC * BC + ar * BC + ac, gA)
     gv = gv_ptr + b * 3 * BC
     tl.store(gv + offs_c, gtail)
     tl.store(gv + BC + offs_c, ginit)
@@ -460,10 +460,10 @@ def _backward_kernel(
 
 
 def block_labels(C: int) -> int:
-    """BC: labels padded to a power of two (>= 2)."""
+    """BC: labels padded to a power of two (>= 4)."""
     if C > MAX_LABELS:
         raise ValueError(f"the Triton kernels handle at most {MAX_LABELS} labels, got C={C}")
-    return max(2, triton.next_power_of_2(C))
+    return max(4, triton.next_power_of_2(C))
 
 
 def block_durations(BC: int) -> int:
@@ -471,7 +471,12 @@ def block_durations(BC: int) -> int:
     return max(16, TILE // BC)
 
 
-NUM_WARPS = 4
+NUM_WARPS = 8
+
+
+def interpreted() -> bool:
+    """Whether the kernels run in the Triton interpreter (TRITON_INTERPRET=1 at import)."""
+    return isinstance(_forward_kernel, InterpretedFunction)
 
 
 def supports(x: CRFInputs) -> bool:
@@ -742,7 +747,7 @@ KERNELS = {
 
 
 def _arg_type(name: str, kernel: str, dtype: str) -> str:
-    if name in _INT_ARGS[kernel]:
+    if name in _INT_ARGS[f"_{kernel}_kernel"]:
         return "i32"
     if name in ("h_ptr", "ss_ptr", "se_ptr", "gh_ptr", "gss_ptr", "gse_ptr"):
         return f"*{dtype}"
@@ -758,7 +763,7 @@ def specialisations() -> list[dict]:
     ``triton.compile`` signature, constexprs and attrs (all pointers 16-byte aligned,
     integer arguments unspecialised), ``num_warps`` and a ``name``."""
     out = []
-    BCs = [2 << i for i in range(int(math.log2(MAX_LABELS)))]
+    BCs = [4 << i for i in range(int(math.log2(MAX_LABELS)) - 1)]
     for kname, fn in KERNELS.items():
         names = fn.arg_names
         for dtype in ("fp32", "fp64"):

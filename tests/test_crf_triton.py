@@ -1,0 +1,341 @@
+"""Triton kernels of the semi-CRF engine, checked without a GPU.
+
+1. Numerics: the kernels run in the Triton interpreter (TRITON_INTERPRET=1, CPU tensors)
+   against the float64 reference. The interpreter must be enabled before triton is
+   imported, so the cases run in one subprocess (this file with ``--worker``) that prints a
+   JSON report; each pytest test below asserts on its part of that report.
+2. Compilation: every specialisation the dispatcher can launch is compiled for sm_80 and
+   sm_90 with ``triton.compile`` (ptxas from the triton wheel) and must yield a cubin.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import subprocess
+import sys
+import traceback
+from concurrent.futures import ProcessPoolExecutor
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+
+# ----------------------------------------------------------------------------------------
+# worker (runs in the subprocess, TRITON_INTERPRET=1)
+
+
+def _make(torch, B, T, C, K, *, seed, tail=False, bnd=False, md=False, dtype=None, scale=1.0,
+          shift=0.0, lengths=None):  # fmt: skip
+    """Random §1 inputs with per-label K (label 0 has K_c = K - 1 when K > 1)."""
+    from genoseg.crf.inputs import check_inputs
+
+    g = torch.Generator().manual_seed(seed)
+    dtype = dtype or torch.float64
+    h = (torch.randn(B, T, C, generator=g, dtype=torch.float64) * scale + shift).to(dtype)
+    A = torch.randn(C, C, generator=g, dtype=torch.float64)
+    D = torch.randn(C, K, generator=g, dtype=torch.float64)
+    if K > 1:
+        D[0, K - 1] = -math.inf
+    init = torch.randn(C, generator=g, dtype=torch.float64)
+    fin = torch.randn(C, generator=g, dtype=torch.float64)
+    tl_ = None
+    if tail:
+        tl_ = -0.2 - torch.rand(C, generator=g, dtype=torch.float64)
+        if C > 1:
+            tl_[-1] = -math.inf
+    ss = torch.randn(B, T, C, generator=g, dtype=torch.float64).to(dtype) if bnd else None
+    se = torch.randn(B, T, C, generator=g, dtype=torch.float64).to(dtype) if bnd else None
+    mdv = None
+    if md:
+        kc = torch.tensor([K - 1 if (c == 0 and K > 1) else K for c in range(C)])
+        mdv = torch.randint(0, K + 1, (B, T, C), generator=g).to(torch.int32)
+        if tail:  # tailed labels: either unbounded or cut at K_c (see inputs.py)
+            cut = torch.minimum(mdv, kc.view(1, 1, C).to(torch.int32))
+            free = torch.rand(B, T, C, generator=g) < 0.5
+            mdv = torch.where(free, torch.full_like(mdv, 1 << 30), cut)
+        mdv[:, :, -1] = 1 << 30  # keep a path open
+    if lengths is None:
+        lengths = [T] + [max(1, T - 2 - i) for i in range(B - 1)]
+    L = torch.tensor(lengths)
+    return check_inputs(h, L, A, D, init, fin, tl_, ss, se, mdv)
+
+
+def _case_compare(torch, x, checkpoint=None):
+    """Max errors of the kernels against the float64 reference on one input."""
+    from genoseg.crf import reference as ref
+    from genoseg.crf import triton_kernels as tk
+
+    out = {}
+    lz = tk.log_partition(x).double()
+    lr = ref.log_partition(x).detach()
+    out["logz_rel"] = float(((lz - lr).abs() / lr.abs().clamp(min=1.0)).max())
+    m = tk.marginals(x, checkpoint=checkpoint)
+    mr = ref.marginals(x)
+    for k in ("position", "start", "end", "start_any", "end_any"):
+        out[k] = float((getattr(m, k).double() - mr[k]).abs().max())
+    # position posteriors of valid rows sum to one
+    valid = torch.arange(x.T).view(1, -1) < x.lengths.view(-1, 1)
+    rows = m.position.double().sum(-1)[valid]
+    out["rowsum"] = float((rows - 1).abs().max())
+    s, paths = tk.viterbi(x)
+    sr, _ = ref.viterbi(x)
+    out["viterbi_score"] = float((s - sr).abs().max())
+    # the returned path must tile [0, L) and score exactly the best score
+    worst = 0.0
+    for b, segs in enumerate(paths):
+        ref.check_tiling(segs, int(x.lengths[b]), x.C)
+        worst = max(worst, abs(float(ref._score(x, b, segs)) - float(sr[b])))
+    out["viterbi_path"] = worst
+    return out
+
+
+def _worker() -> dict:
+    import torch
+
+    from genoseg.crf import api
+    from genoseg.crf import reference as ref
+    from genoseg.crf import triton_kernels as tk
+
+    assert tk.interpreted(), "TRITON_INTERPRET=1 was not honoured"
+    report: dict = {}
+
+    def run(name, fn):
+        try:
+            report[name] = fn()
+        except Exception:  # reported, asserted by the parent
+            report[name] = {"error": traceback.format_exc()}
+
+    # odd label counts, per-label K, tails, boundary scores, max_dur, mixed lengths
+    shapes = {
+        "C1": dict(B=2, T=7, C=1, K=3, seed=1, tail=True),
+        "C3": dict(B=3, T=9, C=3, K=4, seed=2, tail=True, bnd=True),
+        "C5": dict(B=2, T=10, C=5, K=3, seed=3, tail=True, bnd=True, md=True),
+        "C33": dict(B=1, T=6, C=33, K=3, seed=4, bnd=True, md=True),
+        "C3_md_notail": dict(B=2, T=9, C=3, K=5, seed=5, md=True, lengths=[9, 1]),
+        "T_lt_K": dict(B=1, T=3, C=2, K=6, seed=6, tail=True),
+    }
+    for name, kw in shapes.items():
+        run(name, lambda kw=kw: _case_compare(torch, _make(torch, **kw), checkpoint=3))
+
+    # fp32 uncentred emissions of magnitude ~10 (relative log Z error)
+    def uncentred():
+        x = _make(torch, 1, 40, 3, 4, seed=7, tail=True, dtype=torch.float32, scale=3.0,
+                  shift=10.0)  # fmt: skip
+        lz = tk.log_partition(x).double()
+        lr = ref.log_partition(x).detach()
+        m = tk.marginals(x)
+        mr = ref.marginals(x)
+        return {
+            "logz_rel": float(((lz - lr).abs() / lr.abs()).max()),
+            "position": float((m.position.double() - mr["position"]).abs().max()),
+            "dtype": str(m.position.dtype),
+        }
+
+    run("uncentred_fp32", uncentred)
+
+    # gradients of log Z w.r.t. every float input, against reference autograd
+    def gradients():
+        x = _make(torch, 2, 8, 3, 3, seed=8, tail=True, bnd=True)
+        names = ("emissions", "transitions", "durations", "init", "final", "tail",
+                 "seg_start", "seg_end")  # fmt: skip
+        errs = {}
+        w = torch.tensor([0.7, -1.3], dtype=torch.float64)
+        grads = []
+        for engine in ("triton", "reference"):
+            leaves = {n: getattr(x, n).detach().clone().requires_grad_(True) for n in names}
+            y = api.check_inputs(leaves["emissions"], x.lengths, leaves["transitions"],
+                                 leaves["durations"], leaves["init"], leaves["final"],
+                                 leaves["tail"], leaves["seg_start"], leaves["seg_end"],
+                                 x.max_dur)  # fmt: skip
+            lz = tk.log_partition(y, checkpoint=2) if engine == "triton" else ref.log_partition(y)
+            (lz * w).sum().backward()
+            grads.append({n: leaves[n].grad for n in names})
+        for n in names:
+            a, b = grads[0][n], grads[1][n]
+            fin = torch.isfinite(b)
+            errs[n] = float((a[fin] - b[fin]).abs().max())
+        return errs
+
+    run("gradients", gradients)
+
+    # checkpoint interval below K, equal to 1, above T: same posteriors; same bits twice
+    def checkpoints():
+        x = _make(torch, 2, 11, 3, 5, seed=9, tail=True, md=True)
+        ms = [tk.marginals(x, checkpoint=c) for c in (1, 4, 50)]
+        again = tk.marginals(x, checkpoint=4)
+        diff = max(float((ms[0].position - m.position).abs().max()) for m in ms[1:])
+        same = all(
+            torch.equal(getattr(again, k), getattr(ms[1], k))
+            for k in ("position", "start", "end", "log_z")
+        )
+        return {"diff": diff, "bitwise": same}
+
+    run("checkpoints", checkpoints)
+
+    # chunked carry-over: three chunks give the whole-contig log Z
+    def chunks():
+        x = _make(torch, 2, 14, 3, 4, seed=10, tail=True, bnd=True, md=True, lengths=[14, 14])
+        whole = tk.log_partition(x)
+        state, pieces = None, [(0, 5), (5, 9), (9, 14)]
+        for i, (a, b) in enumerate(pieces):
+
+            def cut(t, a=a, b=b):
+                return None if t is None else t[:, a:b]
+
+            xc = api.check_inputs(cut(x.emissions), torch.full((2,), b - a), x.transitions,
+                                  x.durations, x.init, x.final, x.tail, cut(x.seg_start),
+                                  cut(x.seg_end), cut(x.max_dur), position_offset=a)  # fmt: skip
+            lz, state = tk.forward_chunk(xc, state, last=i == len(pieces) - 1)
+        return {"diff": float((lz - whole.double()).abs().max()), "position": state.position}
+
+    run("chunks", chunks)
+
+    # public API: backend="triton" on CPU tensors under the interpreter; all-forbidden error
+    def dispatch():
+        x = _make(torch, 1, 6, 2, 3, seed=11)
+        args = (x.emissions, x.lengths, x.transitions, x.durations, x.init, x.final)
+        a = api.log_partition(*args, backend="triton")
+        b = api.log_partition(*args, backend="cpu")
+        bad = x.init.clone().fill_(-math.inf)
+        try:
+            api.log_partition(*args[:4], bad, x.final, backend="triton")
+            msg = ""
+        except ValueError as exc:
+            msg = str(exc)
+        return {"diff": float((a - b).abs().max()), "forbidden_msg": msg}
+
+    run("dispatch", dispatch)
+
+    # property-based: a few random shapes and options (the interpreter is slow)
+    def properties():
+        from hypothesis import HealthCheck, given, settings
+        from hypothesis import strategies as st
+
+        worst: dict = {}
+
+        @settings(max_examples=6, deadline=None, derandomize=True,
+                  suppress_health_check=list(HealthCheck))  # fmt: skip
+        @given(
+            T=st.integers(1, 8), C=st.integers(1, 4), K=st.integers(1, 4),
+            tail=st.booleans(), bnd=st.booleans(), md=st.booleans(), seed=st.integers(0, 99),
+        )  # fmt: skip
+        def check(T, C, K, tail, bnd, md, seed):
+            x = _make(torch, 2, T, C, K, seed=seed, tail=tail, bnd=bnd, md=md)
+            for k, v in _case_compare(torch, x, checkpoint=2).items():
+                worst[k] = max(worst.get(k, 0.0), v)
+
+        check()
+        return worst
+
+    run("properties", properties)
+    return report
+
+
+# ----------------------------------------------------------------------------------------
+# pytest side
+
+
+@pytest.fixture(scope="module")
+def report() -> dict:
+    env = dict(os.environ, TRITON_INTERPRET="1", TRITON_DEFAULT_FP_FUSION="1")
+    env["PYTHONPATH"] = str(ROOT) + os.pathsep + env.get("PYTHONPATH", "")
+    proc = subprocess.run(
+        [sys.executable, __file__, "--worker"], env=env, capture_output=True, text=True,
+        timeout=600, cwd=ROOT,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def _ok(report: dict, name: str) -> dict:
+    r = report[name]
+    assert "error" not in r, r.get("error")
+    return r
+
+
+@pytest.mark.parametrize("name", ["C1", "C3", "C5", "C33", "C3_md_notail", "T_lt_K"])
+def test_kernels_match_reference(report, name):
+    r = _ok(report, name)
+    assert r["logz_rel"] < 1e-6
+    for k in ("position", "start", "end", "start_any", "end_any"):
+        assert r[k] < 1e-5, (k, r[k])
+    assert r["rowsum"] < 1e-5
+    assert r["viterbi_score"] < 1e-9
+    assert r["viterbi_path"] < 1e-9
+
+
+def test_uncentred_fp32(report):
+    r = _ok(report, "uncentred_fp32")
+    assert r["logz_rel"] < 1e-6
+    assert r["position"] < 1e-4
+    assert r["dtype"] == "torch.float32"
+
+
+def test_gradients_of_every_input(report):
+    r = _ok(report, "gradients")
+    assert set(r) == {"emissions", "transitions", "durations", "init", "final", "tail",
+                      "seg_start", "seg_end"}  # fmt: skip
+    for k, v in r.items():
+        assert v < 1e-5, (k, v)
+
+
+def test_checkpoint_interval_and_determinism(report):
+    r = _ok(report, "checkpoints")
+    assert r["diff"] < 1e-6
+    assert r["bitwise"]
+
+
+def test_chunked_carry_over(report):
+    r = _ok(report, "chunks")
+    assert r["diff"] < 1e-9
+    assert r["position"] == 14
+
+
+def test_dispatch(report):
+    r = _ok(report, "dispatch")
+    assert r["diff"] < 1e-6
+    assert "no segmentation has a finite score" in r["forbidden_msg"]
+
+
+def test_hypothesis_cases(report):
+    r = _ok(report, "properties")
+    assert r["logz_rel"] < 1e-6
+    assert max(r[k] for k in ("position", "start", "end")) < 1e-5
+    assert r["viterbi_path"] < 1e-9
+
+
+def test_triton_on_cpu_tensors_without_interpreter_is_a_clear_error():
+    torch = pytest.importorskip("torch")
+    from genoseg.crf import api
+
+    h = torch.zeros(1, 4, 2)
+    z = torch.zeros(2)
+    with pytest.raises(ValueError, match="TRITON_INTERPRET"):
+        api.log_partition(h, None, torch.zeros(2, 2), torch.zeros(2, 3), z, z, backend="triton")
+
+
+def _compile_one(args):
+    index, arch = args
+    from genoseg.crf import triton_kernels as tk
+
+    spec = tk.specialisations()[index]
+    k = tk.compile_specialisation(spec, arch)
+    return spec["name"], arch, len(k.asm["cubin"]), k.asm["cubin"][:4] == b"\x7fELF"
+
+
+def test_every_specialisation_compiles_for_sm80_and_sm90():
+    from genoseg.crf import triton_kernels as tk
+
+    jobs = [(i, arch) for i in range(len(tk.specialisations())) for arch in (80, 90)]
+    with ProcessPoolExecutor(max_workers=max(1, min(4, os.cpu_count() or 1))) as ex:
+        results = list(ex.map(_compile_one, jobs))
+    assert len(results) == 2 * len(tk.specialisations())
+    for name, arch, size, is_elf in results:
+        assert is_elf and size > 1000, (name, arch)
+
+
+if __name__ == "__main__" and "--worker" in sys.argv:
+    print(json.dumps(_worker()))
