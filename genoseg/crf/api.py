@@ -12,6 +12,7 @@ Positions are 0-based; segments are ``(start, end, label)`` half-open.
 from __future__ import annotations
 
 import math
+import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -49,19 +50,47 @@ def default_checkpoint(T: int, R: int) -> int:
 
 
 def _resolve_backend(backend: str, x: CRFInputs) -> str:
+    """ "auto": Triton kernels for CUDA tensors when usable, else the CPU engine (one
+    warning per process when CUDA tensors fall back). "triton" forced but unusable is a
+    ValueError saying why; CPU tensors run the kernels only under TRITON_INTERPRET=1."""
     if backend not in BACKENDS:
         raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
     if backend == "auto":
-        return "triton" if x.emissions.is_cuda and _triton_usable() else "cpu"
+        if not x.emissions.is_cuda:
+            return "cpu"
+        reason = _triton_usable(x)
+        if reason is None:
+            return "triton"
+        global _TRITON_WARNED
+        if not _TRITON_WARNED:
+            _TRITON_WARNED = True
+            warnings.warn(
+                f"genoseg.crf: Triton kernels unavailable ({reason}); using the CPU engine",
+                RuntimeWarning,
+                stacklevel=3,
+            )
+        return "cpu"
+    if backend == "triton":
+        reason = _triton_usable(x)
+        if reason is not None:
+            raise ValueError(f"backend='triton' cannot run these inputs: {reason}")
     return backend
 
 
-def _triton_usable() -> bool:
+_TRITON_WARNED = False
+
+
+def _triton_usable(x: CRFInputs) -> str | None:
+    """None if the Triton kernels can run ``x``, else the reason they cannot."""
     try:
-        from genoseg.crf import triton_kernels  # noqa: F401
-    except Exception:  # pragma: no cover - depends on the install
-        return False
-    return True
+        from genoseg.crf import triton_kernels
+    except Exception as exc:  # pragma: no cover - depends on the install
+        return f"cannot import triton ({type(exc).__name__}: {exc})"
+    if not triton_kernels.supports(x):
+        return f"C={x.C} labels exceeds the kernels' limit of {triton_kernels.MAX_LABELS}"
+    if not x.emissions.is_cuda and not triton_kernels.interpreted():
+        return "tensors are on the CPU (set TRITON_INTERPRET=1 to run the Triton interpreter)"
+    return None
 
 
 class _Arrays:
@@ -83,6 +112,7 @@ class _Arrays:
         self.md = f(x.max_dur, np.int32) if self.has_md else np.zeros((1, 1, 1), np.int32)
         self.lengths = f(x.lengths, np.int64)
         self.A = f(x.transitions, np.float64)
+        self.preds = predecessors(self.A)
         self.D = f(x.durations, np.float64)
         self.Kc = f(x.label_k, np.int64)
         self.tail = f(x.tail, np.float64) if x.tail is not None else np.full(x.C, -np.inf)
@@ -93,8 +123,20 @@ class _Arrays:
     def common(self):
         return (
             self.h, self.ss, self.se, self.md, self.has_ss, self.has_se, self.has_md,
-            self.lengths, self.A, self.D, self.Kc, self.tail, self.init, self.final, self.R,
+            self.lengths, self.A, self.preds, self.D, self.Kc, self.tail, self.init,
+            self.final, self.R,
         )  # fmt: skip
+
+
+def predecessors(A: np.ndarray) -> np.ndarray:
+    """(C, C+1) int64: row c = [n, c'_1 .. c'_n], the labels with finite A[c', c] ascending."""
+    C = A.shape[0]
+    out = np.zeros((C, C + 1), dtype=np.int64)
+    for c in range(C):
+        src = np.flatnonzero(np.isfinite(A[:, c]))
+        out[c, 0] = len(src)
+        out[c, 1 : 1 + len(src)] = src
+    return out
 
 
 def _raise_forbidden(log_z: np.ndarray | Tensor) -> None:

@@ -34,7 +34,7 @@ LOG, MAX = 0, 1
 @nb.njit(cache=True, nogil=True)
 def _advance(
     h, ss, se, md, has_ss, has_se, has_md, off,
-    A, D, Kc, tail, init, R,
+    A, preds, D, Kc, tail, init, R,
     ring, G, alpha, P, e0, n_steps, mode,
     keep, k0, Qk, Ak, Ik, Gk, Pk, Ek,
     bp_len, bp_prev, Gstart,
@@ -42,6 +42,8 @@ def _advance(
     """Advance one sequence's forward state from end position e0 to e0 + n_steps.
 
     h, ss, se, md: (n_local, C) with local row = absolute position - off.
+    preds (C, C+1) int64: preds[c, 0] = number of labels c' with finite A[c', c], listed
+    ascending in preds[c, 1:] (sparse transitions: the gene grammar allows few).
     State (updated in place): ring (C, 2R) of Q, G (C,), alpha (C,), P (C,).
     keep: also store, for absolute e in (e0, e0+n_steps], rows e - k0 of Ak (alpha),
     Ik (inner LSE), Gk, Pk, and for s = e-1 rows s - k0 + R of Qk and s - k0 of Ek
@@ -62,16 +64,18 @@ def _advance(
             else:
                 m = NEG
                 arg = -1
-                for cp in range(C):
+                npred = preds[c, 0]
+                for i in range(npred):
+                    cp = preds[c, i + 1]
                     x = alpha[cp] + A[cp, c]
-                    tmp[cp] = x
+                    tmp[i] = x
                     if x > m:
                         m = x
                         arg = cp
                 if mode == LOG and m > NEG:
                     acc = 0.0
-                    for cp in range(C):
-                        acc += math.exp(tmp[cp] - m)
+                    for i in range(npred):
+                        acc += math.exp(tmp[i] - m)
                     v = m + math.log(acc)
                 else:
                     v = m
@@ -176,7 +180,7 @@ def _finish(alpha, final):
 
 @nb.njit(cache=True, parallel=True)
 def _log_partition_batch(
-    h, ss, se, md, has_ss, has_se, has_md, lengths, A, D, Kc, tail, init, final, R
+    h, ss, se, md, has_ss, has_se, has_md, lengths, A, preds, D, Kc, tail, init, final, R
 ):
     B, _, C = h.shape
     f2 = np.zeros((1, 1))
@@ -194,7 +198,7 @@ def _log_partition_batch(
         P = np.zeros(C)
         _advance(
             h[b], ss[bs], se[be], md[bm],
-            has_ss, has_se, has_md, 0, A, D, Kc, tail, init, R,
+            has_ss, has_se, has_md, 0, A, preds, D, Kc, tail, init, R,
             ring, G, alpha, P, 0, lengths[b], LOG,
             False, 0, f2, f2, f2, f2, f2, f2,
             i2, i2, i1,
@@ -206,7 +210,7 @@ def _log_partition_batch(
 @nb.njit(cache=True, nogil=True)
 def _backward_one(
     h, ss, se, md, has_ss, has_se, has_md, L,
-    A, D, Kc, tail, init, final, R, block,
+    A, preds, D, Kc, tail, init, final, R, block,
     gh, gss, gse, gA, gD, gtail, ginit, gfinal,
 ):  # fmt: skip
     """Gradient of log Z for one sequence (length L) by checkpointed recomputation.
@@ -235,7 +239,7 @@ def _backward_one(
         a = k * block
         n = min(block, L - a)
         _advance(
-            h, ss, se, md, has_ss, has_se, has_md, 0, A, D, Kc, tail, init, R,
+            h, ss, se, md, has_ss, has_se, has_md, 0, A, preds, D, Kc, tail, init, R,
             ring, G, alpha, P, a, n, LOG,
             False, 0, f2, f2, f2, f2, f2, f2,
             i2, i2, i1,
@@ -275,7 +279,7 @@ def _backward_one(
             Gk[0, c] = G[c]
             Pk[0, c] = P[c]
         _advance(
-            h, ss, se, md, has_ss, has_se, has_md, 0, A, D, Kc, tail, init, R,
+            h, ss, se, md, has_ss, has_se, has_md, 0, A, preds, D, Kc, tail, init, R,
             ring, G, alpha, P, a, n, LOG,
             True, a, Qk, Ak, Ik, Gk, Pk, Ek,
             i2, i2, i1,
@@ -339,7 +343,8 @@ def _backward_one(
                     ginit[c] += gq
                     continue
                 enter = Ek[s - a, c]
-                for cp in range(C):
+                for i in range(preds[c, 0]):
+                    cp = preds[c, i + 1]
                     x = Ak[r - 1, cp] + A[cp, c]
                     if x > NEG:
                         w = gq * math.exp(x - enter)
@@ -358,7 +363,7 @@ def _backward_one(
 
 @nb.njit(cache=True, parallel=True)
 def _backward_batch(
-    h, ss, se, md, has_ss, has_se, has_md, lengths, A, D, Kc, tail, init, final, R, block
+    h, ss, se, md, has_ss, has_se, has_md, lengths, A, preds, D, Kc, tail, init, final, R, block
 ):
     B, T, C = h.shape
     K = D.shape[1]
@@ -378,14 +383,16 @@ def _backward_batch(
         bm = np.int64(b) if has_md else zero
         logz[b] = _backward_one(
             h[b], ss[bs], se[be], md[bm],
-            has_ss, has_se, has_md, lengths[b], A, D, Kc, tail, init, final, R, block,
+            has_ss, has_se, has_md, lengths[b], A, preds, D, Kc, tail, init, final, R, block,
             gh[b], gss[b], gse[b], gA[b], gD[b], gt[b], gi[b], gf[b],
         )  # fmt: skip
     return logz, gh, gss, gse, gA, gD, gt, gi, gf
 
 
 @nb.njit(cache=True, parallel=True)
-def _viterbi_batch(h, ss, se, md, has_ss, has_se, has_md, lengths, A, D, Kc, tail, init, final, R):
+def _viterbi_batch(
+    h, ss, se, md, has_ss, has_se, has_md, lengths, A, preds, D, Kc, tail, init, final, R
+):
     B, T, C = h.shape
     f2 = np.zeros((1, 1))
     bp_len = np.zeros((B, T, C), dtype=np.int32)
@@ -404,7 +411,7 @@ def _viterbi_batch(h, ss, se, md, has_ss, has_se, has_md, lengths, A, D, Kc, tai
         Gstart = np.zeros(C, dtype=np.int64)
         _advance(
             h[b], ss[bs], se[be], md[bm],
-            has_ss, has_se, has_md, 0, A, D, Kc, tail, init, R,
+            has_ss, has_se, has_md, 0, A, preds, D, Kc, tail, init, R,
             ring, G, alpha, P, 0, lengths[b], MAX,
             False, 0, f2, f2, f2, f2, f2, f2,
             bp_len[b], bp_prev[b], Gstart,
@@ -442,7 +449,7 @@ def traceback(
 
 @nb.njit(cache=True, parallel=True)
 def _advance_batch(
-    h, ss, se, md, has_ss, has_se, has_md, off, A, D, Kc, tail, init, R,
+    h, ss, se, md, has_ss, has_se, has_md, off, A, preds, D, Kc, tail, init, R,
     rings, G, alpha, P, e0, mode, bp_len, bp_prev, Gstart,
 ):  # fmt: skip
     """Advance B sequences in lockstep over one chunk h (B, n, C) whose row 0 is absolute
@@ -455,7 +462,8 @@ def _advance_batch(
         be = np.int64(b) if has_se else zero
         bm = np.int64(b) if has_md else zero
         _advance(
-            h[b], ss[bs], se[be], md[bm], has_ss, has_se, has_md, off, A, D, Kc, tail, init, R,
+            h[b], ss[bs], se[be], md[bm], has_ss, has_se, has_md, off,
+            A, preds, D, Kc, tail, init, R,
             rings[b], G[b], alpha[b], P[b], e0, n, mode,
             False, 0, f2, f2, f2, f2, f2, f2,
             bp_len[b], bp_prev[b], Gstart[b],

@@ -41,7 +41,7 @@ class _Stream:
         self._params = (transitions, durations, init, final, tail)
         a = _Arrays(probe)
         self.B, self.C, self.R = batch, C, a.R
-        self._static = (a.A, a.D, a.Kc, a.tail, a.init)
+        self._static = (a.A, a.preds, a.D, a.Kc, a.tail, a.init)
         self._final = a.final
         self.rings = np.full((batch, C, 2 * a.R), -np.inf)
         self.G = np.full((batch, C), -np.inf)
