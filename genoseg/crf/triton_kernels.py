@@ -301,7 +301,7 @@ def _backward_kernel(
     A_ptr, D_ptr, Kc_ptr, tail_ptr, init_ptr, final_ptr, n_ss, n_se, n_md,
     ck_ring_ptr, ck_vec_ptr, ck_every, n_ck,
     qk_ptr, keep_ptr, gq_ptr, gh_ptr, gss_ptr, gse_ptr, gA_ptr, gD_ptr, gv_ptr, logz_ptr,
-    BC: tl.constexpr, BD: tl.constexpr,
+    BC: tl.constexpr, BD: tl.constexpr, CB: tl.constexpr,
 ):  # fmt: skip
     """Exact adjoint of log Z for one sequence per program (grid (B,)).
 
@@ -310,14 +310,12 @@ def _backward_kernel(
     then sweep ends e = a+n .. a+1 backwards. The start adjoints gQ are scattered into the
     ring gq (R, BC) fp64 (zeroed by the host); gD (B, C, K) fp64 is accumulated per program.
     Outputs: gh/gss/gse (B, T, C) position/start/end posteriors; gA (B, BC, BC);
-    gv (B, 3, BC) = d/d tail, init, final; logz (B,).
+    gv (B, 4, BC) = d/d tail, init, final, scratch; logz (B,).
     """
     b = tl.program_id(0)
     offs_c = tl.arange(0, BC)
     cmask = offs_c < C
-    ar = offs_c[:, None]
     ac = offs_c[None, :]
-    amask = (ar < C) & (ac < C)
     dl = tl.arange(0, BD)
     n_all = tl.load(len_ptr + b).to(tl.int32)
     row0 = b.to(tl.int64) * T * C
@@ -336,7 +334,7 @@ def _backward_kernel(
     ginit = tl.zeros([BC], tl.float64)
     gfinal = tl.zeros([BC], tl.float64)
     gDt = tl.zeros([BC], tl.float64)
-    gAp = gA_ptr + b.to(tl.int64) * BC * BC + ar * BC + ac
+    ga = gv_ptr + b * 4 * BC + 3 * BC
     for kk in range(0, nblk):
         k = nblk - 1 - kk
         a = k * ck_every
@@ -436,20 +434,28 @@ def _backward_kernel(
                 ginit += gqs
                 galpha = tl.zeros([BC], tl.float64)
             else:
-                al = tl.load(kp + (r - 1) * BC + offs_c)
                 Mp = tl.load(kp + 4 * kst + (s - a) * BC + offs_c)
                 Sp = tl.load(kp + 5 * kst + (s - a) * BC + offs_c)
-                At = tl.load(A_ptr + ar * C + ac, mask=amask, other=NEG)
-                x = al[:, None] + At
                 mps = tl.where(Mp == NEG, 0.0, Mp)
                 cf = tl.where(gqs > 0, gqs / Sp, 0.0)
-                w = cf[None, :] * tl.exp((x - mps[None, :]).to(tl.float32)).to(tl.float64)
-                galpha = tl.sum(w, axis=1)
-                tl.store(gAp, tl.load(gAp) + w)
+                # source labels in chunks of CB rows (bounded registers for large C);
+                # galpha is assembled in the program's scratch row
+                for c0 in tl.static_range(0, BC, CB):
+                    rows = c0 + tl.arange(0, CB)
+                    al = tl.load(kp + (r - 1) * BC + rows)
+                    At = tl.load(A_ptr + rows[:, None] * C + ac,
+                                 mask=(rows[:, None] < C) & (ac < C), other=NEG)  # fmt: skip
+                    x = al[:, None] + At
+                    w = cf[None, :] * tl.exp((x - mps[None, :]).to(tl.float32)).to(tl.float64)
+                    tl.store(ga + rows, tl.sum(w, axis=1))
+                    gAc = gA_ptr + b.to(tl.int64) * BC * BC + rows[:, None] * BC + ac
+                    tl.store(gAc, tl.load(gAc) + w)
+                tl.debug_barrier()
+                galpha = tl.load(ga + offs_c)
         tl.debug_barrier()
     do = offs_c * K + Kc - 1
     tl.store(gD + do, tl.load(gD + do, mask=has_tail, other=0.0) + gDt, mask=has_tail)
-    gv = gv_ptr + b * 3 * BC
+    gv = gv_ptr + b * 4 * BC
     tl.store(gv + offs_c, gtail)
     tl.store(gv + BC + offs_c, ginit)
     tl.store(gv + 2 * BC + offs_c, gfinal)
@@ -468,7 +474,12 @@ def block_labels(C: int) -> int:
 
 def block_durations(BC: int) -> int:
     """BD: durations per tile, so that a (BD, BC) tile holds TILE cells."""
-    return max(16, TILE // BC)
+    return max(8, TILE // BC)
+
+
+def block_sources(BC: int) -> int:
+    """CB: source labels per chunk of the backward's transition step (CB x BC <= TILE)."""
+    return max(1, min(BC, TILE // BC))
 
 
 NUM_WARPS = 8
@@ -602,12 +613,12 @@ def _gradients(x: CRFInputs, checkpoint: int | None):
     gse = torch.zeros_like(p.h)
     gA = torch.zeros((p.B, p.BC, p.BC), dtype=f64, device=dev)
     gD = torch.zeros((p.B, p.C, p.K), dtype=f64, device=dev)
-    gv = torch.zeros((p.B, 3, p.BC), dtype=f64, device=dev)
+    gv = torch.zeros((p.B, 4, p.BC), dtype=f64, device=dev)
     logz2 = torch.empty((p.B,), dtype=f64, device=dev)
     _backward_kernel[(p.B,)](
         p.h, p.ss, p.se, p.md, p.lengths, p.T, p.C, p.K, p.R, *_params(p),
         ck_ring, ck_vec, ck, n_ck, qk, keep, gq, gh, gss, gse, gA, gD, gv, logz2,
-        BC=p.BC, BD=p.BD, num_warps=NUM_WARPS,
+        BC=p.BC, BD=p.BD, CB=block_sources(p.BC), num_warps=NUM_WARPS,
     )  # fmt: skip
     C = p.C
     return (
@@ -769,8 +780,11 @@ def specialisations() -> list[dict]:
         for dtype in ("fp32", "fp64"):
             for BC in BCs:
                 sig, attrs = {}, {}
+                constexprs = {"BC": BC, "BD": block_durations(BC)}
+                if kname == "backward":
+                    constexprs["CB"] = block_sources(BC)
                 for i, nm in enumerate(names):
-                    if nm in ("BC", "BD"):
+                    if nm in constexprs:
                         sig[nm] = "constexpr"
                         continue
                     t = _arg_type(nm, kname, dtype)
@@ -782,7 +796,7 @@ def specialisations() -> list[dict]:
                     "kernel": kname,
                     "fn": fn,
                     "signature": sig,
-                    "constexprs": {"BC": BC, "BD": block_durations(BC)},
+                    "constexprs": constexprs,
                     "attrs": attrs,
                     "num_warps": NUM_WARPS,
                 })  # fmt: skip
@@ -801,28 +815,38 @@ def compile_specialisation(spec: dict, arch: int):
                           options={"num_warps": spec["num_warps"]})  # fmt: skip
 
 
-def resource_usage(cubin: bytes) -> dict[str, int]:
-    """Registers, spill stores/loads, stack and shared memory of a cubin, parsed from
-    ``cuobjdump --dump-resource-usage`` (shipped in the triton wheel)."""
+def resource_usage(kernel) -> dict[str, int]:
+    """Registers per thread, spill stores/loads (bytes), stack frame and static shared
+    memory of a compiled kernel, from ``ptxas -v`` (the ptxas in the triton wheel) run on
+    its PTX for the same target."""
     import re
     import subprocess
     import tempfile
-    from pathlib import Path
 
-    from triton.backends.nvidia import __file__ as nv
+    from triton.backends.nvidia.compiler import get_ptxas
 
-    tool = Path(nv).parent / "bin" / "cuobjdump"
-    with tempfile.NamedTemporaryFile(suffix=".cubin") as f:
-        f.write(cubin)
-        f.flush()
-        txt = subprocess.run([str(tool), "--dump-resource-usage", f.name], check=True,
-                             capture_output=True, text=True).stdout  # fmt: skip
-    vals = {}
-    for key, pat in (("registers", r"REG:(\d+)"), ("stack", r"STACK:(\d+)"),
-                     ("shared", r"SHARED:(\d+)"), ("local", r"LOCAL:(\d+)")):  # fmt: skip
-        mm = re.search(pat, txt)
-        vals[key] = int(mm.group(1)) if mm else -1
-    return vals
+    ptx = kernel.asm["ptx"]
+    target = re.search(r"^\.target\s+(\w+)", ptx, re.M).group(1)
+    with tempfile.TemporaryDirectory() as d:
+        src = f"{d}/k.ptx"
+        with open(src, "w") as f:
+            f.write(ptx)
+        arch = int(re.search(r"sm_(\d+)", target).group(1))
+        cmd = [get_ptxas(arch).path, "-v", "--regAllocOptLevel=2", f"--gpu-name={target}",
+               src, "-o", f"{d}/k.cubin"]  # fmt: skip
+        log = subprocess.run(cmd, check=True, capture_output=True, text=True).stderr
+
+    def grab(pat: str) -> int:
+        mm = re.search(pat, log)
+        return int(mm.group(1)) if mm else 0
+
+    return {
+        "registers": grab(r"Used (\d+) registers"),
+        "spill_stores": grab(r"(\d+) bytes spill stores"),
+        "spill_loads": grab(r"(\d+) bytes spill loads"),
+        "stack": grab(r"(\d+) bytes stack frame"),
+        "shared": kernel.metadata.shared,
+    }
 
 
 __all__ = [

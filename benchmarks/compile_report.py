@@ -1,0 +1,55 @@
+"""Compile every Triton kernel specialisation of genoseg.crf for real GPUs (no GPU needed)
+and print registers, spills, stack and shared memory per kernel as a Markdown table.
+
+    .venv/bin/python benchmarks/compile_report.py [--arch 80 90] [--jobs 2]
+
+Uses ``triton.compile`` with ``GPUTarget("cuda", arch, 32)`` and the ptxas shipped in the
+triton wheel; resource numbers come from ``ptxas -v`` on the generated PTX.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from concurrent.futures import ProcessPoolExecutor
+
+
+def _one(job: tuple[int, int]) -> tuple[str, int, dict]:
+    index, arch = job
+    from genoseg.crf import triton_kernels as tk
+
+    spec = tk.specialisations()[index]
+    kernel = tk.compile_specialisation(spec, arch)
+    usage = tk.resource_usage(kernel)
+    usage["num_warps"] = spec["num_warps"]
+    usage["cubin_bytes"] = len(kernel.asm["cubin"])
+    return spec["name"], arch, usage
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--arch", type=int, nargs="+", default=[80, 90])
+    ap.add_argument("--jobs", type=int, default=max(1, min(4, os.cpu_count() or 1)))
+    args = ap.parse_args(argv)
+    os.environ.setdefault("TRITON_DEFAULT_FP_FUSION", "1")
+    from genoseg.crf import triton_kernels as tk
+
+    jobs = [(i, a) for i in range(len(tk.specialisations())) for a in args.arch]
+    with ProcessPoolExecutor(max_workers=args.jobs) as ex:
+        rows = list(ex.map(_one, jobs))
+    print("| kernel | sm | warps | registers | spill stores (B) | spill loads (B) | stack (B) "
+          "| shared (B) | cubin (B) |")  # fmt: skip
+    print("|---|---|---|---|---|---|---|---|---|")
+    spills = 0
+    for name, arch, u in rows:
+        spills += u["spill_stores"] + u["spill_loads"]
+        cols = (name, arch, u["num_warps"], u["registers"], u["spill_stores"], u["spill_loads"],
+                u["stack"], u["shared"], u["cubin_bytes"])  # fmt: skip
+        print("| " + " | ".join(str(c) for c in cols) + " |")
+    print(f"\n{len(rows)} kernels compiled; total spill traffic {spills} bytes", file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
