@@ -136,6 +136,23 @@ def _worker() -> dict:
 
     run("uncentred_fp32", uncentred)
 
+    # a longer sequence (many ring wraps and checkpoint blocks) against the CPU engine
+    def longer():
+        x = _make(torch, 1, 300, 2, 3, seed=12, tail=True, dtype=torch.float32, scale=3.0,
+                  shift=10.0)  # fmt: skip
+        args = (x.emissions, x.lengths, x.transitions, x.durations, x.init, x.final, x.tail)
+        lz = tk.log_partition(x).double()
+        args64 = [a.double() if a.is_floating_point() else a for a in args]
+        lc = api.log_partition(*args64, backend="cpu")
+        m = tk.marginals(x, checkpoint=37)
+        mc = api.marginals(*args, backend="cpu")
+        return {
+            "logz_rel": float(((lz - lc).abs() / lc.abs()).max()),
+            "position": float((m.position - mc.position).abs().max()),
+        }
+
+    run("longer", longer)
+
     # gradients of log Z w.r.t. every float input, against reference autograd
     def gradients():
         x = _make(torch, 2, 8, 3, 3, seed=8, tail=True, bnd=True)
@@ -272,6 +289,12 @@ def test_uncentred_fp32(report):
     assert r["logz_rel"] < 1e-6
     assert r["position"] < 1e-4
     assert r["dtype"] == "torch.float32"
+
+
+def test_longer_sequence_matches_cpu_engine(report):
+    r = _ok(report, "longer")
+    assert r["logz_rel"] < 1e-6
+    assert r["position"] < 1e-4
 
 
 def test_gradients_of_every_input(report):

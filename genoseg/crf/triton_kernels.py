@@ -530,13 +530,18 @@ def _prepare(x: CRFInputs) -> _Prepared:
     dev = x.emissions.device
     dt = torch.float64 if x.emissions.dtype == torch.float64 else torch.float32
 
+    def aligned(t: Tensor) -> Tensor:
+        # the kernels are specialised for 16-byte aligned pointers (see specialisations())
+        t = t.contiguous()
+        return t if t.data_ptr() % 16 == 0 else t.clone()
+
     def pos(t: Tensor | None, dtype) -> Tensor:
         if t is None:
             return torch.zeros(1, dtype=dtype, device=dev)
-        return t.detach().to(dtype).contiguous()
+        return aligned(t.detach().to(dtype))
 
     def par(t: Tensor) -> Tensor:
-        return t.detach().to(device=dev, dtype=torch.float64).contiguous()
+        return aligned(t.detach().to(device=dev, dtype=torch.float64))
 
     Kc = x.label_k.to(device=dev, dtype=torch.int32).contiguous()
     tail = par(x.tail) if x.tail is not None else torch.full((x.C,), -math.inf, device=dev,
