@@ -595,12 +595,10 @@ def _raise_forbidden(logz: Tensor) -> None:
         )
 
 
-def _gradients(x: CRFInputs, checkpoint: int | None):
-    """Forward with checkpoints, then the backward kernel. Returns the log Z (B,) fp64 and
-    gradients: gh, gss, gse (B, T, C) in the emission dtype; gA (B, C, C), gD (B, C, K),
-    gtail, ginit, gfinal (B, C) fp64."""
+def _checkpointed_forward(x: CRFInputs, checkpoint: int | None):
+    """Forward that saves a state every Δ positions. Returns (prepared inputs, log Z (B,)
+    fp64, checkpoint ring (B, n, R, BC), checkpoint vectors (B, n, 3, BC), Δ, n)."""
     p = _prepare(x)
-    dev = p.h.device
     ck = int(checkpoint) if checkpoint is not None else default_checkpoint(p.T, p.R)
     if ck < 1:
         raise ValueError(f"checkpoint must be >= 1, got {ck}")
@@ -609,6 +607,16 @@ def _gradients(x: CRFInputs, checkpoint: int | None):
     ring, st = _new_state(p)
     logz, ck_ring, ck_vec = _run_forward(p, ring, st, 0, True, ck, n_ck)
     _raise_forbidden(logz)
+    return p, logz, ck_ring, ck_vec, ck, n_ck
+
+
+def _gradients(x: CRFInputs, checkpoint: int | None, saved=None):
+    """Forward with checkpoints (or ``saved``, the result of :func:`_checkpointed_forward`),
+    then the backward kernel. Returns the log Z (B,) fp64 and gradients: gh, gss, gse
+    (B, T, C) in the emission dtype; gA (B, C, C), gD (B, C, K), gtail, ginit, gfinal (B, C)
+    fp64."""
+    p, logz, ck_ring, ck_vec, ck, n_ck = saved or _checkpointed_forward(x, checkpoint)
+    dev = p.h.device
     f64 = torch.float64
     qk = torch.empty((p.B, ck + 2 * p.R, p.BC), dtype=f64, device=dev)
     keep = torch.empty((p.B, N_KEEP, ck + 1, p.BC), dtype=f64, device=dev)
@@ -633,23 +641,21 @@ def _gradients(x: CRFInputs, checkpoint: int | None):
 
 
 class _TritonLogPartition(torch.autograd.Function):
-    """log Z (B,) whose backward launches the adjoint kernel (checkpoints are recomputed
-    in backward; grad_output[b] weights batch element b)."""
+    """log Z (B,) whose forward keeps the checkpoints and whose backward launches the
+    adjoint kernel (grad_output[b] weights batch element b)."""
 
     @staticmethod
     def forward(ctx, x: CRFInputs, checkpoint, *tensors):
         ctx.x = x
         ctx.checkpoint = checkpoint
         ctx.meta = [(t is not None, t.dtype if t is not None else None) for t in tensors]
-        p = _prepare(x)
-        ring, st = _new_state(p)
-        logz, _, _ = _run_forward(p, ring, st, 0, True, 0, 0)
-        _raise_forbidden(logz)
-        return logz.to(x.emissions.dtype)
+        ctx.saved = _checkpointed_forward(x, checkpoint)
+        return ctx.saved[1].to(x.emissions.dtype)
 
     @staticmethod
     def backward(ctx, g: Tensor):
-        logz, gh, gss, gse, gA, gD, gt, gi, gf = _gradients(ctx.x, ctx.checkpoint)
+        saved, ctx.saved = ctx.saved, None
+        logz, gh, gss, gse, gA, gD, gt, gi, gf = _gradients(ctx.x, ctx.checkpoint, saved)
         g64 = g.detach().to(torch.float64)
         grads = (gh, gA, gD, gi, gf, gt, gss, gse)
         per_pos = (True, False, False, False, False, False, True, True)
