@@ -33,7 +33,7 @@ def _dur(D, tail, c, d):
     return NEG
 
 
-def score(segs, h, A, D, init, final, tail=None, ss=None, se=None, md=None):
+def score(segs, h, A, D, init, final, tail=None, ss=None, se=None, md=None, mask=None):
     """DESIGN.md §1 score of one segmentation; all arguments plain nested lists."""
     L = segs[-1][1]
     total, prev = 0.0, None
@@ -49,19 +49,21 @@ def score(segs, h, A, D, init, final, tail=None, ss=None, se=None, md=None):
             total += final[c]
         if md is not None and d > md[e - 1][c]:
             return NEG
+        if mask is not None and not all(mask[t][c] for t in range(s, e)):
+            return NEG
         prev = c
     return total
 
 
 def enumerate_scores(emissions, length, **kw):
     """[(segments, score)] for one sequence; emissions (T, C) tensor; kw: the other §1
-    inputs without batch dim (seg_start/seg_end/max_dur as (T, C) tensors)."""
+    inputs without batch dim (seg_start/seg_end/max_dur/label_mask as (T, C) tensors)."""
     lists = {k: (v.tolist() if isinstance(v, torch.Tensor) else v) for k, v in kw.items()}
     h = emissions.tolist()
     args = dict(
         A=lists["transitions"], D=lists["durations"], init=lists["init"],
         final=lists["final"], tail=lists.get("tail"), ss=lists.get("seg_start"),
-        se=lists.get("seg_end"), md=lists.get("max_dur"),
+        se=lists.get("seg_end"), md=lists.get("max_dur"), mask=lists.get("label_mask"),
     )  # fmt: skip
     C = len(h[0])
     return [(segs, score(segs, h, **args)) for segs in all_segmentations(length, C)]

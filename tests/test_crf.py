@@ -19,7 +19,10 @@ F64 = torch.float64
 ENGINES = ["cpu", "reference"]
 
 
-def _problem(T, C, K, B=1, seed=0, tail=True, bounds=True, max_dur=False, forbid=0.15, scale=1.0):
+def _problem(
+    T, C, K, B=1, seed=0, tail=True, bounds=True, max_dur=False, forbid=0.15, scale=1.0,
+    mask=False,
+):  # fmt: skip
     """Random §1 inputs (float64) with some forbidden entries, per-label K and tails."""
     g = torch.Generator().manual_seed(seed)
 
@@ -57,6 +60,11 @@ def _problem(T, C, K, B=1, seed=0, tail=True, bounds=True, max_dur=False, forbid
                     unb = torch.rand(B, T, generator=g) < 0.6
                     md[:, :, c] = torch.where(unb, T + 1, md[:, :, c].clamp(max=int(kc[c])))
         kw["max_dur"] = md
+    if mask:  # known labels at some positions (one-hot), unknown elsewhere
+        known = torch.rand(B, T, generator=g) < 0.4
+        gold = torch.randint(0, C, (B, T), generator=g)
+        onehot = torch.nn.functional.one_hot(gold, C).bool()
+        kw["label_mask"] = torch.where(known.unsqueeze(-1), onehot, torch.ones_like(onehot))
     return kw
 
 
@@ -66,7 +74,7 @@ def _one(kw, b=0):
     for k, v in kw.items():
         if k == "emissions":
             continue
-        out[k] = v[b] if k in ("seg_start", "seg_end", "max_dur") else v
+        out[k] = v[b] if k in ("seg_start", "seg_end", "max_dur", "label_mask") else v
     return out
 
 
@@ -88,6 +96,7 @@ def tiny_problems(draw):
         bounds=draw(st.booleans()),
         max_dur=draw(st.booleans()),
         forbid=draw(st.sampled_from([0.0, 0.2, 0.5])),
+        mask=draw(st.booleans()),
     )  # fmt: skip
     return T, C, kw
 
@@ -443,3 +452,70 @@ def test_unknown_backend():
     kw = _problem(5, 2, 3)
     with pytest.raises(ValueError, match="backend must be one of"):
         _call(crf.log_partition, kw, backend="gpu")
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_label_mask_gradients_and_stream(seed):
+    """label_mask (partially known labels) on every engine: log Z, posteriors and
+    gradients against the reference; streaming carries runs of allowed positions."""
+    B, T, C, K = 2, 40, 3, 5
+    kw = _problem(T, C, K, B=B, seed=seed, max_dur=True, mask=True, forbid=0.0)
+    kw["label_mask"][:, :, 0] |= (
+        torch.rand(B, T, generator=torch.Generator().manual_seed(seed)) < 0.9
+    )
+    names = ["emissions", "transitions", "durations", "tail", "seg_end"]
+    grads = {}
+    for be in ENGINES:
+        args = {k: (v.clone().requires_grad_(True) if k in names else v) for k, v in kw.items()}
+        z = _call(crf.log_partition, args, backend=be)
+        z.sum().backward()
+        grads[be] = [z.detach()] + [args[k].grad for k in names]
+    for a, b in zip(grads["cpu"], grads["reference"]):
+        torch.testing.assert_close(a, b, rtol=1e-9, atol=1e-10)
+    m = _call(crf.marginals, kw)
+    assert m.position[~kw["label_mask"]].abs().max() < 1e-12, "posterior on a forbidden label"
+    params = {k: kw[k] for k in ("transitions", "durations", "init", "final", "tail")}
+    fs, vs = crf.ForwardStream(**params, batch=B), crf.ViterbiStream(**params, batch=B)
+    for a, n in ((0, 7), (7, 1), (8, 32)):
+        part = {
+            k: kw[k][:, a : a + n]
+            for k in ("emissions", "seg_start", "seg_end", "max_dur", "label_mask")
+        }
+        fs.update(
+            part["emissions"],
+            part["seg_start"],
+            part["seg_end"],
+            part["max_dur"],
+            part["label_mask"],
+        )
+        vs.update(
+            part["emissions"],
+            part["seg_start"],
+            part["seg_end"],
+            part["max_dur"],
+            part["label_mask"],
+        )
+    assert torch.equal(fs.log_z(), grads["cpu"][0])
+    assert vs.finish()[1] == _call(crf.viterbi, kw)[1]
+
+
+def test_partial_nll():
+    T, C, K = 30, 3, 4
+    kw = _problem(T, C, K, seed=3, forbid=0.0, bounds=False)
+    kw["transitions"].fill_diagonal_(NEG)  # no label follows itself: labels fix segments
+    kw["tail"] = torch.full((C,), -0.1, dtype=F64)  # any length allowed
+    gold = [(0, 3, 0), (3, 7, 1), (7, 8, 2), (8, 12, 0), (12, 30, 1)]
+    onehot = torch.zeros(1, T, C, dtype=torch.bool)
+    for s, e, c in gold:
+        onehot[0, s:e, c] = True
+    full = _call(crf.nll, kw, gold_segments=[gold])
+    torch.testing.assert_close(_call(crf.partial_nll, kw, label_mask=onehot), full)
+    everything = torch.ones(1, T, C, dtype=torch.bool)
+    assert float(_call(crf.partial_nll, kw, label_mask=everything)) == pytest.approx(0, abs=1e-9)
+    some = everything.clone()
+    some[0, :8] = onehot[0, :8]  # first part known, rest masked
+    h = kw["emissions"].clone().requires_grad_(True)
+    part = _call(crf.partial_nll, {**kw, "emissions": h}, label_mask=some)
+    assert 0 < float(part.detach()) < float(full)
+    part.backward()
+    assert torch.isfinite(h.grad).all()

@@ -6,7 +6,15 @@ Public operations: :func:`log_partition`, :func:`marginals`, :func:`viterbi`, :f
 ``reference`` module that is the ground truth for tests.
 """
 
-from genoseg.crf.api import Marginals, log_partition, marginals, nll, segmentation_score, viterbi
+from genoseg.crf.api import (
+    Marginals,
+    log_partition,
+    marginals,
+    nll,
+    partial_nll,
+    segmentation_score,
+    viterbi,
+)
 from genoseg.crf.inputs import CRFInputs, check_inputs
 from genoseg.crf.stream import ForwardStream, ViterbiStream
 
@@ -19,6 +27,7 @@ __all__ = [
     "log_partition",
     "marginals",
     "nll",
+    "partial_nll",
     "segmentation_score",
     "viterbi",
 ]

@@ -2,7 +2,9 @@
 
 All functions take the §1 inputs: ``emissions`` (B, T, C) (or (T, C)), ``lengths`` (B,)
 int64 or None (= T), ``transitions`` (C, C), ``durations`` (C, K), ``init``, ``final`` (C,),
-and optionally ``tail`` (C,), ``seg_start``, ``seg_end`` (B, T, C), ``max_dur`` (B, T, C).
+and optionally ``tail`` (C,), ``seg_start``, ``seg_end`` (B, T, C), ``max_dur`` (B, T, C),
+``label_mask`` (B, T, C) bool (a label-c segment may cover only positions where it is True:
+constrained decoding, partially labelled training windows).
 Positions are 0-based; segments are ``(start, end, label)`` half-open.
 
 ``backend``: ``"auto"`` (CPU engine for CPU tensors, Triton kernels for CUDA tensors),
@@ -93,6 +95,20 @@ def _triton_usable(x: CRFInputs) -> str | None:
     return None
 
 
+def _backend_for(backend: str, x: CRFInputs) -> str:
+    """The backend to run x on: label_mask is not in the Triton kernels yet, so such calls
+    run on the CPU engine (inputs copied to the host, results copied back), with a warning."""
+    be = _resolve_backend(backend, x)
+    if be == "triton" and x.label_mask is not None:
+        warnings.warn(
+            "genoseg.crf: the Triton kernels do not support label_mask yet; using the CPU engine",
+            RuntimeWarning,
+            stacklevel=3,
+        )
+        return "cpu"
+    return be
+
+
 class _Arrays:
     """numpy views of checked inputs for the numba engine (float64 parameters)."""
 
@@ -110,6 +126,8 @@ class _Arrays:
         self.ss = f(x.seg_start, hd) if self.has_ss else np.zeros((1, 1, 1), hd)
         self.se = f(x.seg_end, hd) if self.has_se else np.zeros((1, 1, 1), hd)
         self.md = f(x.max_dur, np.int32) if self.has_md else np.zeros((1, 1, 1), np.int32)
+        self.has_run = x.label_mask is not None
+        self.run = allowed_runs(f(x.label_mask, np.bool_)) if self.has_run else self.md[:1, :1, :1]
         self.lengths = f(x.lengths, np.int64)
         self.A = f(x.transitions, np.float64)
         self.preds = predecessors(self.A)
@@ -122,10 +140,21 @@ class _Arrays:
 
     def common(self):
         return (
-            self.h, self.ss, self.se, self.md, self.has_ss, self.has_se, self.has_md,
+            self.h, self.ss, self.se, self.md, self.run,
+            self.has_ss, self.has_se, self.has_md, self.has_run,
             self.lengths, self.A, self.preds, self.D, self.Kc, self.tail, self.init,
             self.final, self.R,
         )  # fmt: skip
+
+
+def allowed_runs(mask: np.ndarray, carry: np.ndarray | None = None) -> np.ndarray:
+    """(B, T, C) int32: number of consecutive True entries of mask (B, T, C) ending at t,
+    counting ``carry`` (B, C) True entries just before row 0 (streaming)."""
+    B, T, C = mask.shape
+    idx = np.arange(1, T + 1, dtype=np.int64).reshape(1, T, 1)
+    before = np.zeros((B, 1, C), np.int64) if carry is None else -carry.reshape(B, 1, C)
+    last_false = np.maximum.accumulate(np.where(mask, before, idx), axis=1)  # 1-based
+    return (idx - last_false).astype(np.int32)
 
 
 def predecessors(A: np.ndarray) -> np.ndarray:
@@ -199,6 +228,7 @@ def log_partition(
     seg_start: Tensor | None = None,
     seg_end: Tensor | None = None,
     max_dur: Tensor | None = None,
+    label_mask: Tensor | None = None,
     *,
     backend: str = "auto",
     checkpoint: int | None = None,
@@ -210,9 +240,19 @@ def log_partition(
     Raises ValueError if some batch element has no segmentation of finite score.
     """
     x = check_inputs(
-        emissions, lengths, transitions, durations, init, final, tail, seg_start, seg_end, max_dur
+        emissions,
+        lengths,
+        transitions,
+        durations,
+        init,
+        final,
+        tail,
+        seg_start,
+        seg_end,
+        max_dur,
+        label_mask,
     )
-    be = _resolve_backend(backend, x)
+    be = _backend_for(backend, x)
     if be == "reference":
         out = ref.log_partition(x)
         _raise_forbidden(out.detach())
@@ -250,6 +290,7 @@ def marginals(
     seg_start: Tensor | None = None,
     seg_end: Tensor | None = None,
     max_dur: Tensor | None = None,
+    label_mask: Tensor | None = None,
     *,
     backend: str = "auto",
     checkpoint: int | None = None,
@@ -258,9 +299,19 @@ def marginals(
     emissions are float64. They are the gradients of log Z with respect to the emissions,
     seg_start and seg_end."""
     x = check_inputs(
-        emissions, lengths, transitions, durations, init, final, tail, seg_start, seg_end, max_dur
+        emissions,
+        lengths,
+        transitions,
+        durations,
+        init,
+        final,
+        tail,
+        seg_start,
+        seg_end,
+        max_dur,
+        label_mask,
     )
-    be = _resolve_backend(backend, x)
+    be = _backend_for(backend, x)
     dt, dev = x.emissions.dtype, x.emissions.device
     if be == "reference":
         m = ref.marginals(x)
@@ -291,6 +342,7 @@ def viterbi(
     seg_start: Tensor | None = None,
     seg_end: Tensor | None = None,
     max_dur: Tensor | None = None,
+    label_mask: Tensor | None = None,
     *,
     backend: str = "auto",
 ) -> tuple[Tensor, list[Segments]]:
@@ -298,9 +350,19 @@ def viterbi(
     [(start, end, label)] (0-based half-open, tiling [0, L_b)), exactly traced back at any
     length. Ties go to the shortest last segment and the lowest label."""
     x = check_inputs(
-        emissions, lengths, transitions, durations, init, final, tail, seg_start, seg_end, max_dur
+        emissions,
+        lengths,
+        transitions,
+        durations,
+        init,
+        final,
+        tail,
+        seg_start,
+        seg_end,
+        max_dur,
+        label_mask,
     )
-    be = _resolve_backend(backend, x)
+    be = _backend_for(backend, x)
     if be == "reference":
         scores, paths = ref.viterbi(x)
         _raise_forbidden(scores)
@@ -341,6 +403,8 @@ def segmentation_score(x: CRFInputs, b: int, segments: Sequence[tuple[int, int, 
     total = total + x.init[c[0]] + x.final[c[-1]] + x.transitions[c[:-1], c[1:]].sum()
     if x.max_dur is not None and bool((d > x.max_dur[b, e - 1, c].to(torch.int64)).any()):
         total = total + float("-inf")
+    if x.label_mask is not None and not bool(x.label_mask[b, torch.arange(L), labels].all()):
+        total = total + float("-inf")
     return total
 
 
@@ -355,6 +419,7 @@ def nll(
     seg_start: Tensor | None = None,
     seg_end: Tensor | None = None,
     max_dur: Tensor | None = None,
+    label_mask: Tensor | None = None,
     *,
     gold_segments: Sequence[Sequence[tuple[int, int, int]]],
     backend: str = "auto",
@@ -363,14 +428,65 @@ def nll(
     """Negative log-likelihood of the gold segmentations, (B,): log Z - score(gold) >= 0.
     Differentiable; +inf where the gold path is forbidden."""
     x = check_inputs(
-        emissions, lengths, transitions, durations, init, final, tail, seg_start, seg_end, max_dur
+        emissions,
+        lengths,
+        transitions,
+        durations,
+        init,
+        final,
+        tail,
+        seg_start,
+        seg_end,
+        max_dur,
+        label_mask,
     )
     if len(gold_segments) != x.B:
         raise ValueError(f"gold_segments must have {x.B} entries, got {len(gold_segments)}")
     logz = log_partition(
         x.emissions, x.lengths, x.transitions, x.durations, x.init, x.final, x.tail,
-        x.seg_start, x.seg_end, x.max_dur, backend=backend, checkpoint=checkpoint,
+        x.seg_start, x.seg_end, x.max_dur, x.label_mask, backend=backend, checkpoint=checkpoint,
     )  # fmt: skip
     gold = torch.stack([segmentation_score(x, b, gold_segments[b]) for b in range(x.B)])
     # log Z >= score(gold) exactly; clamp the last-bit rounding of a near-certain path
     return (logz - gold.to(logz.dtype)).clamp_min(0.0)
+
+
+def partial_nll(
+    emissions: Tensor,
+    lengths: Tensor | None,
+    transitions: Tensor,
+    durations: Tensor,
+    init: Tensor,
+    final: Tensor,
+    tail: Tensor | None = None,
+    seg_start: Tensor | None = None,
+    seg_end: Tensor | None = None,
+    max_dur: Tensor | None = None,
+    *,
+    label_mask: Tensor,
+    backend: str = "auto",
+    checkpoint: int | None = None,
+) -> Tensor:
+    """Negative log-likelihood of partially known labels, (B,):
+    ``log Z - log Z(label_mask)`` >= 0, the log-probability mass of all segmentations
+    consistent with ``label_mask`` (B, T, C) bool -- one-hot where the gold label is known,
+    all True where it is not (masked genes, unlabelled stretches). Differentiable. With
+    one-hot rows everywhere it equals :func:`nll` of the
+    gold segmentation when no label may follow itself (A[c, c] = -inf). Raises ValueError
+    naming the batch elements where no segmentation is consistent with the mask."""
+    common = dict(backend=backend, checkpoint=checkpoint)
+    args = (
+        emissions,
+        lengths,
+        transitions,
+        durations,
+        init,
+        final,
+        tail,
+        seg_start,
+        seg_end,
+        max_dur,
+    )
+    logz = log_partition(*args, **common)
+    logz_known = log_partition(*args, label_mask, **common)
+    return (logz - logz_known).clamp_min(0.0)

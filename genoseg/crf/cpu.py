@@ -33,7 +33,7 @@ LOG, MAX = 0, 1
 
 @nb.njit(cache=True, nogil=True)
 def _advance(
-    h, ss, se, md, has_ss, has_se, has_md, off,
+    h, ss, se, md, run, has_ss, has_se, has_md, has_run, off,
     A, preds, D, Kc, tail, init, R,
     ring, G, alpha, P, e0, n_steps, mode,
     keep, k0, Qk, Ak, Ik, Gk, Pk, Ek,
@@ -41,7 +41,8 @@ def _advance(
 ):  # fmt: skip
     """Advance one sequence's forward state from end position e0 to e0 + n_steps.
 
-    h, ss, se, md: (n_local, C) with local row = absolute position - off.
+    h, ss, se, md, run: (n_local, C) with local row = absolute position - off; run[t, c] =
+    number of consecutive positions ending at t where label c is allowed (label_mask).
     preds (C, C+1) int64: preds[c, 0] = number of labels c' with finite A[c', c], listed
     ascending in preds[c, 1:] (sparse transitions: the gene grammar allows few).
     State (updated in place): ring (C, 2R) of Q, G (C,), alpha (C,), P (C,).
@@ -105,13 +106,20 @@ def _advance(
                 if mdv < n:
                     n = mdv
                 unbounded = mdv >= e
+            runv = e
+            if has_run:
+                runv = run[ls, c]
+                if runv < n:
+                    n = runv
             tl = tail[c]
             use_tail = False
             if tl > NEG and kc > 0:
                 j = e - kc - 1
                 if j >= 0:
-                    x = ring[c, j % R] + D[c, kc - 1] + tl
-                    g = G[c] + tl
+                    # the tail holds starts s with [s, e) allowed: a start joins once
+                    # K_c + 1 allowed positions follow it; a forbidden position empties it
+                    x = ring[c, j % R] + D[c, kc - 1] + tl if runv > kc else NEG
+                    g = G[c] + tl if runv > 0 else NEG
                     if mode == LOG:
                         if x > g:
                             G[c] = x + math.log1p(math.exp(g - x))
@@ -180,7 +188,24 @@ def _finish(alpha, final):
 
 @nb.njit(cache=True, parallel=True)
 def _log_partition_batch(
-    h, ss, se, md, has_ss, has_se, has_md, lengths, A, preds, D, Kc, tail, init, final, R
+    h,
+    ss,
+    se,
+    md,
+    run,
+    has_ss,
+    has_se,
+    has_md,
+    has_run,
+    lengths,
+    A,
+    preds,
+    D,
+    Kc,
+    tail,
+    init,
+    final,
+    R,
 ):
     B, _, C = h.shape
     f2 = np.zeros((1, 1))
@@ -192,13 +217,14 @@ def _log_partition_batch(
         bs = np.int64(b) if has_ss else zero
         be = np.int64(b) if has_se else zero
         bm = np.int64(b) if has_md else zero
+        br = np.int64(b) if has_run else zero
         ring = np.full((C, 2 * R), NEG)
         G = np.full(C, NEG)
         alpha = np.full(C, NEG)
         P = np.zeros(C)
         _advance(
-            h[b], ss[bs], se[be], md[bm],
-            has_ss, has_se, has_md, 0, A, preds, D, Kc, tail, init, R,
+            h[b], ss[bs], se[be], md[bm], run[br],
+            has_ss, has_se, has_md, has_run, 0, A, preds, D, Kc, tail, init, R,
             ring, G, alpha, P, 0, lengths[b], LOG,
             False, 0, f2, f2, f2, f2, f2, f2,
             i2, i2, i1,
@@ -209,7 +235,7 @@ def _log_partition_batch(
 
 @nb.njit(cache=True, nogil=True)
 def _backward_one(
-    h, ss, se, md, has_ss, has_se, has_md, L,
+    h, ss, se, md, run, has_ss, has_se, has_md, has_run, L,
     A, preds, D, Kc, tail, init, final, R, block,
     gh, gss, gse, gA, gD, gtail, ginit, gfinal,
 ):  # fmt: skip
@@ -239,7 +265,7 @@ def _backward_one(
         a = k * block
         n = min(block, L - a)
         _advance(
-            h, ss, se, md, has_ss, has_se, has_md, 0, A, preds, D, Kc, tail, init, R,
+            h, ss, se, md, run, has_ss, has_se, has_md, has_run, 0, A, preds, D, Kc, tail, init, R,
             ring, G, alpha, P, a, n, LOG,
             False, 0, f2, f2, f2, f2, f2, f2,
             i2, i2, i1,
@@ -279,7 +305,7 @@ def _backward_one(
             Gk[0, c] = G[c]
             Pk[0, c] = P[c]
         _advance(
-            h, ss, se, md, has_ss, has_se, has_md, 0, A, preds, D, Kc, tail, init, R,
+            h, ss, se, md, run, has_ss, has_se, has_md, has_run, 0, A, preds, D, Kc, tail, init, R,
             ring, G, alpha, P, a, n, LOG,
             True, a, Qk, Ak, Ik, Gk, Pk, Ek,
             i2, i2, i1,
@@ -303,6 +329,8 @@ def _backward_one(
                     if mdv < nd:
                         nd = mdv
                     unbounded = mdv >= e
+                if has_run and run[s, c] < nd:
+                    nd = run[s, c]
                 for d in range(1, nd + 1):
                     w = g * math.exp(Qk[e - d - a + R, c] + D[c, d - 1] - inner)
                     gQ[e - d - a + R, c] += w
@@ -321,9 +349,10 @@ def _backward_one(
                 if j < 0 or Ge == NEG:
                     gG[c] = 0.0
                     continue
+                runv = run[s, c] if has_run else e
                 x = Qk[j - a + R, c] + D[c, kc - 1] + tl
-                w2 = math.exp(x - Ge)
-                w1 = math.exp(Gk[r - 1, c] + tl - Ge) if Gk[r - 1, c] > NEG else 0.0
+                w2 = math.exp(x - Ge) if runv > kc else 0.0
+                w1 = math.exp(Gk[r - 1, c] + tl - Ge) if Gk[r - 1, c] > NEG and runv > 0 else 0.0
                 gtail[c] += gG[c]
                 gQ[j - a + R, c] += gG[c] * w2
                 gD[c, kc - 1] += gG[c] * w2
@@ -363,7 +392,25 @@ def _backward_one(
 
 @nb.njit(cache=True, parallel=True)
 def _backward_batch(
-    h, ss, se, md, has_ss, has_se, has_md, lengths, A, preds, D, Kc, tail, init, final, R, block
+    h,
+    ss,
+    se,
+    md,
+    run,
+    has_ss,
+    has_se,
+    has_md,
+    has_run,
+    lengths,
+    A,
+    preds,
+    D,
+    Kc,
+    tail,
+    init,
+    final,
+    R,
+    block,
 ):
     B, T, C = h.shape
     K = D.shape[1]
@@ -381,9 +428,11 @@ def _backward_batch(
         bs = np.int64(b) if has_ss else zero
         be = np.int64(b) if has_se else zero
         bm = np.int64(b) if has_md else zero
+        br = np.int64(b) if has_run else zero
         logz[b] = _backward_one(
-            h[b], ss[bs], se[be], md[bm],
-            has_ss, has_se, has_md, lengths[b], A, preds, D, Kc, tail, init, final, R, block,
+            h[b], ss[bs], se[be], md[bm], run[br],
+            has_ss, has_se, has_md, has_run, lengths[b],
+            A, preds, D, Kc, tail, init, final, R, block,
             gh[b], gss[b], gse[b], gA[b], gD[b], gt[b], gi[b], gf[b],
         )  # fmt: skip
     return logz, gh, gss, gse, gA, gD, gt, gi, gf
@@ -391,7 +440,24 @@ def _backward_batch(
 
 @nb.njit(cache=True, parallel=True)
 def _viterbi_batch(
-    h, ss, se, md, has_ss, has_se, has_md, lengths, A, preds, D, Kc, tail, init, final, R
+    h,
+    ss,
+    se,
+    md,
+    run,
+    has_ss,
+    has_se,
+    has_md,
+    has_run,
+    lengths,
+    A,
+    preds,
+    D,
+    Kc,
+    tail,
+    init,
+    final,
+    R,
 ):
     B, T, C = h.shape
     f2 = np.zeros((1, 1))
@@ -404,14 +470,15 @@ def _viterbi_batch(
         bs = np.int64(b) if has_ss else zero
         be = np.int64(b) if has_se else zero
         bm = np.int64(b) if has_md else zero
+        br = np.int64(b) if has_run else zero
         ring = np.full((C, 2 * R), NEG)
         G = np.full(C, NEG)
         alpha = np.full(C, NEG)
         P = np.zeros(C)
         Gstart = np.zeros(C, dtype=np.int64)
         _advance(
-            h[b], ss[bs], se[be], md[bm],
-            has_ss, has_se, has_md, 0, A, preds, D, Kc, tail, init, R,
+            h[b], ss[bs], se[be], md[bm], run[br],
+            has_ss, has_se, has_md, has_run, 0, A, preds, D, Kc, tail, init, R,
             ring, G, alpha, P, 0, lengths[b], MAX,
             False, 0, f2, f2, f2, f2, f2, f2,
             bp_len[b], bp_prev[b], Gstart,
@@ -449,7 +516,7 @@ def traceback(
 
 @nb.njit(cache=True, parallel=True)
 def _advance_batch(
-    h, ss, se, md, has_ss, has_se, has_md, off, A, preds, D, Kc, tail, init, R,
+    h, ss, se, md, run, has_ss, has_se, has_md, has_run, off, A, preds, D, Kc, tail, init, R,
     rings, G, alpha, P, e0, mode, bp_len, bp_prev, Gstart,
 ):  # fmt: skip
     """Advance B sequences in lockstep over one chunk h (B, n, C) whose row 0 is absolute
@@ -461,8 +528,9 @@ def _advance_batch(
         bs = np.int64(b) if has_ss else zero
         be = np.int64(b) if has_se else zero
         bm = np.int64(b) if has_md else zero
+        br = np.int64(b) if has_run else zero
         _advance(
-            h[b], ss[bs], se[be], md[bm], has_ss, has_se, has_md, off,
+            h[b], ss[bs], se[be], md[bm], run[br], has_ss, has_se, has_md, has_run, off,
             A, preds, D, Kc, tail, init, R,
             rings[b], G[b], alpha[b], P[b], e0, n, mode,
             False, 0, f2, f2, f2, f2, f2, f2,

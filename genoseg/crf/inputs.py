@@ -31,7 +31,8 @@ class CRFInputs:
 
     Shapes: emissions (B, T, C) float; lengths (B,) int64; transitions (C, C);
     durations (C, K); init, final (C,); tail (C,) or None; seg_start, seg_end (B, T, C) or
-    None; max_dur (B, T, C) int32 or None. ``label_k`` (C,) int64 holds ``K_c``.
+    None; max_dur (B, T, C) int32 or None; label_mask (B, T, C) bool or None (a label-c
+    segment may cover only positions where it is True). ``label_k`` (C,) int64 holds ``K_c``.
     """
 
     emissions: Tensor
@@ -45,6 +46,7 @@ class CRFInputs:
     seg_end: Tensor | None = None
     max_dur: Tensor | None = None
     label_k: Tensor | None = None
+    label_mask: Tensor | None = None
 
     @property
     def B(self) -> int:  # noqa: N802
@@ -113,6 +115,7 @@ def check_inputs(
     seg_start: Tensor | None = None,
     seg_end: Tensor | None = None,
     max_dur: Tensor | None = None,
+    label_mask: Tensor | None = None,
     *,
     position_offset: int = 0,
 ) -> CRFInputs:
@@ -121,7 +124,8 @@ def check_inputs(
     ``emissions`` may be (T, C) for a single sequence (a batch of one is made);
     ``lengths=None`` means every sequence is T long. Raises ``ValueError`` naming the
     argument for wrong shapes or dtypes, NaN anywhere, inf in emissions, +inf in score
-    tables, lengths outside [1, T], K < 1, or a negative ``max_dur``.
+    tables, lengths outside [1, T], K < 1, a negative ``max_dur`` or a non-bool
+    ``label_mask``.
     ``position_offset``: absolute position of row 0 (for chunks of a longer sequence).
     """
     if not isinstance(emissions, Tensor):
@@ -133,6 +137,8 @@ def check_inputs(
         )
         seg_end = seg_end.unsqueeze(0) if seg_end is not None and seg_end.dim() == 2 else seg_end
         max_dur = max_dur.unsqueeze(0) if max_dur is not None and max_dur.dim() == 2 else max_dur
+        if label_mask is not None and label_mask.dim() == 2:
+            label_mask = label_mask.unsqueeze(0)
     if emissions.dim() != 3:
         raise ValueError(f"emissions must have shape (B, T, C), got {tuple(emissions.shape)}")
     B, T, C = emissions.shape
@@ -179,9 +185,16 @@ def check_inputs(
         max_dur = max_dur.to(torch.int32)
         if tail is not None:
             _check_tail_max_dur(tail.detach(), label_k, max_dur, position_offset)
+    if label_mask is not None:
+        if not isinstance(label_mask, Tensor) or label_mask.dtype != torch.bool:
+            raise ValueError("label_mask must be a bool tensor")
+        if tuple(label_mask.shape) != (B, T, C):
+            raise ValueError(
+                f"label_mask must have shape {(B, T, C)}, got {tuple(label_mask.shape)}"
+            )
     return CRFInputs(
         emissions, lengths, transitions, durations, init, final,
-        tail, seg_start, seg_end, max_dur, label_k,
+        tail, seg_start, seg_end, max_dur, label_k, label_mask,
     )  # fmt: skip
 
 

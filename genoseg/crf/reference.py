@@ -100,6 +100,7 @@ def _chart(sr, x: CRFInputs, b: int):
     W = min(_window(x), L)
     dur = duration_scores(x.durations.to(f64), tail, W)
     P = torch.cat([torch.zeros(1, C, dtype=f64), torch.cumsum(h, 0)])
+    bound = length_bound(x, b)
     alpha: list[Tensor] = [torch.full((C,), NEG_INF, dtype=f64)]
     S: list[Tensor] = []
     for e in range(1, L + 1):
@@ -110,12 +111,29 @@ def _chart(sr, x: CRFInputs, b: int):
         starts = torch.stack(S[e - n :][::-1])  # row d-1 = S[e-d]
         content = P[e] - P[e - n : e].flip(0)  # row d-1 = sum h[e-d:e]
         terms = starts + content + dur[:, :n].T + se[e - 1]
-        if x.max_dur is not None:
+        if bound is not None:
             d = torch.arange(1, n + 1).unsqueeze(1)
-            terms = terms.masked_fill(d > x.max_dur[b, e - 1].to(torch.int64), NEG_INF)
+            terms = terms.masked_fill(d > bound[e - 1], NEG_INF)
         alpha.append(sr.sum(terms, 0))
     score = sr.sum(alpha[L] + final, 0)
     return score, alpha, S, dur, P, se
+
+
+def length_bound(x: CRFInputs, b: int) -> Tensor | None:
+    """(L, C) int64: longest admissible label-c segment whose last position is t, from
+    max_dur and label_mask (a segment may cover only allowed positions); None if neither."""
+    L = int(x.lengths[b])
+    bound = None
+    if x.max_dur is not None:
+        bound = x.max_dur[b, :L].to(torch.int64)
+    if x.label_mask is not None:
+        run = torch.zeros(L, x.C, dtype=torch.int64)
+        prev = torch.zeros(x.C, dtype=torch.int64)
+        for t in range(L):
+            prev = torch.where(x.label_mask[b, t], prev + 1, torch.zeros_like(prev))
+            run[t] = prev
+        bound = run if bound is None else torch.minimum(bound, run)
+    return bound
 
 
 def _as_inputs(*args, **kwargs) -> CRFInputs:
@@ -145,6 +163,7 @@ def viterbi(*args, **kwargs) -> tuple[Tensor, list[list[tuple[int, int, int]]]]:
                 paths.append([])
                 continue
             W = dur.shape[1]
+            bound = length_bound(x, b)
             c = int(torch.argmax(alpha[L] + x.final.to(torch.float64)))
             e, segs = L, []
             while e > 0:
@@ -153,8 +172,8 @@ def viterbi(*args, **kwargs) -> tuple[Tensor, list[list[tuple[int, int, int]]]]:
                     [S[e - d][c] + P[e, c] - P[e - d, c] + dur[c, d - 1] for d in range(1, n + 1)]
                 )
                 cand = cand + se[e - 1, c]
-                if x.max_dur is not None:
-                    cand[torch.arange(1, n + 1) > int(x.max_dur[b, e - 1, c])] = NEG_INF
+                if bound is not None:
+                    cand[torch.arange(1, n + 1) > int(bound[e - 1, c])] = NEG_INF
                 d = int(torch.argmax(cand)) + 1
                 segs.append((e - d, e, c))
                 e -= d
@@ -179,7 +198,7 @@ def marginals(*args, **kwargs) -> dict[str, Tensor]:
     ss.requires_grad_(True)
     se.requires_grad_(True)
     y = CRFInputs(h, x.lengths, x.transitions.detach(), x.durations.detach(), x.init.detach(),
-                  x.final.detach(), x.tail, ss, se, x.max_dur, x.label_k)  # fmt: skip
+                  x.final.detach(), x.tail, ss, se, x.max_dur, x.label_k, x.label_mask)  # fmt: skip
     logz = log_partition(y)
     gh, gs, ge = torch.autograd.grad(logz.sum(), [h, ss, se])
     return {
@@ -218,6 +237,8 @@ def _score(x: CRFInputs, b: int, segments: Sequence[tuple[int, int, int]]) -> Te
             total = total + x.final[c].to(f64)
         if x.max_dur is not None and d > int(x.max_dur[b, e - 1, c]):
             total = total + NEG_INF
+        if x.label_mask is not None and not bool(x.label_mask[b, s:e, c].all()):
+            total = total + NEG_INF
         prev = c
     return total
 
@@ -248,6 +269,7 @@ def score_segmentation(
     seg_start: Tensor | None = None,
     seg_end: Tensor | None = None,
     max_dur: Tensor | None = None,
+    label_mask: Tensor | None = None,
 ) -> float:
     """Score of one segmentation of a single sequence (emissions (T, C), no batch dim;
     segments [(start, end, label)], 0-based half-open, tiling [0, T)). -inf if forbidden."""

@@ -17,7 +17,7 @@ import torch
 from torch import Tensor
 
 from genoseg.crf import cpu
-from genoseg.crf.api import Segments, _Arrays, _raise_forbidden
+from genoseg.crf.api import Segments, _Arrays, _raise_forbidden, allowed_runs
 from genoseg.crf.inputs import check_inputs
 
 
@@ -48,18 +48,25 @@ class _Stream:
         self.alpha = np.full((batch, C), -np.inf)
         self.P = np.zeros((batch, C))
         self.Gstart = np.zeros((batch, C), dtype=np.int64)
+        self.run_carry = np.zeros((batch, C), dtype=np.int64)
         self.position = 0
 
-    def _step(self, emissions, seg_start, seg_end, max_dur, bp_len, bp_prev) -> None:
+    def _step(self, emissions, seg_start, seg_end, max_dur, label_mask, bp_len, bp_prev) -> None:
         x = check_inputs(
             emissions, None, *self._params[:4], self._params[4], seg_start, seg_end, max_dur,
-            position_offset=self.position,
+            label_mask, position_offset=self.position,
         )  # fmt: skip
         if x.B != self.B:
             raise ValueError(f"emissions chunk has batch size {x.B}, stream was made for {self.B}")
         a = _Arrays(x)
+        if a.has_run:  # runs of allowed positions continue across chunks
+            a.run = allowed_runs(x.label_mask.cpu().numpy(), self.run_carry)
+            self.run_carry = a.run[:, -1, :].astype(np.int64)
+        else:  # no mask: every label allowed, runs grow by the whole chunk
+            self.run_carry += x.T
         cpu._advance_batch(
-            a.h, a.ss, a.se, a.md, a.has_ss, a.has_se, a.has_md, self.position, *self._static,
+            a.h, a.ss, a.se, a.md, a.run, a.has_ss, a.has_se, a.has_md, a.has_run, self.position,
+            *self._static,
             self.R, self.rings, self.G, self.alpha, self.P, self.position, self.mode,
             bp_len, bp_prev, self.Gstart,
         )  # fmt: skip
@@ -80,11 +87,12 @@ class ForwardStream(_Stream):
         seg_start: Tensor | None = None,
         seg_end: Tensor | None = None,
         max_dur: Tensor | None = None,
+        label_mask: Tensor | None = None,
     ) -> None:
         """Consume the next chunk: emissions (B, n, C) or (n, C); optional boundary scores
         and max_dur for the same rows."""
         dummy = np.zeros((self.B, 1, 1), dtype=np.int32)
-        self._step(emissions, seg_start, seg_end, max_dur, dummy, dummy)
+        self._step(emissions, seg_start, seg_end, max_dur, label_mask, dummy, dummy)
 
     def log_z(self) -> Tensor:
         """log Z (B,) float64 of everything consumed so far, taken as complete sequences."""
@@ -112,12 +120,13 @@ class ViterbiStream(_Stream):
         seg_start: Tensor | None = None,
         seg_end: Tensor | None = None,
         max_dur: Tensor | None = None,
+        label_mask: Tensor | None = None,
     ) -> None:
         """Consume the next chunk (see :meth:`ForwardStream.update`)."""
         n = emissions.shape[-2]
         bp_len = np.zeros((self.B, n, self.C), dtype=np.int32)
         bp_prev = np.full((self.B, n, self.C), -1, dtype=np.int32)
-        self._step(emissions, seg_start, seg_end, max_dur, bp_len, bp_prev)
+        self._step(emissions, seg_start, seg_end, max_dur, label_mask, bp_len, bp_prev)
         self._bp_len.append(bp_len)
         self._bp_prev.append(bp_prev)
 
