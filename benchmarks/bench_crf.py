@@ -7,7 +7,9 @@ Prints markdown tables (copied into benchmarks/README.md):
    seconds, positions/s (B·T/s) and cells/s (B·T·K·C/s).
 2. Peak memory of forward+backward at T = 10^6, K = 200, C = 8, each measured in a fresh
    subprocess as the growth of peak RSS over the inputs already in memory.
-3. Ratios: the float64 reference (genoseg.crf.reference) and the Flash-SemiCRF pure-PyTorch
+3. CUDA rows (Triton kernels, benchmarks/bench_crf_cuda.py) where a GPU is available, and
+   the H100 roofline estimate everywhere.
+4. Ratios: the float64 reference (genoseg.crf.reference) and the Flash-SemiCRF pure-PyTorch
    CPU reference (``pip install flash-semicrf``; optional) on the same problem, one thread
    each, with their log Z printed side by side as a check that the problem is the same.
 
@@ -265,6 +267,17 @@ def main() -> None:
     print("|---|---|---|")
     for r in gram:
         print(f"| {r['op']} | {r['seconds']:.3f} | {r['bp_s']:,.0f} |")
+    print("\n## CUDA (Triton kernels)\n")
+    sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+    import bench_crf_cuda
+
+    for k, v in bench_crf_cuda.roofline(10**6, 1000, 32).items():
+        print(f"  {k:32s} {v:.4g}")
+    if torch.cuda.is_available():
+        cuda_grid = [(B, T, K, C) for B, T, K, C in grid if T <= 100_000]
+        bench_crf_cuda.bench(cuda_grid)
+    else:
+        print("\nno CUDA device here: CUDA rows skipped (run this script on a GPU machine)")
     if a.json:
         with open(a.json, "w") as f:
             json.dump(dict(grid=rows, memory=mem, peers=peers, grammar=gram), f, indent=1)
