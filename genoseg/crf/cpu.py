@@ -164,14 +164,6 @@ def _advance(
                 bp_len[ls, c] = best if m > NEG else 0
 
 
-def _new_state(C: int, R: int):
-    ring = np.full((C, 2 * R), NEG)
-    G = np.full(C, NEG)
-    alpha = np.full(C, NEG)
-    P = np.zeros(C)
-    return ring, G, alpha, P
-
-
 @nb.njit(cache=True, nogil=True)
 def _finish(alpha, final):
     C = alpha.shape[0]

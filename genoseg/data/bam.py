@@ -42,6 +42,7 @@ from pathlib import Path
 import numpy as np
 import pysam
 
+from genoseg.data.handle import ProcessLocalHandle
 from genoseg.data.regions import missing_contig_message
 from genoseg.errors import GenosegError
 
@@ -83,7 +84,7 @@ def reverse_evidence(track: np.ndarray) -> np.ndarray:
     return track[..., _RC_CHANNELS, ::-1].copy()
 
 
-class Evidence:
+class Evidence(ProcessLocalHandle):
     """RNA-seq evidence reader over one indexed BAM/CRAM; open with :meth:`Evidence.open`.
 
     Picklable (the file is reopened lazily in each process).
@@ -102,8 +103,7 @@ class Evidence:
         self.strandedness = strandedness
         self.min_mapq = min_mapq
         self.contigs = contigs  # the BAM header's {name: length}
-        self._fh: pysam.AlignmentFile | None = None
-        self._pid = -1
+        ProcessLocalHandle.__init__(self)
 
     @classmethod
     def open(
@@ -169,27 +169,8 @@ class Evidence:
         finally:
             pysam.set_verbosity(old)
 
-    def _handle(self) -> pysam.AlignmentFile:
-        if self._fh is None or self._pid != os.getpid():
-            self._fh = self._open_file(self.path, self.reference)
-            self._pid = os.getpid()
-        return self._fh
-
-    def close(self) -> None:
-        if self._fh is not None and self._pid == os.getpid():
-            self._fh.close()
-        self._fh = None
-
-    def __enter__(self) -> Evidence:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
-
-    def __getstate__(self) -> dict:
-        state = self.__dict__.copy()
-        state["_fh"], state["_pid"] = None, -1
-        return state
+    def _open_handle(self) -> pysam.AlignmentFile:
+        return self._open_file(self.path, self.reference)
 
     # -- reads ---------------------------------------------------------------------
     def _strand(self, read: pysam.AlignedSegment, spliced: bool) -> int:

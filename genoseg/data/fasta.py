@@ -26,6 +26,7 @@ from pathlib import Path
 import numpy as np
 import pysam
 
+from genoseg.data.handle import ProcessLocalHandle
 from genoseg.data.regions import missing_contig_message
 from genoseg.errors import GenosegError
 
@@ -381,7 +382,7 @@ def _check_index_names(path: Path, fai: Path, names: list[str]) -> None:
         )
 
 
-class Genome:
+class Genome(ProcessLocalHandle):
     """Random access to an indexed FASTA; never loads a whole contig unless asked.
 
     Open with :meth:`Genome.open`. ``contigs`` maps name -> length in file order.
@@ -394,8 +395,7 @@ class Genome:
         self.fai = fai
         self.gzi = gzi
         self.contigs: dict[str, int] = contigs
-        self._fh: pysam.FastaFile | None = None
-        self._pid = -1
+        ProcessLocalHandle.__init__(self)
 
     @classmethod
     def open(cls, path: str | os.PathLike, *, cache: str | os.PathLike | None = None) -> Genome:
@@ -406,35 +406,16 @@ class Genome:
         fai, gzi = _locate_index(p, Path(cache) if cache is not None else None)
         return cls(p, fai, gzi, _read_fai(fai, p))
 
-    # -- handle management -------------------------------------------------------
-    def _handle(self) -> pysam.FastaFile:
-        if self._fh is None or self._pid != os.getpid():
-            try:
-                self._fh = pysam.FastaFile(
-                    str(self.path),
-                    filepath_index=str(self.fai),
-                    filepath_index_compressed=str(self.gzi) if self.gzi else None,
-                )
-            except (OSError, ValueError) as exc:
-                raise GenosegError(f"{self.path}: cannot open FASTA: {exc}") from None
-            self._pid = os.getpid()
-        return self._fh
-
-    def close(self) -> None:
-        if self._fh is not None and self._pid == os.getpid():
-            self._fh.close()
-        self._fh = None
-
-    def __enter__(self) -> Genome:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
-
-    def __getstate__(self) -> dict:
-        state = self.__dict__.copy()
-        state["_fh"], state["_pid"] = None, -1
-        return state
+    # -- handle management (ProcessLocalHandle) -----------------------------------
+    def _open_handle(self) -> pysam.FastaFile:
+        try:
+            return pysam.FastaFile(
+                str(self.path),
+                filepath_index=str(self.fai),
+                filepath_index_compressed=str(self.gzi) if self.gzi else None,
+            )
+        except (OSError, ValueError) as exc:
+            raise GenosegError(f"{self.path}: cannot open FASTA: {exc}") from None
 
     def __repr__(self) -> str:
         return f"Genome({str(self.path)!r}, {len(self.contigs)} contigs, {self.total_length} bp)"
