@@ -29,6 +29,11 @@ import numpy as np
 
 NEG = -np.inf
 LOG, MAX = 0, 1
+# Length terms more than 50 nats below the running maximum (weight < 2e-22) are skipped in
+# the log-sum-exp and its adjoint: below float64 resolution even summed over thousands of
+# lengths, and most of an exon label's long lengths are that far down once emissions are
+# informative.
+NEGLIGIBLE = -50.0
 
 
 @nb.njit(cache=True, nogil=True)
@@ -147,7 +152,9 @@ def _advance(
             if mode == LOG and m > NEG:
                 acc = 0.0
                 for d in range(1, n + 1):
-                    acc += math.exp(ring[c, base - d] + D[c, d - 1] - m)
+                    y = ring[c, base - d] + D[c, d - 1] - m
+                    if y > NEGLIGIBLE:
+                        acc += math.exp(y)
                 if use_tail:
                     acc += math.exp(G[c] - m)
                 m = m + math.log(acc)
@@ -324,9 +331,11 @@ def _backward_one(
                 if has_run and run[s, c] < nd:
                     nd = run[s, c]
                 for d in range(1, nd + 1):
-                    w = g * math.exp(Qk[e - d - a + R, c] + D[c, d - 1] - inner)
-                    gQ[e - d - a + R, c] += w
-                    gD[c, d - 1] += w
+                    y = Qk[e - d - a + R, c] + D[c, d - 1] - inner
+                    if y > NEGLIGIBLE:
+                        w = g * math.exp(y)
+                        gQ[e - d - a + R, c] += w
+                        gD[c, d - 1] += w
                 tl = tail[c]
                 if tl > NEG and kc > 0 and unbounded and Gk[r, c] > NEG:
                     gG[c] += g * math.exp(Gk[r, c] - inner)
