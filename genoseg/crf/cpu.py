@@ -233,52 +233,62 @@ def _log_partition_batch(
 
 
 @nb.njit(cache=True, nogil=True)
-def _backward_one(
-    h, ss, se, md, run, has_ss, has_se, has_md, has_run, L,
-    A, preds, D, Kc, tail, init, final, R, block,
-    gh, gss, gse, gA, gD, gtail, ginit, gfinal,
+def _checkpoints(
+    h, ss, se, md, run, has_ss, has_se, has_md, has_run, off,
+    A, preds, D, Kc, tail, init, R, ring, G, alpha, P, a0, n_total, block,
 ):  # fmt: skip
-    """Gradient of log Z for one sequence (length L) by checkpointed recomputation.
-
-    Writes gh/gss/gse (T, C) rows < L and accumulates gA (C, C), gD (C, K), gtail, ginit,
-    gfinal (C,). Returns log Z. gh[t, c] = P(t has label c); gss/gse = start/end posteriors.
-    """
-    C = h.shape[1]
+    """Advance the state (ring, G, alpha, P; in place) over end positions (a0, a0+n_total],
+    saving it at the start of every block of ``block`` positions. Returns the saved states
+    (cr (nb, C, 2R), cG, ca, cP (nb, C))."""
+    C = alpha.shape[0]
     f2 = np.zeros((1, 1))
     i2 = np.zeros((1, 1), dtype=np.int32)
     i1 = np.zeros(1, dtype=np.int64)
-    nblocks = (L + block - 1) // block
+    nblocks = (n_total + block - 1) // block
     cr = np.empty((nblocks, C, 2 * R))
     cG = np.empty((nblocks, C))
     ca = np.empty((nblocks, C))
     cP = np.empty((nblocks, C))
-    ring = np.full((C, 2 * R), NEG)
-    G = np.full(C, NEG)
-    alpha = np.full(C, NEG)
-    P = np.zeros(C)
     for k in range(nblocks):
         cr[k] = ring
         cG[k] = G
         ca[k] = alpha
         cP[k] = P
-        a = k * block
-        n = min(block, L - a)
+        a = a0 + k * block
+        n = min(block, a0 + n_total - a)
         _advance(
-            h, ss, se, md, run, has_ss, has_se, has_md, has_run, 0, A, preds, D, Kc, tail, init, R,
+            h, ss, se, md, run, has_ss, has_se, has_md, has_run, off,
+            A, preds, D, Kc, tail, init, R,
             ring, G, alpha, P, a, n, LOG,
             False, 0, f2, f2, f2, f2, f2, f2,
             i2, i2, i1,
         )  # fmt: skip
-    logz = _finish(alpha, final)
-    if logz == NEG:
-        return logz
-    galpha = np.empty(C)
-    for c in range(C):
-        w = math.exp(alpha[c] + final[c] - logz) if alpha[c] + final[c] > NEG else 0.0
-        galpha[c] = w
-        gfinal[c] += w
-    gG = np.zeros(C)
-    gP = np.zeros(C)
+    return cr, cG, ca, cP
+
+
+@nb.njit(cache=True, nogil=True)
+def _reverse(
+    h, ss, se, md, run, has_ss, has_se, has_md, has_run, off,
+    A, preds, D, Kc, tail, init, R, block, cr, cG, ca, cP, a0, n_total,
+    galpha, gG, gP, carry,
+    gh, gss, gse, gA, gD, gtail, ginit,
+):  # fmt: skip
+    """Reverse sweep (exact adjoint) over end positions (a0, a0+n_total] from the block
+    checkpoints of :func:`_checkpoints`, recomputing one block at a time.
+
+    Adjoint state, updated in place from the range end to its start: galpha (C,) of alpha
+    at the current end, gG (C,) of the running tail, gP (C,) running prefix-sum adjoint,
+    carry (R, C): start adjoints already accumulated for the R positions before the current
+    end. Writes gh/gss/gse rows s - off for s in [a0, a0+n_total) and accumulates gA, gD,
+    gtail, ginit (at s = 0).
+    """
+    C = galpha.shape[0]
+    i2 = np.zeros((1, 1), dtype=np.int32)
+    i1 = np.zeros(1, dtype=np.int64)
+    ring = np.empty((C, 2 * R))
+    G = np.empty(C)
+    alpha = np.empty(C)
+    P = np.empty(C)
     gnext = np.zeros(C)
     Qk = np.empty((block + R, C))
     gQ = np.zeros((block + R, C))
@@ -287,9 +297,12 @@ def _backward_one(
     Gk = np.empty((block + 1, C))
     Pk = np.empty((block + 1, C))
     Ek = np.empty((block, C))
+    nblocks = (n_total + block - 1) // block
     for k in range(nblocks - 1, -1, -1):
-        a = k * block
-        n = min(block, L - a)
+        a = a0 + k * block
+        n = min(block, a0 + n_total - a)
+        gQ[:] = 0.0
+        gQ[n : n + R] = carry  # start adjoints of positions [a+n-R, a+n)
         ring[:] = cr[k]
         G[:] = cG[k]
         alpha[:] = ca[k]
@@ -304,7 +317,8 @@ def _backward_one(
             Gk[0, c] = G[c]
             Pk[0, c] = P[c]
         _advance(
-            h, ss, se, md, run, has_ss, has_se, has_md, has_run, 0, A, preds, D, Kc, tail, init, R,
+            h, ss, se, md, run, has_ss, has_se, has_md, has_run, off,
+            A, preds, D, Kc, tail, init, R,
             ring, G, alpha, P, a, n, LOG,
             True, a, Qk, Ak, Ik, Gk, Pk, Ek,
             i2, i2, i1,
@@ -315,7 +329,7 @@ def _backward_one(
             # adjoint of alpha[e]
             for c in range(C):
                 g = galpha[c]
-                gse[s, c] = g
+                gse[s - off, c] = g
                 gP[c] += g
                 if g == 0.0:
                     continue
@@ -324,12 +338,12 @@ def _backward_one(
                 nd = min(kc, e)
                 unbounded = True
                 if has_md:
-                    mdv = md[s, c]
+                    mdv = md[s - off, c]
                     if mdv < nd:
                         nd = mdv
                     unbounded = mdv >= e
-                if has_run and run[s, c] < nd:
-                    nd = run[s, c]
+                if has_run and run[s - off, c] < nd:
+                    nd = run[s - off, c]
                 for d in range(1, nd + 1):
                     y = Qk[e - d - a + R, c] + D[c, d - 1] - inner
                     if y > NEGLIGIBLE:
@@ -350,7 +364,7 @@ def _backward_one(
                 if j < 0 or Ge == NEG:
                     gG[c] = 0.0
                     continue
-                runv = run[s, c] if has_run else e
+                runv = run[s - off, c] if has_run else e
                 x = Qk[j - a + R, c] + D[c, kc - 1] + tl
                 w2 = math.exp(x - Ge) if runv > kc else 0.0
                 w1 = math.exp(Gk[r - 1, c] + tl - Ge) if Gk[r - 1, c] > NEG and runv > 0 else 0.0
@@ -360,13 +374,13 @@ def _backward_one(
                 gG[c] *= w1
             # P[e] = P[e-1] + h[e-1]; then Q[s] = S[s] - P[s] is complete
             for c in range(C):
-                gh[s, c] = gP[c]
+                gh[s - off, c] = gP[c]
                 gq = gQ[s - a + R, c]
                 gP[c] -= gq
-                gss[s, c] = gq
+                gss[s - off, c] = gq
                 gnext[c] = 0.0
             for c in range(C):
-                gq = gss[s, c]
+                gq = gss[s - off, c]
                 if gq == 0.0:
                     continue
                 if s == 0:
@@ -382,12 +396,43 @@ def _backward_one(
                         gA[cp, c] += w
             for c in range(C):
                 galpha[c] = gnext[c]
-        # carry gQ of positions [a-R, a) to the previous block's buffer tail
-        if k > 0:
-            nprev = min(block, L - (k - 1) * block)
-            tmpq = gQ[:R].copy()
-            gQ[:] = 0.0
-            gQ[nprev : nprev + R] = tmpq
+        carry[:] = gQ[:R]  # start adjoints of positions [a-R, a), for the block before
+
+
+@nb.njit(cache=True, nogil=True)
+def _backward_one(
+    h, ss, se, md, run, has_ss, has_se, has_md, has_run, L,
+    A, preds, D, Kc, tail, init, final, R, block,
+    gh, gss, gse, gA, gD, gtail, ginit, gfinal,
+):  # fmt: skip
+    """Gradient of log Z for one sequence (length L) by checkpointed recomputation.
+
+    Writes gh/gss/gse (T, C) rows < L and accumulates gA (C, C), gD (C, K), gtail, ginit,
+    gfinal (C,). Returns log Z. gh[t, c] = P(t has label c); gss/gse = start/end posteriors.
+    """
+    C = h.shape[1]
+    ring = np.full((C, 2 * R), NEG)
+    G = np.full(C, NEG)
+    alpha = np.full(C, NEG)
+    P = np.zeros(C)
+    cr, cG, ca, cP = _checkpoints(
+        h, ss, se, md, run, has_ss, has_se, has_md, has_run, 0, A, preds, D, Kc, tail, init, R,
+        ring, G, alpha, P, 0, L, block,
+    )  # fmt: skip
+    logz = _finish(alpha, final)
+    if logz == NEG:
+        return logz
+    galpha = np.empty(C)
+    for c in range(C):
+        w = math.exp(alpha[c] + final[c] - logz) if alpha[c] + final[c] > NEG else 0.0
+        galpha[c] = w
+        gfinal[c] += w
+    _reverse(
+        h, ss, se, md, run, has_ss, has_se, has_md, has_run, 0,
+        A, preds, D, Kc, tail, init, R, block, cr, cG, ca, cP, 0, L,
+        galpha, np.zeros(C), np.zeros(C), np.zeros((R, C)),
+        gh, gss, gse, gA, gD, gtail, ginit,
+    )  # fmt: skip
     return logz
 
 
