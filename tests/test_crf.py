@@ -519,3 +519,41 @@ def test_partial_nll():
     assert 0 < float(part.detach()) < float(full)
     part.backward()
     assert torch.isfinite(h.grad).all()
+
+
+@pytest.mark.parametrize("mask", [False, True])
+def test_posterior_stream_equals_one_call(mask):
+    """Two-pass chunked posteriors (forward over chunks, backward in reverse) equal the
+    whole-sequence marginals, with chunk boundaries inside blocks and tails."""
+    B, T = 2, 900
+    kw = _problem(T, 4, 12, B=B, seed=5, max_dur=True, mask=mask, forbid=0.0)
+    if mask:  # keep it feasible: label 0 allowed everywhere, any length
+        kw["label_mask"][:, :, 0] = True
+        kw["max_dur"][:, :, 0] = T + 1
+        kw["transitions"][0, 0] = 0.0
+    whole = _call(crf.marginals, kw)
+    params = {k: kw[k] for k in ("transitions", "durations", "init", "final", "tail")}
+    names = [k for k in ("emissions", "seg_start", "seg_end", "max_dur", "label_mask") if k in kw]
+    chunks = [(0, 100), (100, 1), (101, 399), (500, 400)]
+    ps = crf.PosteriorStream(**params, batch=B, checkpoint=50)
+    for a, n in chunks:
+        ps.forward(*[kw[k][:, a : a + n] for k in names])
+    assert torch.equal(ps.log_z(), whole.log_z)
+    for a, n in reversed(chunks):
+        got = ps.backward(*[kw[k][:, a : a + n] for k in names])
+        for f in ("position", "start", "end", "start_any"):
+            torch.testing.assert_close(
+                getattr(got, f), getattr(whole, f)[:, a : a + n], atol=1e-12, rtol=0
+            )
+    with pytest.raises(ValueError, match="more times than forward"):
+        ps.backward(kw["emissions"][:, :100])
+
+
+def test_posterior_stream_wrong_chunk_order_is_an_error():
+    kw = _problem(50, 2, 3, seed=1, forbid=0.0, bounds=False)
+    params = {k: kw[k] for k in ("transitions", "durations", "init", "final", "tail")}
+    ps = crf.PosteriorStream(**params)
+    ps.forward(kw["emissions"][:, :20])
+    ps.forward(kw["emissions"][:, 20:])
+    with pytest.raises(ValueError, match="give the chunks of forward\\(\\) again in reverse order"):
+        ps.backward(kw["emissions"][:, :20])

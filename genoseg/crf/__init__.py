@@ -2,7 +2,8 @@
 
 Public operations: :func:`log_partition`, :func:`marginals`, :func:`viterbi`, :func:`nll`
 (dispatching to the CPU engine or the Triton kernels), the streaming
-:class:`ForwardStream` for contigs processed chunk by chunk, and the float64
+:class:`ForwardStream`, :class:`ViterbiStream` and :class:`PosteriorStream` for
+contigs processed chunk by chunk, and the float64
 ``reference`` module that is the ground truth for tests.
 """
 
@@ -16,11 +17,12 @@ from genoseg.crf.api import (
     viterbi,
 )
 from genoseg.crf.inputs import CRFInputs, check_inputs
-from genoseg.crf.stream import ForwardStream, ViterbiStream
+from genoseg.crf.stream import ForwardStream, PosteriorStream, ViterbiStream
 
 __all__ = [
     "CRFInputs",
     "ForwardStream",
+    "PosteriorStream",
     "ViterbiStream",
     "Marginals",
     "check_inputs",

@@ -17,7 +17,14 @@ import torch
 from torch import Tensor
 
 from genoseg.crf import cpu
-from genoseg.crf.api import Segments, _Arrays, _raise_forbidden, allowed_runs
+from genoseg.crf.api import (
+    Marginals,
+    Segments,
+    _Arrays,
+    _raise_forbidden,
+    allowed_runs,
+    default_checkpoint,
+)
 from genoseg.crf.inputs import check_inputs
 
 
@@ -144,3 +151,106 @@ class ViterbiStream(_Stream):
             for b in range(self.B)
         ]
         return torch.from_numpy(scores), paths
+
+
+class PosteriorStream(_Stream):
+    """Exact posteriors of long sequences fed chunk by chunk, in two passes.
+
+    Pass 1: :meth:`forward` for every chunk in order (keeps one engine state per chunk:
+    2·R·C float64 numbers, where R = max K_c + 1). Pass 2: :meth:`backward` for the same
+    chunks in reverse order, with the same inputs again; each call returns the chunk's
+    :class:`~genoseg.crf.api.Marginals` (rows of that chunk only), equal to what one
+    :func:`~genoseg.crf.api.marginals` call on the whole sequence gives for those rows.
+    Only one chunk's emissions are needed at a time, so a chromosome's posteriors never
+    need its whole (T, C) score matrix in memory.
+
+    >>> ps = PosteriorStream(A, D, init, final, tail)   # doctest: +SKIP
+    >>> for ch in chunks: ps.forward(ch)
+    >>> for ch in reversed(chunks): post = ps.backward(ch)
+    """
+
+    def __init__(self, *args, checkpoint: int | None = None, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.checkpoint = checkpoint
+        self._saved: list[tuple] = []  # per chunk: (start, length, state copies, run carry)
+        self._adjoint: tuple | None = None
+
+    def forward(
+        self,
+        emissions: Tensor,
+        seg_start: Tensor | None = None,
+        seg_end: Tensor | None = None,
+        max_dur: Tensor | None = None,
+        label_mask: Tensor | None = None,
+    ) -> None:
+        """Pass 1: consume the next chunk (as :meth:`ForwardStream.update`)."""
+        if self._adjoint is not None:
+            raise ValueError("forward() after backward(): start a new PosteriorStream")
+        saved = (self.position, emissions.shape[-2], self.rings.copy(), self.G.copy(),
+                 self.alpha.copy(), self.P.copy(), self.run_carry.copy())  # fmt: skip
+        dummy = np.zeros((self.B, 1, 1), dtype=np.int32)
+        self._step(emissions, seg_start, seg_end, max_dur, label_mask, dummy, dummy)
+        self._saved.append(saved)
+
+    def log_z(self) -> Tensor:
+        """log Z (B,) float64 of the whole sequence (after pass 1)."""
+        if self.position == 0:
+            raise ValueError("no emissions consumed yet")
+        out = np.array([cpu._finish(self.alpha[b], self._final) for b in range(self.B)])
+        _raise_forbidden(out)
+        return torch.from_numpy(out)
+
+    def backward(
+        self,
+        emissions: Tensor,
+        seg_start: Tensor | None = None,
+        seg_end: Tensor | None = None,
+        max_dur: Tensor | None = None,
+        label_mask: Tensor | None = None,
+    ) -> Marginals:
+        """Pass 2: the posteriors of the last chunk not yet returned; give the chunks of
+        pass 1 again, last first."""
+        if not self._saved:
+            raise ValueError("backward() called more times than forward()")
+        start, n, rings, G, alpha, P, run_carry = self._saved.pop()
+        if emissions.shape[-2] != n:
+            raise ValueError(
+                f"backward() chunk has {emissions.shape[-2]} rows, but the chunk at position "
+                f"{start} had {n}: give the chunks of forward() again in reverse order"
+            )
+        x = check_inputs(
+            emissions, None, *self._params[:4], self._params[4], seg_start, seg_end, max_dur,
+            label_mask, position_offset=start,
+        )  # fmt: skip
+        a = _Arrays(x)
+        if a.has_run:
+            a.run = allowed_runs(x.label_mask.cpu().numpy(), run_carry)
+        if self._adjoint is None:
+            log_z = self.log_z().numpy()
+            galpha = np.exp(self.alpha + self._final[None, :] - log_z[:, None])
+            galpha[~np.isfinite(self.alpha + self._final[None, :])] = 0.0
+            self._adjoint = (galpha, np.zeros((self.B, self.C)), np.zeros((self.B, self.C)),
+                             np.zeros((self.B, self.R, self.C)), log_z)  # fmt: skip
+        galpha, gG, gP, carry, log_z = self._adjoint
+        A, preds, D, Kc, tail, init = self._static
+        block = self.checkpoint or default_checkpoint(n, self.R)
+        gh, gss, gse = (np.zeros((self.B, n, self.C)) for _ in range(3))
+        gA, gD = np.zeros_like(A), np.zeros_like(D)
+        g1 = np.zeros(self.C)
+        for b in range(self.B):
+            arrays = (
+                a.h[b], a.ss[b if a.has_ss else 0], a.se[b if a.has_se else 0],
+                a.md[b if a.has_md else 0], a.run[b if a.has_run else 0],
+                a.has_ss, a.has_se, a.has_md, a.has_run, start,
+            )  # fmt: skip
+            state = (rings[b].copy(), G[b].copy(), alpha[b].copy(), P[b].copy())
+            cks = cpu._checkpoints(
+                *arrays, A, preds, D, Kc, tail, init, self.R, *state, start, n, block
+            )
+            cpu._reverse(
+                *arrays, A, preds, D, Kc, tail, init, self.R, block, *cks, start, n,
+                galpha[b], gG[b], gP[b], carry[b], gh[b], gss[b], gse[b], gA, gD, g1, g1.copy(),
+            )  # fmt: skip
+        dt = x.emissions.dtype
+        pos, st, en = (torch.from_numpy(v).to(dt) for v in (gh, gss, gse))
+        return Marginals(pos, st, en, st.sum(-1), en.sum(-1), torch.from_numpy(log_z).to(dt))
