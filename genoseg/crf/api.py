@@ -96,17 +96,9 @@ def _triton_usable(x: CRFInputs) -> str | None:
 
 
 def _backend_for(backend: str, x: CRFInputs) -> str:
-    """The backend to run x on: label_mask is not in the Triton kernels yet, so such calls
-    run on the CPU engine (inputs copied to the host, results copied back), with a warning."""
-    be = _resolve_backend(backend, x)
-    if be == "triton" and x.label_mask is not None:
-        warnings.warn(
-            "genoseg.crf: the Triton kernels do not support label_mask yet; using the CPU engine",
-            RuntimeWarning,
-            stacklevel=3,
-        )
-        return "cpu"
-    return be
+    """The backend to run x on (see :func:`_resolve_backend`); every input, label_mask
+    included, runs on every backend."""
+    return _resolve_backend(backend, x)
 
 
 class _Arrays:
@@ -274,7 +266,7 @@ def log_partition(
     if torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in tensors):
         return _CPULogPartition.apply(x, checkpoint, *tensors)
     a = _Arrays(x)
-    logz = cpu._log_partition_batch(*a.common())
+    logz = cpu._forward_batch(*a.common(), cpu.LOG)[0]
     _raise_forbidden(logz)
     return torch.from_numpy(logz).to(device=x.emissions.device, dtype=x.emissions.dtype)
 
@@ -372,7 +364,7 @@ def viterbi(
 
         return triton_kernels.viterbi(x)
     a = _Arrays(x)
-    scores, last, bp_len, bp_prev = cpu._viterbi_batch(*a.common())
+    scores, last, bp_len, bp_prev = cpu._forward_batch(*a.common(), cpu.MAX)
     _raise_forbidden(scores)
     paths = [
         cpu.traceback(bp_len[b], bp_prev[b], int(a.lengths[b]), int(last[b])) for b in range(x.B)

@@ -185,53 +185,6 @@ def _finish(alpha, final):
     return m + math.log(acc)
 
 
-@nb.njit(cache=True, parallel=True)
-def _log_partition_batch(
-    h,
-    ss,
-    se,
-    md,
-    run,
-    has_ss,
-    has_se,
-    has_md,
-    has_run,
-    lengths,
-    A,
-    preds,
-    D,
-    Kc,
-    tail,
-    init,
-    final,
-    R,
-):
-    B, _, C = h.shape
-    f2 = np.zeros((1, 1))
-    i2 = np.zeros((1, 1), dtype=np.int32)
-    i1 = np.zeros(1, dtype=np.int64)
-    out = np.empty(B)
-    for b in nb.prange(B):
-        zero = np.int64(0)
-        bs = np.int64(b) if has_ss else zero
-        be = np.int64(b) if has_se else zero
-        bm = np.int64(b) if has_md else zero
-        br = np.int64(b) if has_run else zero
-        ring = np.full((C, 2 * R), NEG)
-        G = np.full(C, NEG)
-        alpha = np.full(C, NEG)
-        P = np.zeros(C)
-        _advance(
-            h[b], ss[bs], se[be], md[bm], run[br],
-            has_ss, has_se, has_md, has_run, 0, A, preds, D, Kc, tail, init, R,
-            ring, G, alpha, P, 0, lengths[b], LOG,
-            False, 0, f2, f2, f2, f2, f2, f2,
-            i2, i2, i1,
-        )  # fmt: skip
-        out[b] = _finish(alpha, final)
-    return out
-
-
 @nb.njit(cache=True, nogil=True)
 def _checkpoints(
     h, ss, se, md, run, has_ss, has_se, has_md, has_run, off,
@@ -485,30 +438,19 @@ def _backward_batch(
 
 
 @nb.njit(cache=True, parallel=True)
-def _viterbi_batch(
-    h,
-    ss,
-    se,
-    md,
-    run,
-    has_ss,
-    has_se,
-    has_md,
-    has_run,
-    lengths,
-    A,
-    preds,
-    D,
-    Kc,
-    tail,
-    init,
-    final,
-    R,
-):
+def _forward_batch(
+    h, ss, se, md, run, has_ss, has_se, has_md, has_run, lengths,
+    A, preds, D, Kc, tail, init, final, R, mode,
+):  # fmt: skip
+    """Forward over whole sequences, batch elements in parallel. mode LOG: scores = log Z;
+    mode MAX: scores = best score, last = its final label, and int32 back-pointers
+    bp_len/bp_prev (B, T, C) for :func:`traceback` (shape (B, 1, 1) in LOG mode)."""
     B, T, C = h.shape
     f2 = np.zeros((1, 1))
-    bp_len = np.zeros((B, T, C), dtype=np.int32)
-    bp_prev = np.full((B, T, C), -1, dtype=np.int32)
+    Tb = T if mode == MAX else 1
+    Cb = C if mode == MAX else 1
+    bp_len = np.zeros((B, Tb, Cb), dtype=np.int32)
+    bp_prev = np.full((B, Tb, Cb), -1, dtype=np.int32)
     scores = np.empty(B)
     last = np.full(B, -1, dtype=np.int64)
     for b in nb.prange(B):
@@ -525,10 +467,13 @@ def _viterbi_batch(
         _advance(
             h[b], ss[bs], se[be], md[bm], run[br],
             has_ss, has_se, has_md, has_run, 0, A, preds, D, Kc, tail, init, R,
-            ring, G, alpha, P, 0, lengths[b], MAX,
+            ring, G, alpha, P, 0, lengths[b], mode,
             False, 0, f2, f2, f2, f2, f2, f2,
             bp_len[b], bp_prev[b], Gstart,
         )  # fmt: skip
+        if mode == LOG:
+            scores[b] = _finish(alpha, final)
+            continue
         m = NEG
         for c in range(C):
             if alpha[c] + final[c] > m:

@@ -153,7 +153,7 @@ class ViterbiStream(_Stream):
         return torch.from_numpy(scores), paths
 
 
-class PosteriorStream(_Stream):
+class PosteriorStream(ForwardStream):
     """Exact posteriors of long sequences fed chunk by chunk, in two passes.
 
     Pass 1: :meth:`forward` for every chunk in order (keeps one engine state per chunk:
@@ -192,13 +192,7 @@ class PosteriorStream(_Stream):
         self._step(emissions, seg_start, seg_end, max_dur, label_mask, dummy, dummy)
         self._saved.append(saved)
 
-    def log_z(self) -> Tensor:
-        """log Z (B,) float64 of the whole sequence (after pass 1)."""
-        if self.position == 0:
-            raise ValueError("no emissions consumed yet")
-        out = np.array([cpu._finish(self.alpha[b], self._final) for b in range(self.B)])
-        _raise_forbidden(out)
-        return torch.from_numpy(out)
+    update = forward  # the ForwardStream interface, with the per-chunk state kept
 
     def backward(
         self,
