@@ -27,9 +27,11 @@ ROOT = Path(__file__).resolve().parents[1]
 # worker (runs in the subprocess, TRITON_INTERPRET=1)
 
 
-def _make(torch, B, T, C, K, *, seed, tail=False, bnd=False, md=False, dtype=None, scale=1.0,
-          shift=0.0, lengths=None):  # fmt: skip
-    """Random §1 inputs with per-label K (label 0 has K_c = K - 1 when K > 1)."""
+def _make(torch, B, T, C, K, *, seed, tail=False, bnd=False, md=False, mask=False, dtype=None,
+          scale=1.0, shift=0.0, lengths=None):  # fmt: skip
+    """Random §1 inputs with per-label K (label 0 has K_c = K - 1 when K > 1). ``mask``: a
+    random label_mask, 80% True (runs both shorter and longer than K_c), the last label
+    always allowed so that a path stays open."""
     from genoseg.crf.inputs import check_inputs
 
     g = torch.Generator().manual_seed(seed)
@@ -57,10 +59,14 @@ def _make(torch, B, T, C, K, *, seed, tail=False, bnd=False, md=False, dtype=Non
             free = torch.rand(B, T, C, generator=g) < 0.5
             mdv = torch.where(free, torch.full_like(mdv, 1 << 30), cut)
         mdv[:, :, -1] = 1 << 30  # keep a path open
+    lm = None
+    if mask:
+        lm = torch.rand(B, T, C, generator=g) < 0.8
+        lm[:, :, -1] = True
     if lengths is None:
         lengths = [T] + [max(1, T - 2 - i) for i in range(B - 1)]
     L = torch.tensor(lengths)
-    return check_inputs(h, L, A, D, init, fin, tl_, ss, se, mdv)
+    return check_inputs(h, L, A, D, init, fin, tl_, ss, se, mdv, lm)
 
 
 def _case_compare(torch, x, checkpoint=None):
@@ -116,6 +122,20 @@ def _worker() -> dict:
         "C33": dict(B=1, T=6, C=33, K=3, seed=4, bnd=True, md=True),
         "C3_md_notail": dict(B=2, T=9, C=3, K=5, seed=5, md=True, lengths=[9, 1]),
         "T_lt_K": dict(B=1, T=3, C=2, K=6, seed=6, tail=True),
+        # label_mask: with tails and max_dur, odd C, mixed lengths including L = 1
+        "mask_C3": dict(
+            B=3,
+            T=12,
+            C=3,
+            K=3,
+            seed=13,
+            tail=True,
+            bnd=True,
+            md=True,
+            mask=True,
+            lengths=[12, 7, 1],
+        ),
+        "mask_C5": dict(B=2, T=10, C=5, K=2, seed=14, tail=True, mask=True),
     }
     for name, kw in shapes.items():
         run(name, lambda kw=kw: _case_compare(torch, _make(torch, **kw), checkpoint=3))
@@ -154,8 +174,11 @@ def _worker() -> dict:
     run("longer", longer)
 
     # gradients of log Z w.r.t. every float input, against reference autograd
-    def gradients():
-        x = _make(torch, 2, 8, 3, 3, seed=8, tail=True, bnd=True)
+    def gradients(mask=False):
+        if mask:
+            x = _make(torch, 2, 10, 3, 2, seed=15, tail=True, bnd=True, md=True, mask=True)
+        else:
+            x = _make(torch, 2, 8, 3, 3, seed=8, tail=True, bnd=True)
         names = ("emissions", "transitions", "durations", "init", "final", "tail",
                  "seg_start", "seg_end")  # fmt: skip
         errs = {}
@@ -166,7 +189,7 @@ def _worker() -> dict:
             y = api.check_inputs(leaves["emissions"], x.lengths, leaves["transitions"],
                                  leaves["durations"], leaves["init"], leaves["final"],
                                  leaves["tail"], leaves["seg_start"], leaves["seg_end"],
-                                 x.max_dur)  # fmt: skip
+                                 x.max_dur, x.label_mask)  # fmt: skip
             lz = tk.log_partition(y, checkpoint=2) if engine == "triton" else ref.log_partition(y)
             (lz * w).sum().backward()
             grads.append({n: leaves[n].grad for n in names})
@@ -177,6 +200,7 @@ def _worker() -> dict:
         return errs
 
     run("gradients", gradients)
+    run("gradients_mask", lambda: gradients(mask=True))
 
     # checkpoint interval below K, equal to 1, above T: same posteriors; same bits twice
     def checkpoints():
@@ -210,6 +234,62 @@ def _worker() -> dict:
 
     run("chunks", chunks)
 
+    # chunked carry-over with label_mask: runs of allowed positions (longer than K_c, so
+    # through the tail) continue across chunk boundaries; the middle chunk has no mask
+    def chunks_mask():
+        x = _make(torch, 2, 16, 3, 3, seed=16, tail=True, md=True, mask=True, lengths=[16, 16])
+        lm = x.label_mask.clone()
+        lm[:, 6:10] = True
+        x = api.check_inputs(x.emissions, x.lengths, x.transitions, x.durations, x.init,
+                             x.final, x.tail, None, None, x.max_dur, lm)  # fmt: skip
+        whole = ref.log_partition(x).detach()
+        whole_tk = tk.log_partition(x)
+        state, pieces = None, [(0, 6), (6, 10), (10, 16)]
+        for i, (a, b) in enumerate(pieces):
+
+            def cut(t, a=a, b=b):
+                return None if t is None or (t is lm and a == 6) else t[:, a:b]
+
+            xc = api.check_inputs(cut(x.emissions), torch.full((2,), b - a), x.transitions,
+                                  x.durations, x.init, x.final, x.tail, None, None,
+                                  cut(x.max_dur), cut(lm), position_offset=a)  # fmt: skip
+            lz, state = tk.forward_chunk(xc, state, last=i == len(pieces) - 1)
+        runs = api.allowed_runs(lm.numpy())[:, -1, :]
+        return {
+            "diff": float(((lz - whole) / whole.abs()).abs().max()),
+            "diff_one_call": float((lz - whole_tk).abs().max()),
+            "run_carry": state.run.tolist() == runs.tolist(),
+            "longest_run": int(api.allowed_runs(lm[:, :, :2].numpy()).max()),
+        }
+
+    run("chunks_mask", chunks_mask)
+
+    # partial_nll on the triton backend: value and gradients equal the reference
+    def partial():
+        x = _make(torch, 2, 12, 3, 3, seed=17, tail=True, bnd=True, lengths=[12, 9])
+        _, paths = ref.viterbi(x)
+        lm = torch.ones(2, 12, 3, dtype=torch.bool)
+        for b, segs in enumerate(paths):  # one-hot labels on [3, 9), unknown elsewhere
+            for s, e, c in segs:
+                for t in range(max(s, 3), min(e, 9)):
+                    lm[b, t] = False
+                    lm[b, t, c] = True
+        names = ("emissions", "transitions", "durations", "tail", "seg_end")
+        out = []
+        for be in ("triton", "reference"):
+            leaves = {n: getattr(x, n).detach().clone().requires_grad_(True) for n in names}
+            v = api.partial_nll(leaves["emissions"], x.lengths, leaves["transitions"],
+                                leaves["durations"], x.init, x.final, leaves["tail"],
+                                x.seg_start, leaves["seg_end"], label_mask=lm,
+                                backend=be)  # fmt: skip
+            v.sum().backward()
+            out.append((v.detach(), {n: leaves[n].grad for n in names}))
+        (v, gt), (vr, gr) = out
+        errs = {n: float((gt[n] - gr[n])[torch.isfinite(gr[n])].abs().max()) for n in names}
+        return {"value": float((v - vr).abs().max()), "min": float(vr.min()), **errs}
+
+    run("partial_nll", partial)
+
     # public API: backend="triton" on CPU tensors under the interpreter; all-forbidden error
     def dispatch():
         x = _make(torch, 1, 6, 2, 3, seed=11)
@@ -222,7 +302,31 @@ def _worker() -> dict:
             msg = ""
         except ValueError as exc:
             msg = str(exc)
-        return {"diff": float((a - b).abs().max()), "forbidden_msg": msg}
+        # label_mask runs in the kernels (no CPU fallback, no warning)
+        import warnings
+
+        lm = torch.ones(1, 6, 2, dtype=torch.bool)
+        lm[0, 2, 0] = False
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            mt = api.marginals(*args, label_mask=lm, backend="triton")
+            vt = api.viterbi(*args, label_mask=lm, backend="triton")
+        mr = api.marginals(*args, label_mask=lm, backend="reference")
+        vr = api.viterbi(*args, label_mask=lm, backend="reference")
+        try:
+            api.log_partition(*args, label_mask=lm & False, backend="triton")
+            mask_msg = ""
+        except ValueError as exc:
+            mask_msg = str(exc)
+        return {
+            "diff": float((a - b).abs().max()),
+            "forbidden_msg": msg,
+            "mask_warnings": [str(w.message) for w in caught if "genoseg" in str(w.message)],
+            "mask_diff": float((mt.position - mr.position).abs().max()),
+            "mask_masked": float(mt.position[0, 2, 0]),
+            "mask_viterbi": [vt[1] == vr[1], float((vt[0] - vr[0]).abs().max())],
+            "mask_forbidden_msg": mask_msg,
+        }
 
     run("dispatch", dispatch)
 
@@ -237,10 +341,11 @@ def _worker() -> dict:
                   suppress_health_check=list(HealthCheck))  # fmt: skip
         @given(
             T=st.integers(1, 8), C=st.integers(1, 4), K=st.integers(1, 4),
-            tail=st.booleans(), bnd=st.booleans(), md=st.booleans(), seed=st.integers(0, 99),
+            tail=st.booleans(), bnd=st.booleans(), md=st.booleans(), mask=st.booleans(),
+            seed=st.integers(0, 99),
         )  # fmt: skip
-        def check(T, C, K, tail, bnd, md, seed):
-            x = _make(torch, 2, T, C, K, seed=seed, tail=tail, bnd=bnd, md=md)
+        def check(T, C, K, tail, bnd, md, mask, seed):
+            x = _make(torch, 2, T, C, K, seed=seed, tail=tail, bnd=bnd, md=md, mask=mask)
             for k, v in _case_compare(torch, x, checkpoint=2).items():
                 worst[k] = max(worst.get(k, 0.0), v)
 
@@ -273,7 +378,9 @@ def _ok(report: dict, name: str) -> dict:
     return r
 
 
-@pytest.mark.parametrize("name", ["C1", "C3", "C5", "C33", "C3_md_notail", "T_lt_K"])
+@pytest.mark.parametrize(
+    "name", ["C1", "C3", "C5", "C33", "C3_md_notail", "T_lt_K", "mask_C3", "mask_C5"]
+)
 def test_kernels_match_reference(report, name):
     r = _ok(report, name)
     assert r["logz_rel"] < 1e-6
@@ -297,8 +404,9 @@ def test_longer_sequence_matches_cpu_engine(report):
     assert r["position"] < 1e-4
 
 
-def test_gradients_of_every_input(report):
-    r = _ok(report, "gradients")
+@pytest.mark.parametrize("name", ["gradients", "gradients_mask"])
+def test_gradients_of_every_input(report, name):
+    r = _ok(report, name)
     assert set(r) == {"emissions", "transitions", "durations", "init", "final", "tail",
                       "seg_start", "seg_end"}  # fmt: skip
     for k, v in r.items():
@@ -317,10 +425,30 @@ def test_chunked_carry_over(report):
     assert r["position"] == 14
 
 
+def test_chunked_carry_over_with_label_mask(report):
+    r = _ok(report, "chunks_mask")
+    assert r["diff"] < 1e-6  # against the float64 reference
+    assert r["diff_one_call"] < 1e-12  # against one kernel call on the whole contig
+    assert r["run_carry"]
+    assert r["longest_run"] > 4  # some run crosses a chunk boundary and exceeds K_c + 1
+
+
+def test_partial_nll_matches_reference(report):
+    r = _ok(report, "partial_nll")
+    assert r["min"] > 0.01  # the mask really excludes mass
+    for k in ("value", "emissions", "transitions", "durations", "tail", "seg_end"):
+        assert r[k] < 1e-6, (k, r[k])
+
+
 def test_dispatch(report):
     r = _ok(report, "dispatch")
     assert r["diff"] < 1e-6
     assert "no segmentation has a finite score" in r["forbidden_msg"]
+    assert r["mask_warnings"] == []
+    assert r["mask_diff"] < 1e-5
+    assert abs(r["mask_masked"]) < 1e-12  # a forbidden label has no posterior mass
+    assert r["mask_viterbi"][0] and r["mask_viterbi"][1] < 1e-9
+    assert "label_mask" in r["mask_forbidden_msg"]
 
 
 def test_hypothesis_cases(report):
@@ -338,6 +466,83 @@ def test_triton_on_cpu_tensors_without_interpreter_is_a_clear_error():
     z = torch.zeros(2)
     with pytest.raises(ValueError, match="TRITON_INTERPRET"):
         api.log_partition(h, None, torch.zeros(2, 2), torch.zeros(2, 3), z, z, backend="triton")
+
+
+def test_dispatcher_launches_only_compiled_specialisations(monkeypatch):
+    """Bind the arguments of every launch the host code makes (each kernel, label counts
+    1..64, fp32/fp64 emissions, every optional input on or off, misaligned views, chunks)
+    with triton's own binder for a CUDA target: each launch's signature, constexprs and
+    alignment attributes must be one of ``specialisations()``, which the compile test
+    builds; none may add a specialisation."""
+    torch = pytest.importorskip("torch")
+    from triton.backends.compiler import GPUTarget
+    from triton.compiler import make_backend
+    from triton.runtime.jit import create_function_from_signature
+
+    from genoseg.crf import triton_kernels as tk
+    from genoseg.crf.inputs import check_inputs
+
+    backend = make_backend(GPUTarget("cuda", 90, 32))
+    known = {}
+    for spec in tk.specialisations():
+        const = tuple(sorted(spec["constexprs"].items()))
+        attrs = tuple(sorted((k, str(v)) for k, v in spec["attrs"].items()))
+        known[(spec["kernel"], tuple(spec["signature"].items()), const, attrs)] = spec["name"]
+
+    class Launched(Exception):
+        pass
+
+    launched = []
+
+    def capture(kname, fn, stop):
+        binder = create_function_from_signature(fn.signature, fn.params, backend)
+
+        def run(*args, grid, warmup, **kwargs):
+            bound, spec, opts = binder(*args, **kwargs)
+            _, sig, const, attrs = fn._pack_args(backend, kwargs, bound, spec, opts)
+            names = list(sig)
+            const = tuple(sorted((names[k[0]], v) for k, v in const.items()))
+            attrs = tuple(sorted((k, str(v)) for k, v in attrs.items() if v))
+            launched.append((kname, tuple(sig.items()), const, attrs))
+            if stop:
+                raise Launched
+
+        monkeypatch.setattr(fn, "run", run)
+
+    capture("forward", tk._forward_kernel, True)
+    capture("viterbi", tk._viterbi_kernel, True)
+    capture("backward", tk._backward_kernel, False)
+
+    def launch_all(x):
+        for call in (tk.log_partition, tk.viterbi, tk.forward_chunk):
+            with pytest.raises(Launched):
+                call(x)
+        p = tk._prepare(x)
+        f64 = torch.float64
+        ck_ring = torch.zeros((p.B, 2, p.R, p.BC), dtype=f64)
+        ck_vec = torch.zeros((p.B, 2, 3, p.BC), dtype=f64)
+        tk._gradients(x, None, (p, torch.zeros(p.B, dtype=f64), ck_ring, ck_vec, 3, 2))
+
+    g = torch.Generator().manual_seed(0)
+    for i, (C, dtype) in enumerate(
+        [(c, dt) for c in (1, 3, 4, 5, 9, 16, 17, 33, 64) for dt in (torch.float32, torch.float64)]
+    ):
+        B, T, K = 2, 5, 3
+        opt = [bool(i >> k & 1) for k in range(4)]  # seg_start/end, max_dur, mask, view
+        big = torch.randn(B + 1, T, C, generator=g).to(dtype)
+        h = big[1:] if opt[3] else big[:B]  # a view at an offset of T*C elements
+        bnd = torch.randn(B, T, C, generator=g).to(dtype) if opt[0] else None
+        md = torch.full((B, T, C), K, dtype=torch.int32) if opt[1] else None
+        lm = torch.rand(B, T, C, generator=g) < 0.8 if opt[2] else None
+        z = torch.zeros(C)
+        x = check_inputs(h, None, torch.zeros(C, C), torch.zeros(C, K), z, z, z - 1, bnd, bnd,
+                         md, lm)  # fmt: skip
+        launch_all(x)
+    assert len(launched) == 18 * 4
+    for entry in launched:
+        assert entry in known, entry
+    # every BC and both dtypes were reached, so the compile test's set is the launched set
+    assert {known[e] for e in launched} == set(known.values())
 
 
 def _compile_one(args):

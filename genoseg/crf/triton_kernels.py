@@ -2,7 +2,8 @@
 
 Same algorithm and conventions as :mod:`genoseg.crf.cpu` (positions 0-based, ``e`` an
 exclusive segment end, ``Q[s, c] = S[s, c] - P[s, c]`` in a doubled ring buffer, running
-geometric tail ``G``, length loop cut at ``min(K_c, e, max_dur[e-1, c])``), mapped to the GPU:
+geometric tail ``G``, length loop cut at ``min(K_c, e, max_dur[e-1, c], run[e-1, c])`` where
+``run`` counts the positions allowed by ``label_mask``), mapped to the GPU:
 
 * grid ``(B,)``: one program per sequence walks its positions in order; inside the program
   the labels (``BC`` lanes, ``C`` padded to a power of two) and the durations (tiles of
@@ -38,10 +39,11 @@ from triton.runtime.interpreter import InterpretedFunction
 from genoseg.crf.inputs import CRFInputs
 
 _INT_ARGS = {
-    "_forward_kernel": ("e0", "T", "C", "K", "R", "n_ss", "n_se", "n_md", "do_final",
-                        "ck_every", "n_ck"),
-    "_viterbi_kernel": ("T", "C", "K", "R", "n_ss", "n_se", "n_md"),
-    "_backward_kernel": ("T", "C", "K", "R", "n_ss", "n_se", "n_md", "ck_every", "n_ck"),
+    "_forward_kernel": ("e0", "T", "C", "K", "R", "n_ss", "n_se", "n_md", "n_run",
+                        "do_final", "ck_every", "n_ck"),
+    "_viterbi_kernel": ("T", "C", "K", "R", "n_ss", "n_se", "n_md", "n_run"),
+    "_backward_kernel": ("T", "C", "K", "R", "n_ss", "n_se", "n_md", "n_run", "ck_every",
+                         "n_ck"),
 }  # fmt: skip
 
 NEG: tl.constexpr = tl.constexpr(float("-inf"))
@@ -69,7 +71,7 @@ def _row(p, kbase, R, LINEAR: tl.constexpr):
 
 @triton.jit
 def _advance(
-    h_ptr, ss_ptr, se_ptr, md_ptr, row0, e0, n_ss, n_se, n_md,
+    h_ptr, ss_ptr, se_ptr, md_ptr, run_ptr, row0, e0, n_ss, n_se, n_md, n_run,
     A_ptr, D_ptr, C, K, Kc, tailv, Dlast, has_tail, init,
     q_ptr, R, alpha, G, P, Gst, ebeg, nsteps,
     keep_ptr, kst, kbase, bpl_ptr, bpp_ptr,
@@ -80,7 +82,9 @@ def _advance(
 
     Per-position inputs are read at ``row0 + (s - e0) * C`` (s absolute). State vectors
     (BC,) fp64: alpha, G, P; Gst (BC,) int32 (Viterbi: start of the best tail segment).
-    n_ss, n_se, n_md: C when the optional input is given, else 0 (its loads are masked off).
+    n_ss, n_se, n_md, n_run: C when the optional input is given, else 0 (its loads are
+    masked off). run[s, c] (label_mask): consecutive allowed positions ending at s; it cuts
+    the length loop, a tail start j joins only if run > K_c, the carried tail only if run > 0.
     MODE 0 = log semiring (two-pass LSE: fp64 max, fp64 sum of fp32 exps), 1 = max semiring
     with back-pointers. KEEP: store per-position values for the backward sweep.
     """
@@ -122,14 +126,16 @@ def _advance(
         P = P + hv.to(tl.float64)
         # 3. segments ending at e
         mdv = tl.load(md_ptr + rowoff + offs_c, mask=offs_c < n_md, other=BIGI)
-        nc = tl.minimum(tl.minimum(Kc, e), mdv)
+        runv = tl.load(run_ptr + rowoff + offs_c, mask=offs_c < n_run, other=BIGI)
+        nc = tl.minimum(tl.minimum(tl.minimum(Kc, e), mdv), runv)
         nc = tl.where(cmask, nc, 0)
         unbounded = mdv >= e
         j = e - Kc - 1
         upd = has_tail & (j >= 0)
-        xq = tl.load(q_ptr + _row(j, kbase, R, LINEAR) * BC + offs_c, mask=upd, other=NEG)
+        xq = tl.load(q_ptr + _row(j, kbase, R, LINEAR) * BC + offs_c, mask=upd & (runv > Kc),
+                     other=NEG)  # fmt: skip
         xq = xq + Dlast + tailv
-        g = G + tailv
+        g = tl.where(runv > 0, G + tailv, NEG)
         if MODE == 0:
             mx = tl.maximum(xq, g)
             mxs = tl.where(mx == NEG, 0.0, mx)
@@ -207,8 +213,8 @@ def _copy_rows(src, dst, nrows, BC: tl.constexpr, BD: tl.constexpr):
 
 @triton.jit(do_not_specialize=_INT_ARGS["_forward_kernel"])
 def _forward_kernel(
-    h_ptr, ss_ptr, se_ptr, md_ptr, len_ptr, e0, T, C, K, R,
-    A_ptr, D_ptr, Kc_ptr, tail_ptr, init_ptr, final_ptr, n_ss, n_se, n_md, do_final,
+    h_ptr, ss_ptr, se_ptr, md_ptr, run_ptr, len_ptr, e0, T, C, K, R,
+    A_ptr, D_ptr, Kc_ptr, tail_ptr, init_ptr, final_ptr, n_ss, n_se, n_md, n_run, do_final,
     ring_ptr, st_ptr, ck_ring_ptr, ck_vec_ptr, ck_every, n_ck, logz_ptr,
     BC: tl.constexpr, BD: tl.constexpr,
 ):  # fmt: skip
@@ -243,7 +249,7 @@ def _forward_kernel(
             tl.store(vb + 2 * BC + offs_c, P)
             tl.debug_barrier()
         alpha, G, P, Gst = _advance(
-            h_ptr, ss_ptr, se_ptr, md_ptr, row0, e0, n_ss, n_se, n_md,
+            h_ptr, ss_ptr, se_ptr, md_ptr, run_ptr, row0, e0, n_ss, n_se, n_md, n_run,
             A_ptr, D_ptr, C, K, Kc, tailv, Dlast, has_tail, init,
             q_ptr, R, alpha, G, P, Gst, e0 + a, tl.minimum(ck_every, n - a),
             q_ptr, 0, 0, md_ptr, md_ptr,
@@ -263,8 +269,8 @@ def _forward_kernel(
 
 @triton.jit(do_not_specialize=_INT_ARGS["_viterbi_kernel"])
 def _viterbi_kernel(
-    h_ptr, ss_ptr, se_ptr, md_ptr, len_ptr, T, C, K, R,
-    A_ptr, D_ptr, Kc_ptr, tail_ptr, init_ptr, final_ptr, n_ss, n_se, n_md,
+    h_ptr, ss_ptr, se_ptr, md_ptr, run_ptr, len_ptr, T, C, K, R,
+    A_ptr, D_ptr, Kc_ptr, tail_ptr, init_ptr, final_ptr, n_ss, n_se, n_md, n_run,
     ring_ptr, bpl_ptr, bpp_ptr, score_ptr, last_ptr,
     BC: tl.constexpr, BD: tl.constexpr,
 ):  # fmt: skip
@@ -283,7 +289,7 @@ def _viterbi_kernel(
     P = tl.zeros([BC], tl.float64)
     Gst = tl.zeros([BC], tl.int32)
     alpha, G, P, Gst = _advance(
-        h_ptr, ss_ptr, se_ptr, md_ptr, row0, 0, n_ss, n_se, n_md,
+        h_ptr, ss_ptr, se_ptr, md_ptr, run_ptr, row0, 0, n_ss, n_se, n_md, n_run,
         A_ptr, D_ptr, C, K, Kc, tailv, Dlast, has_tail, init,
         q_ptr, R, alpha, G, P, Gst, 0, n,
         q_ptr, 0, 0, bpl_ptr, bpp_ptr,
@@ -297,8 +303,8 @@ def _viterbi_kernel(
 
 @triton.jit(do_not_specialize=_INT_ARGS["_backward_kernel"])
 def _backward_kernel(
-    h_ptr, ss_ptr, se_ptr, md_ptr, len_ptr, T, C, K, R,
-    A_ptr, D_ptr, Kc_ptr, tail_ptr, init_ptr, final_ptr, n_ss, n_se, n_md,
+    h_ptr, ss_ptr, se_ptr, md_ptr, run_ptr, len_ptr, T, C, K, R,
+    A_ptr, D_ptr, Kc_ptr, tail_ptr, init_ptr, final_ptr, n_ss, n_se, n_md, n_run,
     ck_ring_ptr, ck_vec_ptr, ck_every, n_ck,
     qk_ptr, keep_ptr, gq_ptr, gh_ptr, gss_ptr, gse_ptr, gA_ptr, gD_ptr, gv_ptr, logz_ptr,
     BC: tl.constexpr, BD: tl.constexpr, CB: tl.constexpr,
@@ -360,7 +366,7 @@ def _backward_kernel(
         tl.store(kp + 3 * kst + offs_c, G)
         tl.debug_barrier()
         alpha, G, P, Gst = _advance(
-            h_ptr, ss_ptr, se_ptr, md_ptr, row0, 0, n_ss, n_se, n_md,
+            h_ptr, ss_ptr, se_ptr, md_ptr, run_ptr, row0, 0, n_ss, n_se, n_md, n_run,
             A_ptr, D_ptr, C, K, Kc, tailv, Dlast, has_tail, init,
             qk, R, alpha, G, P, tl.zeros([BC], tl.int32), a, n,
             kp, kst, a, md_ptr, md_ptr,
@@ -390,7 +396,8 @@ def _backward_kernel(
             Ge = tl.load(kp + 3 * kst + r * BC + offs_c)
             Gp = tl.load(kp + 3 * kst + (r - 1) * BC + offs_c)
             mdv = tl.load(md_ptr + rowoff + offs_c, mask=offs_c < n_md, other=BIGI)
-            nc = tl.where(cmask, tl.minimum(tl.minimum(Kc, e), mdv), 0)
+            runv = tl.load(run_ptr + rowoff + offs_c, mask=offs_c < n_run, other=BIGI)
+            nc = tl.where(cmask, tl.minimum(tl.minimum(tl.minimum(Kc, e), mdv), runv), 0)
             Gt = tl.where((mdv >= e) & has_tail & (Ge > NEG), Ge, NEG)
             ms = tl.where(M == NEG, 0.0, M)
             coef = tl.where(g > 0, g / S, 0.0)
@@ -411,7 +418,12 @@ def _backward_kernel(
             gG = gGc + coef * tl.exp((Gt - ms).to(tl.float32)).to(tl.float64)
             j = e - Kc - 1
             upd = has_tail & (j >= 0) & (Ge > NEG)
-            xq = tl.load(qk + (j - a + R) * BC + offs_c, mask=upd, other=NEG) + Dlast + tailv
+            # label_mask: the new start joins only if run > K_c (run reloaded: keeping it
+            # live through the length loop spills at BC = 64 on sm_90); the carried tail
+            # needs run > 0, implied by G[e] > -inf (run = 0 empties the tail)
+            runv = tl.load(run_ptr + rowoff + offs_c, mask=offs_c < n_run, other=BIGI)
+            xq = tl.load(qk + (j - a + R) * BC + offs_c, mask=upd & (runv > Kc), other=NEG)
+            xq = xq + Dlast + tailv
             w2 = tl.where(upd, tl.exp(xq - tl.where(upd, Ge, 0.0)), 0.0)
             w1 = tl.where(upd & (Gp > NEG), tl.exp(Gp + tailv - tl.where(upd, Ge, 0.0)), 0.0)
             t2 = gG * w2
@@ -507,6 +519,7 @@ class _Prepared:
     ss: Tensor
     se: Tensor
     md: Tensor
+    run: Tensor
     lengths: Tensor
     A: Tensor
     D: Tensor
@@ -514,7 +527,7 @@ class _Prepared:
     tail: Tensor
     init: Tensor
     final: Tensor
-    flags: tuple[int, int, int]
+    flags: tuple[int, int, int, int]
     B: int
     T: int
     C: int
@@ -524,7 +537,27 @@ class _Prepared:
     BD: int
 
 
-def _prepare(x: CRFInputs) -> _Prepared:
+def allowed_runs(mask: Tensor, carry: Tensor | None = None) -> Tensor:
+    """(B, T, C) int32 on mask's device: number of consecutive True entries of ``mask``
+    (B, T, C) bool ending at t, counting ``carry`` (B, C) int64 True entries just before
+    row 0 (chunks). Same as :func:`genoseg.crf.api.allowed_runs`, capped at 2^31 - 1."""
+    B, T, C = mask.shape
+    dev = mask.device
+    idx = torch.arange(1, T + 1, dtype=torch.int64, device=dev).view(1, T, 1)
+    before = (
+        torch.zeros((B, 1, C), dtype=torch.int64, device=dev)
+        if carry is None
+        else -carry.to(device=dev, dtype=torch.int64).view(B, 1, C)
+    )
+    last_false = torch.cummax(torch.where(mask, before, idx), dim=1).values  # 1-based
+    return (idx - last_false).clamp_max(2**31 - 1).to(torch.int32).contiguous()
+
+
+def _prepare(x: CRFInputs, run_carry: Tensor | None = None) -> _Prepared:
+    """Kernel arguments of ``x``; ``run_carry`` (B, C) int64: allowed positions of each
+    label just before row 0 (chunked label_mask). A chunk without a mask still honours a
+    carried run shorter than ``K_c``: segments reaching back into the previous chunk must
+    not cover its forbidden positions."""
     if not supports(x):
         block_labels(x.C)
     dev = x.emissions.device
@@ -548,11 +581,15 @@ def _prepare(x: CRFInputs) -> _Prepared:
                                                              dtype=torch.float64)  # fmt: skip
     R = int(x.label_k.max()) + 2
     BC = block_labels(x.C)
+    mask = x.label_mask
+    if mask is None and run_carry is not None and bool((run_carry < x.label_k.to(dev)).any()):
+        mask = torch.ones((x.B, x.T, x.C), dtype=torch.bool, device=dev)
+    run = pos(None if mask is None else allowed_runs(mask.to(dev), run_carry), torch.int32)
     return _Prepared(
         pos(x.emissions, dt), pos(x.seg_start, dt), pos(x.seg_end, dt),
-        pos(x.max_dur, torch.int32), x.lengths.to(device=dev, dtype=torch.int64).contiguous(),
+        pos(x.max_dur, torch.int32), run, x.lengths.to(device=dev, dtype=torch.int64).contiguous(),
         par(x.transitions), par(x.durations), Kc, tail, par(x.init), par(x.final),
-        tuple(x.C if t is not None else 0 for t in (x.seg_start, x.seg_end, x.max_dur)),
+        tuple(x.C if t is not None else 0 for t in (x.seg_start, x.seg_end, x.max_dur, mask)),
         x.B, x.T, x.C, x.K, R, BC, block_durations(BC),
     )  # fmt: skip
 
@@ -579,7 +616,7 @@ def _run_forward(p: _Prepared, ring, st, e0: int, do_final: bool, ck_every: int,
         ck_ring = ck_vec = torch.empty(1, dtype=torch.float64, device=dev)
         ck_every = max(1, p.T)
     _forward_kernel[(p.B,)](
-        p.h, p.ss, p.se, p.md, p.lengths, e0, p.T, p.C, p.K, p.R, *_params(p), int(do_final),
+        p.h, p.ss, p.se, p.md, p.run, p.lengths, e0, p.T, p.C, p.K, p.R, *_params(p), int(do_final),
         ring, st, ck_ring, ck_vec, ck_every, n_ck, logz,
         BC=p.BC, BD=p.BD, num_warps=NUM_WARPS,
     )  # fmt: skip
@@ -591,7 +628,7 @@ def _raise_forbidden(logz: Tensor) -> None:
     if bad:
         raise ValueError(
             f"no segmentation has a finite score for batch element(s) {bad}: every path is "
-            "forbidden by transitions/durations/init/final/seg_start/seg_end/max_dur"
+            "forbidden by transitions/durations/init/final/seg_start/seg_end/max_dur/label_mask"
         )
 
 
@@ -629,7 +666,7 @@ def _gradients(x: CRFInputs, checkpoint: int | None, saved=None):
     gv = torch.zeros((p.B, 4, p.BC), dtype=f64, device=dev)
     logz2 = torch.empty((p.B,), dtype=f64, device=dev)
     _backward_kernel[(p.B,)](
-        p.h, p.ss, p.se, p.md, p.lengths, p.T, p.C, p.K, p.R, *_params(p),
+        p.h, p.ss, p.se, p.md, p.run, p.lengths, p.T, p.C, p.K, p.R, *_params(p),
         ck_ring, ck_vec, ck, n_ck, qk, keep, gq, gh, gss, gse, gA, gD, gv, logz2,
         BC=p.BC, BD=p.BD, CB=block_sources(p.BC), num_warps=NUM_WARPS,
     )  # fmt: skip
@@ -711,7 +748,7 @@ def viterbi(x: CRFInputs) -> tuple[Tensor, list[list[tuple[int, int, int]]]]:
     scores = torch.empty((p.B,), dtype=torch.float64, device=dev)
     last = torch.empty((p.B,), dtype=torch.int32, device=dev)
     _viterbi_kernel[(p.B,)](
-        p.h, p.ss, p.se, p.md, p.lengths, p.T, p.C, p.K, p.R, *_params(p),
+        p.h, p.ss, p.se, p.md, p.run, p.lengths, p.T, p.C, p.K, p.R, *_params(p),
         ring, bpl, bpp, scores, last,
         BC=p.BC, BD=p.BD, num_warps=NUM_WARPS,
     )  # fmt: skip
@@ -727,11 +764,14 @@ class ChunkState:
     """Forward state carried from one chunk of a contig to the next.
 
     ring (B, 2R, BC) fp64: Q of the last positions, indexed by absolute position mod R;
-    vec (B, 3, BC) fp64: alpha, G, P at ``position``; position: absolute end reached."""
+    vec (B, 3, BC) fp64: alpha, G, P at ``position``; position: absolute end reached;
+    run (B, C) int64: allowed positions of each label ending at ``position - 1``
+    (label_mask; a chunk without a mask allows every label)."""
 
     ring: Tensor
     vec: Tensor
     position: int
+    run: Tensor
 
 
 def forward_chunk(
@@ -741,11 +781,17 @@ def forward_chunk(
     [state.position, state.position + T); every batch element must have the same chunk
     length (lengths all equal T) except in the last chunk. ``init`` applies at absolute
     position 0 only. Returns (log Z (B,) fp64 if ``last`` else None, new state); the log Z
-    of the last chunk equals one call on the whole contig."""
-    p = _prepare(x)
+    of the last chunk equals one call on the whole contig. ``label_mask`` may be given in
+    any chunks: runs of allowed positions continue across chunk boundaries."""
+    dev = x.emissions.device
+    carry = None if state is None else state.run
+    if carry is not None and tuple(carry.shape) != (x.B, x.C):
+        raise ValueError("state does not match these inputs (batch, labels or K changed)")
+    p = _prepare(x, carry)
     if state is None:
         ring, st = _new_state(p)
         e0 = 0
+        carry = torch.zeros((p.B, p.C), dtype=torch.int64, device=dev)
     else:
         ring, st, e0 = state.ring, state.vec, state.position
         if ring.shape != (p.B, 2 * p.R, p.BC):
@@ -755,7 +801,8 @@ def forward_chunk(
     logz, _, _ = _run_forward(p, ring, st, e0, last, 0, 0)
     if last:
         _raise_forbidden(logz)
-    return (logz if last else None), ChunkState(ring, st, e0 + p.T)
+    run = p.run[:, -1, :].to(torch.int64) if p.flags[3] else carry + p.T
+    return (logz if last else None), ChunkState(ring, st, e0 + p.T, run)
 
 
 # ----------------------------------------------------------------------------------------
@@ -773,7 +820,7 @@ def _arg_type(name: str, kernel: str, dtype: str) -> str:
         return "i32"
     if name in ("h_ptr", "ss_ptr", "se_ptr", "gh_ptr", "gss_ptr", "gse_ptr"):
         return f"*{dtype}"
-    if name in ("md_ptr", "Kc_ptr", "bpl_ptr", "bpp_ptr", "last_ptr"):
+    if name in ("md_ptr", "run_ptr", "Kc_ptr", "bpl_ptr", "bpp_ptr", "last_ptr"):
         return "*i32"
     if name == "len_ptr":
         return "*i64"
