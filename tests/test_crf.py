@@ -557,3 +557,28 @@ def test_posterior_stream_wrong_chunk_order_is_an_error():
     ps.forward(kw["emissions"][:, 20:])
     with pytest.raises(ValueError, match="give the chunks of forward\\(\\) again in reverse order"):
         ps.backward(kw["emissions"][:, :20])
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_streams_with_a_chunk_without_mask(seed):
+    """A chunk given without label_mask (= all allowed) after a masked one: its segments
+    must not reach back over forbidden positions of the previous chunk."""
+    B, T, C, K = 1, 40, 3, 6
+    kw = _problem(T, C, K, B=B, seed=seed, mask=True, forbid=0.0, bounds=False)
+    kw["label_mask"][:, :, 0] = True
+    kw["transitions"][0, 0] = 0.0
+    kw["label_mask"][:, 15:25] = True  # the middle chunk is unconstrained
+    params = {k: kw[k] for k in ("transitions", "durations", "init", "final", "tail")}
+    whole_z = _call(crf.log_partition, kw)
+    whole = _call(crf.marginals, kw)
+    chunks = [(0, 15, True), (15, 10, False), (25, 15, True)]
+    fs, ps = crf.ForwardStream(**params, batch=B), crf.PosteriorStream(**params, batch=B)
+    for a, n, masked in chunks:
+        m = kw["label_mask"][:, a : a + n] if masked else None
+        fs.update(kw["emissions"][:, a : a + n], label_mask=m)
+        ps.forward(kw["emissions"][:, a : a + n], label_mask=m)
+    assert float(fs.log_z()[0]) == pytest.approx(float(whole_z[0]), rel=1e-12)
+    for a, n, masked in reversed(chunks):
+        m = kw["label_mask"][:, a : a + n] if masked else None
+        got = ps.backward(kw["emissions"][:, a : a + n], label_mask=m)
+        torch.testing.assert_close(got.position, whole.position[:, a : a + n], atol=1e-12, rtol=0)

@@ -28,6 +28,26 @@ from genoseg.crf.api import (
 from genoseg.crf.inputs import check_inputs
 
 
+def _continue_runs(a: _Arrays, x, carry: np.ndarray | None, start: int, R: int):
+    """Give chunk ``a`` (rows from ``start``) the runs of allowed positions (label_mask)
+    continuing ``carry`` (B, C), the run length at the end of the previous chunk (None: no
+    mask given so far). A chunk without a mask still needs runs while a forbidden position
+    lies within R of its start, or its segments could reach back over it. Returns the new
+    carry (a new array; the old one is left unchanged)."""
+    if not a.has_run:
+        if carry is None:
+            return None
+        if (carry >= R).all():  # no segment of this chunk can reach a forbidden position
+            return carry + x.T
+        mask = np.ones((x.B, x.T, x.C), dtype=bool)
+    else:
+        mask = x.label_mask.cpu().numpy()
+    if carry is None:  # every position before this chunk was allowed
+        carry = np.full((x.B, x.C), start, dtype=np.int64)
+    a.run, a.has_run = allowed_runs(mask, carry), True
+    return a.run[:, -1, :].astype(np.int64)
+
+
 class _Stream:
     mode = cpu.LOG
 
@@ -55,7 +75,7 @@ class _Stream:
         self.alpha = np.full((batch, C), -np.inf)
         self.P = np.zeros((batch, C))
         self.Gstart = np.zeros((batch, C), dtype=np.int64)
-        self.run_carry = np.zeros((batch, C), dtype=np.int64)
+        self.run_carry: np.ndarray | None = None  # (B, C) once a label_mask was given
         self.position = 0
 
     def _step(self, emissions, seg_start, seg_end, max_dur, label_mask, bp_len, bp_prev) -> None:
@@ -66,11 +86,7 @@ class _Stream:
         if x.B != self.B:
             raise ValueError(f"emissions chunk has batch size {x.B}, stream was made for {self.B}")
         a = _Arrays(x)
-        if a.has_run:  # runs of allowed positions continue across chunks
-            a.run = allowed_runs(x.label_mask.cpu().numpy(), self.run_carry)
-            self.run_carry = a.run[:, -1, :].astype(np.int64)
-        else:  # no mask: every label allowed, runs grow by the whole chunk
-            self.run_carry += x.T
+        self.run_carry = _continue_runs(a, x, self.run_carry, self.position, self.R)
         cpu._advance_batch(
             a.h, a.ss, a.se, a.md, a.run, a.has_ss, a.has_se, a.has_md, a.has_run, self.position,
             *self._static,
@@ -187,7 +203,7 @@ class PosteriorStream(ForwardStream):
         if self._adjoint is not None:
             raise ValueError("forward() after backward(): start a new PosteriorStream")
         saved = (self.position, emissions.shape[-2], self.rings.copy(), self.G.copy(),
-                 self.alpha.copy(), self.P.copy(), self.run_carry.copy())  # fmt: skip
+                 self.alpha.copy(), self.P.copy(), self.run_carry)  # fmt: skip
         dummy = np.zeros((self.B, 1, 1), dtype=np.int32)
         self._step(emissions, seg_start, seg_end, max_dur, label_mask, dummy, dummy)
         self._saved.append(saved)
@@ -217,8 +233,7 @@ class PosteriorStream(ForwardStream):
             label_mask, position_offset=start,
         )  # fmt: skip
         a = _Arrays(x)
-        if a.has_run:
-            a.run = allowed_runs(x.label_mask.cpu().numpy(), run_carry)
+        _continue_runs(a, x, run_carry, start, self.R)
         if self._adjoint is None:
             log_z = self.log_z().numpy()
             galpha = np.exp(self.alpha + self._final[None, :] - log_z[:, None])
