@@ -28,15 +28,21 @@ streaming :func:`forward_chunk` with its :class:`ChunkState`.
 from __future__ import annotations
 
 import math
+import os
 from dataclasses import dataclass
 
 import torch
-import triton
-import triton.language as tl
-from torch import Tensor
-from triton.runtime.interpreter import InterpretedFunction
 
-from genoseg.crf.inputs import CRFInputs
+# Pin fp fusion (FMA contraction) on, the behaviour the numerics were tested with; Triton
+# 3.10 changes the default. Only a default: a user's explicit setting wins.
+os.environ.setdefault("TRITON_DEFAULT_FP_FUSION", "1")
+
+import triton  # noqa: E402
+import triton.language as tl  # noqa: E402
+from torch import Tensor  # noqa: E402
+from triton.runtime.interpreter import InterpretedFunction  # noqa: E402
+
+from genoseg.crf.inputs import CRFInputs  # noqa: E402
 
 _INT_ARGS = {
     "_forward_kernel": ("e0", "T", "C", "K", "R", "n_ss", "n_se", "n_md", "n_run",
