@@ -324,28 +324,57 @@ def test_deterministic_bits():
         assert torch.equal(a, b) if isinstance(a, torch.Tensor) else a == b
 
 
+STREAM_INPUTS = ("emissions", "seg_start", "seg_end", "max_dur", "label_mask")
+
+
+def _streamed(kw, chunks, batch):
+    """(log Z, best score, best paths) of kw fed chunk by chunk [(start, n)] through
+    ForwardStream and the two passes of ViterbiStream."""
+    params = {k: kw[k] for k in ("transitions", "durations", "init", "final", "tail")}
+    fs = crf.ForwardStream(**params, batch=batch)
+    vs = crf.ViterbiStream(**params, batch=batch)
+    parts = [[kw[k][:, a : a + n] if k in kw else None for k in STREAM_INPUTS] for a, n in chunks]
+    for part in parts:
+        fs.update(*part)
+        vs.forward(*part)
+    paths = [[] for _ in range(batch)]
+    for part in reversed(parts):
+        for b, segs in enumerate(vs.backward(*part)):
+            paths[b] = segs + paths[b]
+    return fs.log_z(), vs.score(), paths
+
+
 def test_chunked_stream_equals_one_call():
     T = 1500
     kw = _problem(T, 4, 12, B=2, seed=11, max_dur=True)
-    params = {k: kw[k] for k in ("transitions", "durations", "init", "final", "tail")}
     z = _call(crf.log_partition, kw)
     vs, vp = _call(crf.viterbi, kw)
     for sizes in ([T], [1] * 13 + [T - 13], [5, 11, 700, 784]):
-        fs = crf.ForwardStream(**params, batch=2)
-        vstream = crf.ViterbiStream(**params, batch=2)
-        a = 0
-        for n in sizes:
-            chunk = {
-                k: kw[k][:, a : a + n] for k in ("emissions", "seg_start", "seg_end", "max_dur")
-            }
-            fs.update(chunk["emissions"], chunk["seg_start"], chunk["seg_end"], chunk["max_dur"])
-            vstream.update(
-                chunk["emissions"], chunk["seg_start"], chunk["seg_end"], chunk["max_dur"]
-            )
-            a += n
-        assert torch.equal(fs.log_z(), z.to(F64))
-        s2, p2 = vstream.finish()
+        starts = [sum(sizes[:i]) for i in range(len(sizes))]
+        z2, s2, p2 = _streamed(kw, list(zip(starts, sizes)), 2)
+        assert torch.equal(z2, z.to(F64))
         assert torch.equal(s2, vs) and p2 == vp
+
+
+def test_viterbi_stream_long_tail_segment_across_chunks():
+    """A tail segment spanning several whole chunks is traced back across them."""
+    T, C = 3000, 2
+    h = torch.zeros(1, T, C, dtype=F64)
+    h[0, :, 0] = 1.0
+    h[0, 200:2700] = torch.tensor([0.0, 1.0], dtype=F64)
+    kw = dict(
+        emissions=h, transitions=torch.tensor([[NEG, -5.0], [-5.0, NEG]], dtype=F64),
+        durations=torch.zeros(C, 1, dtype=F64), init=torch.zeros(C, dtype=F64),
+        final=torch.zeros(C, dtype=F64), tail=torch.tensor([-0.01, -0.01], dtype=F64),
+    )  # fmt: skip
+    _, score, paths = _streamed(kw, [(a, 250) for a in range(0, T, 250)], 1)
+    assert paths[0] == [(0, 200, 0), (200, 2700, 1), (2700, T, 0)]
+    assert torch.equal(score, _call(crf.viterbi, kw)[0])
+    params = {k: kw[k] for k in ("transitions", "durations", "init", "final", "tail")}
+    vs = crf.ViterbiStream(**params)
+    vs.forward(h[:, :100])
+    with pytest.raises(ValueError, match="more times than forward"):
+        vs.backward(h[:, :100]) + vs.backward(h[:, :100])
 
 
 def test_long_intron_is_one_segment_via_tail():
@@ -474,29 +503,9 @@ def test_label_mask_gradients_and_stream(seed):
         torch.testing.assert_close(a, b, rtol=1e-9, atol=1e-10)
     m = _call(crf.marginals, kw)
     assert m.position[~kw["label_mask"]].abs().max() < 1e-12, "posterior on a forbidden label"
-    params = {k: kw[k] for k in ("transitions", "durations", "init", "final", "tail")}
-    fs, vs = crf.ForwardStream(**params, batch=B), crf.ViterbiStream(**params, batch=B)
-    for a, n in ((0, 7), (7, 1), (8, 32)):
-        part = {
-            k: kw[k][:, a : a + n]
-            for k in ("emissions", "seg_start", "seg_end", "max_dur", "label_mask")
-        }
-        fs.update(
-            part["emissions"],
-            part["seg_start"],
-            part["seg_end"],
-            part["max_dur"],
-            part["label_mask"],
-        )
-        vs.update(
-            part["emissions"],
-            part["seg_start"],
-            part["seg_end"],
-            part["max_dur"],
-            part["label_mask"],
-        )
-    assert torch.equal(fs.log_z(), grads["cpu"][0])
-    assert vs.finish()[1] == _call(crf.viterbi, kw)[1]
+    z2, _, p2 = _streamed(kw, [(0, 7), (7, 1), (8, 32)], B)
+    assert torch.equal(z2, grads["cpu"][0])
+    assert p2 == _call(crf.viterbi, kw)[1]
 
 
 def test_partial_nll():

@@ -127,17 +127,25 @@ class ForwardStream(_Stream):
 
 
 class ViterbiStream(_Stream):
-    """Best segmentation of long sequences fed chunk by chunk; back-pointers are kept as
-    int32 (2 x 4 bytes per position and label), traced back exactly in :meth:`finish`."""
+    """Best segmentation of long sequences fed chunk by chunk, in two passes, with memory
+    for one chunk's back-pointers only.
+
+    Pass 1: :meth:`forward` for every chunk in order (max semiring; keeps one engine state
+    per chunk, 2·R·C float64). :meth:`score` is then the best score. Pass 2:
+    :meth:`backward` for the same chunks in reverse order, with the same inputs again:
+    it recomputes the chunk's int32 back-pointers from its state and returns, per sequence,
+    the segments [(start, end, label)] whose end lies in the chunk. Concatenated in genome
+    order they are exactly the path of one :func:`~genoseg.crf.api.viterbi` call.
+    """
 
     mode = cpu.MAX
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
-        self._bp_len: list[np.ndarray] = []
-        self._bp_prev: list[np.ndarray] = []
+        self._saved: list[tuple] = []
+        self._cursor: list[list] | None = None  # per sequence: [end, label, label resolved]
 
-    def update(
+    def forward(
         self,
         emissions: Tensor,
         seg_start: Tensor | None = None,
@@ -145,28 +153,87 @@ class ViterbiStream(_Stream):
         max_dur: Tensor | None = None,
         label_mask: Tensor | None = None,
     ) -> None:
-        """Consume the next chunk (see :meth:`ForwardStream.update`)."""
+        """Pass 1: consume the next chunk (as :meth:`ForwardStream.update`)."""
+        if self._cursor is not None:
+            raise ValueError("forward() after backward(): start a new ViterbiStream")
         n = emissions.shape[-2]
-        bp_len = np.zeros((self.B, n, self.C), dtype=np.int32)
-        bp_prev = np.full((self.B, n, self.C), -1, dtype=np.int32)
-        self._step(emissions, seg_start, seg_end, max_dur, label_mask, bp_len, bp_prev)
-        self._bp_len.append(bp_len)
-        self._bp_prev.append(bp_prev)
+        self._saved.append(self._state(n))
+        bp = np.zeros((self.B, n, self.C), dtype=np.int32)
+        self._step(emissions, seg_start, seg_end, max_dur, label_mask, bp, bp)
 
-    def finish(self) -> tuple[Tensor, list[Segments]]:
-        """Scores (B,) float64 and segments [(start, end, label)] per sequence."""
+    update = forward
+
+    def _state(self, n: int) -> tuple:
+        return (self.position, n, self.rings.copy(), self.G.copy(), self.alpha.copy(),
+                self.P.copy(), self.Gstart.copy(), self.run_carry)  # fmt: skip
+
+    def score(self) -> Tensor:
+        """Best score (B,) float64 of the whole sequences (after pass 1)."""
         if self.position == 0:
             raise ValueError("no emissions consumed yet")
-        totals = self.alpha + self._final[None, :]
-        scores = totals.max(axis=1)
+        scores = (self.alpha + self._final[None, :]).max(axis=1)
         _raise_forbidden(scores)
-        bp_len = np.concatenate(self._bp_len, axis=1)
-        bp_prev = np.concatenate(self._bp_prev, axis=1)
-        paths = [
-            cpu.traceback(bp_len[b], bp_prev[b], self.position, int(np.argmax(totals[b])))
-            for b in range(self.B)
-        ]
-        return torch.from_numpy(scores), paths
+        return torch.from_numpy(scores)
+
+    def backward(
+        self,
+        emissions: Tensor,
+        seg_start: Tensor | None = None,
+        seg_end: Tensor | None = None,
+        max_dur: Tensor | None = None,
+        label_mask: Tensor | None = None,
+    ) -> list[Segments]:
+        """Pass 2: per sequence, the best path's segments ending in the last chunk not yet
+        traced (give the chunks of pass 1 again, last first), in order."""
+        if not self._saved:
+            raise ValueError("backward() called more times than forward()")
+        if self._cursor is None:
+            self.score()  # raises if everything is forbidden
+            last = np.argmax(self.alpha + self._final[None, :], axis=1)
+            self._cursor = [[self.position, int(c), True] for c in last]
+        start, n, rings, G, alpha, P, Gstart, run_carry = self._saved.pop()
+        _check_chunk(emissions, start, n)
+        x = check_inputs(
+            emissions, None, *self._params[:4], self._params[4], seg_start, seg_end, max_dur,
+            label_mask, position_offset=start,
+        )  # fmt: skip
+        a = _Arrays(x)
+        _continue_runs(a, x, run_carry, start, self.R)
+        bp_len = np.zeros((self.B, n, self.C), dtype=np.int32)
+        bp_prev = np.full((self.B, n, self.C), -1, dtype=np.int32)
+        cpu._advance_batch(
+            a.h, a.ss, a.se, a.md, a.run, a.has_ss, a.has_se, a.has_md, a.has_run, start,
+            *self._static, self.R, rings, G, alpha, P, start, self.mode, bp_len, bp_prev, Gstart,
+        )  # fmt: skip
+        out = []
+        for b in range(self.B):
+            e, c, resolved = self._cursor[b]
+            segs = []
+            while e > 0:
+                if not resolved:  # the label before a segment starting at e
+                    if e < start:
+                        break
+                    c, resolved = int(bp_prev[b, e - start, c]), True
+                if e - 1 < start:
+                    break
+                d = int(bp_len[b, e - 1 - start, c])
+                if d <= 0:
+                    raise RuntimeError(
+                        f"broken Viterbi back-pointer at position {e - 1}, label {c}"
+                    )
+                segs.append((e - d, e, c))
+                e, resolved = e - d, False
+            self._cursor[b] = [e, c, resolved]
+            out.append(segs[::-1])
+        return out
+
+
+def _check_chunk(emissions: Tensor, start: int, n: int) -> None:
+    if emissions.shape[-2] != n:
+        raise ValueError(
+            f"backward() chunk has {emissions.shape[-2]} rows, but the chunk at position "
+            f"{start} had {n}: give the chunks of forward() again in reverse order"
+        )
 
 
 class PosteriorStream(ForwardStream):
@@ -223,11 +290,7 @@ class PosteriorStream(ForwardStream):
         if not self._saved:
             raise ValueError("backward() called more times than forward()")
         start, n, rings, G, alpha, P, run_carry = self._saved.pop()
-        if emissions.shape[-2] != n:
-            raise ValueError(
-                f"backward() chunk has {emissions.shape[-2]} rows, but the chunk at position "
-                f"{start} had {n}: give the chunks of forward() again in reverse order"
-            )
+        _check_chunk(emissions, start, n)
         x = check_inputs(
             emissions, None, *self._params[:4], self._params[4], seg_start, seg_end, max_dur,
             label_mask, position_offset=start,
