@@ -340,7 +340,9 @@ def viterbi(
 ) -> tuple[Tensor, list[Segments]]:
     """Best segmentation per batch element: scores (B,) float64 and segments
     [(start, end, label)] (0-based half-open, tiling [0, L_b)), exactly traced back at any
-    length. Ties go to the shortest last segment and the lowest label."""
+    length. Ties go to the shortest last segment and the lowest label. Back-pointers take
+    8 bytes per position and label; for chromosomes use :class:`~genoseg.crf.ViterbiStream`,
+    which holds one chunk's."""
     x = check_inputs(
         emissions,
         lengths,
