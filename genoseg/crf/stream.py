@@ -78,15 +78,27 @@ class _Stream:
         self.run_carry: np.ndarray | None = None  # (B, C) once a label_mask was given
         self.position = 0
 
-    def _step(self, emissions, seg_start, seg_end, max_dur, label_mask, bp_len, bp_prev) -> None:
+    def _chunk_inputs(self, inputs: tuple, start: int, run_carry):
+        """Checked inputs (emissions, seg_start, seg_end, max_dur, label_mask) of the chunk
+        whose row 0 is position ``start``, as (CRFInputs, engine arrays, run carry after)."""
+        emissions, seg_start, seg_end, max_dur, label_mask = inputs
         x = check_inputs(
             emissions, None, *self._params[:4], self._params[4], seg_start, seg_end, max_dur,
-            label_mask, position_offset=self.position,
+            label_mask, position_offset=start,
         )  # fmt: skip
         if x.B != self.B:
             raise ValueError(f"emissions chunk has batch size {x.B}, stream was made for {self.B}")
         a = _Arrays(x)
-        self.run_carry = _continue_runs(a, x, self.run_carry, self.position, self.R)
+        return x, a, _continue_runs(a, x, run_carry, start, self.R)
+
+    def _state(self, n: int) -> tuple:
+        """Everything needed to redo the chunk of n rows starting at the current position."""
+        return (self.position, n, self.rings.copy(), self.G.copy(), self.alpha.copy(),
+                self.P.copy(), self.Gstart.copy(), self.run_carry)  # fmt: skip
+
+    def _step(self, emissions, seg_start, seg_end, max_dur, label_mask, bp_len, bp_prev) -> None:
+        inputs = (emissions, seg_start, seg_end, max_dur, label_mask)
+        x, a, self.run_carry = self._chunk_inputs(inputs, self.position, self.run_carry)
         cpu._advance_batch(
             a.h, a.ss, a.se, a.md, a.run, a.has_ss, a.has_se, a.has_md, a.has_run, self.position,
             *self._static,
@@ -126,7 +138,53 @@ class ForwardStream(_Stream):
         return torch.from_numpy(out)
 
 
-class ViterbiStream(_Stream):
+class _TwoPass(_Stream):
+    """Pass 1 ``forward`` keeps the engine state at every chunk start; pass 2 ``backward``
+    takes the chunks again in reverse order and redoes each from its state."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self._saved: list[tuple] = []
+        self._backward_started = False
+
+    def forward(
+        self,
+        emissions: Tensor,
+        seg_start: Tensor | None = None,
+        seg_end: Tensor | None = None,
+        max_dur: Tensor | None = None,
+        label_mask: Tensor | None = None,
+    ) -> None:
+        """Pass 1: consume the next chunk: emissions (B, n, C) or (n, C) and the optional
+        inputs for the same rows."""
+        if self._backward_started:
+            raise ValueError(f"forward() after backward(): start a new {type(self).__name__}")
+        n = emissions.shape[-2]
+        self._saved.append(self._state(n))
+        bp = np.zeros((self.B, n, self.C) if self.mode == cpu.MAX else (self.B, 1, 1), np.int32)
+        self._step(emissions, seg_start, seg_end, max_dur, label_mask, bp, bp)
+
+    update = forward
+
+    def _next_chunk(self, inputs: tuple):
+        """Pass 2: (saved state, CRFInputs, engine arrays) of the last chunk not yet redone,
+        checking that ``inputs`` are that chunk's."""
+        if not self._saved:
+            raise ValueError("backward() called more times than forward()")
+        saved = self._saved[-1]  # popped only once the inputs pass their checks
+        start, n, run_carry = saved[0], saved[1], saved[-1]
+        if inputs[0].shape[-2] != n:
+            raise ValueError(
+                f"backward() chunk has {inputs[0].shape[-2]} rows, but the chunk at position "
+                f"{start} had {n}: give the chunks of forward() again in reverse order"
+            )
+        x, a, _ = self._chunk_inputs(inputs, start, run_carry)
+        self._backward_started = True
+        self._saved.pop()
+        return saved, x, a
+
+
+class ViterbiStream(_TwoPass):
     """Best segmentation of long sequences fed chunk by chunk, in two passes, with memory
     for one chunk's back-pointers only.
 
@@ -142,30 +200,7 @@ class ViterbiStream(_Stream):
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
-        self._saved: list[tuple] = []
         self._cursor: list[list] | None = None  # per sequence: [end, label, label resolved]
-
-    def forward(
-        self,
-        emissions: Tensor,
-        seg_start: Tensor | None = None,
-        seg_end: Tensor | None = None,
-        max_dur: Tensor | None = None,
-        label_mask: Tensor | None = None,
-    ) -> None:
-        """Pass 1: consume the next chunk (as :meth:`ForwardStream.update`)."""
-        if self._cursor is not None:
-            raise ValueError("forward() after backward(): start a new ViterbiStream")
-        n = emissions.shape[-2]
-        self._saved.append(self._state(n))
-        bp = np.zeros((self.B, n, self.C), dtype=np.int32)
-        self._step(emissions, seg_start, seg_end, max_dur, label_mask, bp, bp)
-
-    update = forward
-
-    def _state(self, n: int) -> tuple:
-        return (self.position, n, self.rings.copy(), self.G.copy(), self.alpha.copy(),
-                self.P.copy(), self.Gstart.copy(), self.run_carry)  # fmt: skip
 
     def score(self) -> Tensor:
         """Best score (B,) float64 of the whole sequences (after pass 1)."""
@@ -185,20 +220,12 @@ class ViterbiStream(_Stream):
     ) -> list[Segments]:
         """Pass 2: per sequence, the best path's segments ending in the last chunk not yet
         traced (give the chunks of pass 1 again, last first), in order."""
-        if not self._saved:
-            raise ValueError("backward() called more times than forward()")
         if self._cursor is None:
             self.score()  # raises if everything is forbidden
             last = np.argmax(self.alpha + self._final[None, :], axis=1)
             self._cursor = [[self.position, int(c), True] for c in last]
-        start, n, rings, G, alpha, P, Gstart, run_carry = self._saved.pop()
-        _check_chunk(emissions, start, n)
-        x = check_inputs(
-            emissions, None, *self._params[:4], self._params[4], seg_start, seg_end, max_dur,
-            label_mask, position_offset=start,
-        )  # fmt: skip
-        a = _Arrays(x)
-        _continue_runs(a, x, run_carry, start, self.R)
+        inputs = (emissions, seg_start, seg_end, max_dur, label_mask)
+        (start, n, rings, G, alpha, P, Gstart, _), x, a = self._next_chunk(inputs)
         bp_len = np.zeros((self.B, n, self.C), dtype=np.int32)
         bp_prev = np.full((self.B, n, self.C), -1, dtype=np.int32)
         cpu._advance_batch(
@@ -228,15 +255,7 @@ class ViterbiStream(_Stream):
         return out
 
 
-def _check_chunk(emissions: Tensor, start: int, n: int) -> None:
-    if emissions.shape[-2] != n:
-        raise ValueError(
-            f"backward() chunk has {emissions.shape[-2]} rows, but the chunk at position "
-            f"{start} had {n}: give the chunks of forward() again in reverse order"
-        )
-
-
-class PosteriorStream(ForwardStream):
+class PosteriorStream(_TwoPass, ForwardStream):
     """Exact posteriors of long sequences fed chunk by chunk, in two passes.
 
     Pass 1: :meth:`forward` for every chunk in order (keeps one engine state per chunk:
@@ -255,27 +274,7 @@ class PosteriorStream(ForwardStream):
     def __init__(self, *args, checkpoint: int | None = None, **kwargs):
         super().__init__(*args, **kwargs)
         self.checkpoint = checkpoint
-        self._saved: list[tuple] = []  # per chunk: (start, length, state copies, run carry)
         self._adjoint: tuple | None = None
-
-    def forward(
-        self,
-        emissions: Tensor,
-        seg_start: Tensor | None = None,
-        seg_end: Tensor | None = None,
-        max_dur: Tensor | None = None,
-        label_mask: Tensor | None = None,
-    ) -> None:
-        """Pass 1: consume the next chunk (as :meth:`ForwardStream.update`)."""
-        if self._adjoint is not None:
-            raise ValueError("forward() after backward(): start a new PosteriorStream")
-        saved = (self.position, emissions.shape[-2], self.rings.copy(), self.G.copy(),
-                 self.alpha.copy(), self.P.copy(), self.run_carry)  # fmt: skip
-        dummy = np.zeros((self.B, 1, 1), dtype=np.int32)
-        self._step(emissions, seg_start, seg_end, max_dur, label_mask, dummy, dummy)
-        self._saved.append(saved)
-
-    update = forward  # the ForwardStream interface, with the per-chunk state kept
 
     def backward(
         self,
@@ -287,16 +286,8 @@ class PosteriorStream(ForwardStream):
     ) -> Marginals:
         """Pass 2: the posteriors of the last chunk not yet returned; give the chunks of
         pass 1 again, last first."""
-        if not self._saved:
-            raise ValueError("backward() called more times than forward()")
-        start, n, rings, G, alpha, P, run_carry = self._saved.pop()
-        _check_chunk(emissions, start, n)
-        x = check_inputs(
-            emissions, None, *self._params[:4], self._params[4], seg_start, seg_end, max_dur,
-            label_mask, position_offset=start,
-        )  # fmt: skip
-        a = _Arrays(x)
-        _continue_runs(a, x, run_carry, start, self.R)
+        inputs = (emissions, seg_start, seg_end, max_dur, label_mask)
+        (start, n, rings, G, alpha, P, _, _), x, a = self._next_chunk(inputs)
         if self._adjoint is None:
             log_z = self.log_z().numpy()
             galpha = np.exp(self.alpha + self._final[None, :] - log_z[:, None])
