@@ -566,6 +566,14 @@ def test_posterior_stream_wrong_chunk_order_is_an_error():
     ps.forward(kw["emissions"][:, 20:])
     with pytest.raises(ValueError, match="give the chunks of forward\\(\\) again in reverse order"):
         ps.backward(kw["emissions"][:, :20])
+    # the rejected call changed nothing: the right chunks still give the right answer
+    whole = _call(crf.marginals, kw)
+    torch.testing.assert_close(
+        ps.backward(kw["emissions"][:, 20:]).position, whole.position[:, 20:]
+    )
+    torch.testing.assert_close(
+        ps.backward(kw["emissions"][:, :20]).position, whole.position[:, :20]
+    )
 
 
 @pytest.mark.parametrize("seed", range(4))
