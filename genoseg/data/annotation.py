@@ -55,23 +55,6 @@ __all__ = [
 
 Interval = tuple[int, int]
 
-CHILD_TYPES = frozenset(
-    {
-        "exon",
-        "CDS",
-        "start_codon",
-        "stop_codon",
-        "five_prime_UTR",
-        "three_prime_UTR",
-        "UTR",
-        "5UTR",
-        "3UTR",
-        "five_prime_utr",
-        "three_prime_utr",
-        "pseudogenic_exon",
-        "noncoding_exon",
-    }
-)
 EXON_TYPES = frozenset({"exon", "pseudogenic_exon", "noncoding_exon"})
 UTR_TYPES = frozenset(
     {
@@ -84,6 +67,7 @@ UTR_TYPES = frozenset(
         "three_prime_utr",
     }
 )
+CHILD_TYPES = EXON_TYPES | UTR_TYPES | {"CDS", "start_codon", "stop_codon"}
 # Parents that are annotations of a product, not of a transcript (TAIR10 "protein").
 IGNORED_PARENT_TYPES = frozenset({"protein", "polypeptide"})
 GENE_TYPES = frozenset({"gene", "pseudogene", "ncRNA_gene", "protein_coding_gene"})
