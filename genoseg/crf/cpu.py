@@ -172,6 +172,15 @@ def _advance(
 
 
 @nb.njit(cache=True, nogil=True)
+def optional_rows(b, has_ss, has_se, has_md, has_run):
+    """Batch rows of seg_start, seg_end, max_dur and run for sequence b: b where the input
+    is given, 0 where it is the (1, 1, 1) placeholder."""
+    zero, bb = np.int64(0), np.int64(b)
+    return (bb if has_ss else zero, bb if has_se else zero, bb if has_md else zero,
+            bb if has_run else zero)  # fmt: skip
+
+
+@nb.njit(cache=True, nogil=True)
 def _finish(alpha, final):
     C = alpha.shape[0]
     m = NEG
@@ -423,11 +432,7 @@ def _backward_batch(
     gf = np.zeros((B, C))
     logz = np.empty(B)
     for b in nb.prange(B):
-        zero = np.int64(0)
-        bs = np.int64(b) if has_ss else zero
-        be = np.int64(b) if has_se else zero
-        bm = np.int64(b) if has_md else zero
-        br = np.int64(b) if has_run else zero
+        bs, be, bm, br = optional_rows(b, has_ss, has_se, has_md, has_run)
         logz[b] = _backward_one(
             h[b], ss[bs], se[be], md[bm], run[br],
             has_ss, has_se, has_md, has_run, lengths[b],
@@ -454,11 +459,7 @@ def _forward_batch(
     scores = np.empty(B)
     last = np.full(B, -1, dtype=np.int64)
     for b in nb.prange(B):
-        zero = np.int64(0)
-        bs = np.int64(b) if has_ss else zero
-        be = np.int64(b) if has_se else zero
-        bm = np.int64(b) if has_md else zero
-        br = np.int64(b) if has_run else zero
+        bs, be, bm, br = optional_rows(b, has_ss, has_se, has_md, has_run)
         ring = np.full((C, 2 * R), NEG)
         G = np.full(C, NEG)
         alpha = np.full(C, NEG)
@@ -515,11 +516,7 @@ def _advance_batch(
     B, n, C = h.shape
     f2 = np.zeros((1, 1))
     for b in nb.prange(B):
-        zero = np.int64(0)
-        bs = np.int64(b) if has_ss else zero
-        be = np.int64(b) if has_se else zero
-        bm = np.int64(b) if has_md else zero
-        br = np.int64(b) if has_run else zero
+        bs, be, bm, br = optional_rows(b, has_ss, has_se, has_md, has_run)
         _advance(
             h[b], ss[bs], se[be], md[bm], run[br], has_ss, has_se, has_md, has_run, off,
             A, preds, D, Kc, tail, init, R,

@@ -301,9 +301,9 @@ class PosteriorStream(_TwoPass, ForwardStream):
         gA, gD = np.zeros_like(A), np.zeros_like(D)
         g1 = np.zeros(self.C)
         for b in range(self.B):
+            bs, be, bm, br = cpu.optional_rows(b, a.has_ss, a.has_se, a.has_md, a.has_run)
             arrays = (
-                a.h[b], a.ss[b if a.has_ss else 0], a.se[b if a.has_se else 0],
-                a.md[b if a.has_md else 0], a.run[b if a.has_run else 0],
+                a.h[b], a.ss[bs], a.se[be], a.md[bm], a.run[br],
                 a.has_ss, a.has_se, a.has_md, a.has_run, start,
             )  # fmt: skip
             state = (rings[b].copy(), G[b].copy(), alpha[b].copy(), P[b].copy())
