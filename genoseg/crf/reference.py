@@ -84,7 +84,8 @@ def _window(x: CRFInputs) -> int:
 
 
 def _chart(sr, x: CRFInputs, b: int):
-    """Run the DP for batch element b. Returns (score, alpha, S, dur) in float64, where
+    """Run the DP for batch element b. Returns (score, alpha, S, dur, P, se, bound) in
+    float64 (bound: :func:`length_bound`), where
     alpha[e] (C,) sums segmentations of [0, e) whose last segment ends at e, S[s] (C,)
     sums those of [0, s) followed by a label-c segment starting at s (start scores
     included), and dur is the (C, W) length table."""
@@ -116,7 +117,7 @@ def _chart(sr, x: CRFInputs, b: int):
             terms = terms.masked_fill(d > bound[e - 1], NEG_INF)
         alpha.append(sr.sum(terms, 0))
     score = sr.sum(alpha[L] + final, 0)
-    return score, alpha, S, dur, P, se
+    return score, alpha, S, dur, P, se, bound
 
 
 def length_bound(x: CRFInputs, b: int) -> Tensor | None:
@@ -156,14 +157,13 @@ def viterbi(*args, **kwargs) -> tuple[Tensor, list[list[tuple[int, int, int]]]]:
     scores, paths = [], []
     with torch.no_grad():
         for b in range(x.B):
-            score, alpha, S, dur, P, se = _chart(MaxSemiring, x, b)
+            score, alpha, S, dur, P, se, bound = _chart(MaxSemiring, x, b)
             L = int(x.lengths[b])
             scores.append(score)
             if not math.isfinite(float(score)):
                 paths.append([])
                 continue
             W = dur.shape[1]
-            bound = length_bound(x, b)
             c = int(torch.argmax(alpha[L] + x.final.to(torch.float64)))
             e, segs = L, []
             while e > 0:
