@@ -13,13 +13,14 @@ from click.testing import CliRunner
 from genoseg.cli import cli
 from genoseg.data.annotation import read_annotation
 from genoseg.eval import LEVELS, calibrate, calibration_report, compare
+from tests.shared_data import REPO, shared
 
-DATA = Path("/work/shared/data")
 REAL = [
-    DATA / "athaliana_1pct" / "annotation_with_rnaseq_splice.gff3",
-    DATA / "celegans_1pct" / "annotation_with_rnaseq.gff3",
-    DATA / "dmelanogaster_1pct" / "annotation_with_rnaseq_splice.gff3",
+    ("athaliana_1pct", "annotation_with_rnaseq_splice.gff3"),
+    ("celegans_1pct", "annotation_with_rnaseq.gff3"),
+    ("dmelanogaster_1pct", "annotation_with_rnaseq_splice.gff3"),
 ]
+AUGUSTUS = REPO / "benchmarks" / "peers" / "augustus_athaliana_chr5.gff3"
 
 
 def gff(*genes: tuple) -> str:
@@ -182,10 +183,10 @@ def test_regions_and_seqids(tmp_path: Path) -> None:
     assert lv["gene"].sensitivity is None and lv["gene"].f1 is None
 
 
-@pytest.mark.parametrize("path", REAL, ids=lambda p: p.parent.name)
+@pytest.mark.parametrize("parts", REAL, ids=lambda p: p[0])
 @pytest.mark.parametrize("mode", ["CDS", "exon"])
-def test_real_file_against_itself(path: Path, mode: str) -> None:
-    a = read_annotation(path, feature=mode, missing_parents="skip")
+def test_real_file_against_itself(parts: tuple[str, str], mode: str) -> None:
+    a = read_annotation(shared(*parts), feature=mode, missing_parents="skip")
     res = compare(a, a, mode=mode)
     for level in LEVELS:
         st = res.levels[level]
@@ -197,8 +198,8 @@ def test_real_file_against_itself(path: Path, mode: str) -> None:
 
 def test_real_file_against_augustus() -> None:
     """The committed AUGUSTUS peer output scores between 0 and 100 on Chr5 (docs/eval.md)."""
-    ref = read_annotation(REAL[0], missing_parents="skip")
-    pred = read_annotation(Path("benchmarks/peers/augustus_athaliana_chr5.gff3"))
+    ref = read_annotation(shared(*REAL[0]), missing_parents="skip")
+    pred = read_annotation(AUGUSTUS)
     res = compare(ref, pred, seqids=["Chr5"])
     assert res.levels["gene"].reference == 76
     assert res.levels["gene"].prediction == 74
@@ -355,7 +356,7 @@ def test_console_script_subprocess(tmp_path: Path) -> None:
 
 
 def test_cli_real_self_comparison() -> None:
-    path = str(REAL[2])
+    path = str(shared(*REAL[2]))
     res = CliRunner().invoke(cli, ["eval", path, path, "--skip-missing-parents", "--json"])
     assert res.exit_code == 0, res.output
     doc = json.loads(res.stdout)

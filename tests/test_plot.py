@@ -11,10 +11,9 @@ from click.testing import CliRunner
 from genoseg.cli import cli
 from genoseg.errors import GenosegError
 from genoseg.eval.plot import parse_track_spec, read_track
+from tests.shared_data import REPO, shared
 
-DATA = Path("/work/shared/data/athaliana_1pct")
-REF = DATA / "annotation_with_rnaseq_splice.gff3"
-AUGUSTUS = Path("benchmarks/peers/augustus_athaliana_chr5.gff3")
+AUGUSTUS = REPO / "benchmarks" / "peers" / "augustus_athaliana_chr5.gff3"
 
 
 def _png_size(path: Path) -> tuple[int, int]:
@@ -46,7 +45,8 @@ def test_plot_real_region_with_tracks(tmp_path: Path) -> None:
     )
     t2 = _bedgraph(tmp_path, "intron_minus.bedgraph", [("Chr5", 1444, 1571, 0.38)])
     out = tmp_path / "region.png"
-    args = ["plot", "Chr5:1,000-12,000", "-r", str(REF), "-p", str(AUGUSTUS)]
+    ref = shared("athaliana_1pct", "annotation_with_rnaseq_splice.gff3")
+    args = ["plot", "Chr5:1,000-12,000", "-r", str(ref), "-p", str(AUGUSTUS)]
     args += ["-t", str(t1), "-t", f"intron-={t2}", "--skip-missing-parents", "-o", str(out)]
     res = CliRunner().invoke(cli, args)
     assert res.exit_code == 0, res.output
@@ -55,17 +55,18 @@ def test_plot_real_region_with_tracks(tmp_path: Path) -> None:
 
 
 def test_plot_with_genome_lengths(tmp_path: Path) -> None:
+    genome = shared("athaliana_1pct", "genome.fa")
     out = tmp_path / "g.png"
     res = CliRunner().invoke(
         cli,
-        ["plot", "Chr5:260000-269755", "-p", str(AUGUSTUS), "--genome", str(DATA / "genome.fa")]
+        ["plot", "Chr5:260000-269755", "-p", str(AUGUSTUS), "--genome", str(genome)]
         + ["-o", str(out)],
     )
     assert res.exit_code == 0, res.output
     assert _png_size(out)[0] == 1200
     res = CliRunner().invoke(
         cli,
-        ["plot", "Chr5:260000-269757", "-p", str(AUGUSTUS), "--genome", str(DATA / "genome.fa")]
+        ["plot", "Chr5:260000-269757", "-p", str(AUGUSTUS), "--genome", str(genome)]
         + ["-o", str(out) + "2"],
     )
     assert res.exit_code == 1 and "beyond contig 'Chr5' of length 269755" in res.stderr
