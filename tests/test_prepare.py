@@ -5,6 +5,11 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+import os
+import signal
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import h5py
@@ -229,3 +234,31 @@ def test_prepare_shared_fly_region(tmp_path):
     assert ds.report["genes_used"] > 20
     assert sum(ds.lengths) >= 230000 and set(ds.contig_names) >= {"2L", "X"}
     assert {ds[i]["contig"] for i in range(len(ds))} == {"2L"}
+
+
+def test_sigterm_during_prepare_leaves_nothing(tmp_path):
+    """`genoseg prepare` killed with SIGTERM (what schedulers send) while writing its HDF5:
+    no temporary and no output remain, and the process dies by the signal."""
+    rng = np.random.default_rng(1)
+    fa = tmp_path / "g.fa"
+    fa.write_text(">c1\n" + "".join("ACGT"[i] for i in rng.integers(0, 4, 300_000)) + "\n")
+    gff = tmp_path / "a.gff3"
+    gff.write_text("##gff-version 3\n")
+    out = tmp_path / "w.h5"
+    # window length 100: thousands of windows, so the write lasts long enough to be hit
+    cfg = _cfg(tmp_path, "windows: {length: 100, halo: 0}\ncompression: 9\n")
+    env = dict(os.environ, PYTHONPATH=str(ROOT))
+    p = subprocess.Popen(
+        [sys.executable, "-m", "genoseg.cli", "prepare", "-c", str(cfg), "--fasta", str(fa),
+         "--gff3", str(gff), "-o", str(out)],
+        stderr=subprocess.PIPE, text=True, env=env, cwd=tmp_path,
+    )  # fmt: skip
+    deadline = time.time() + 120
+    while not list(tmp_path.glob(".w.h5.tmp-*")) and time.time() < deadline:
+        assert p.poll() is None, p.stderr.read()
+        time.sleep(0.005)
+    p.send_signal(signal.SIGTERM)
+    _, stderr = p.communicate(timeout=60)
+    assert p.returncode == -signal.SIGTERM, stderr
+    assert "Traceback" not in stderr
+    assert not out.exists() and not list(tmp_path.glob(".*tmp*"))

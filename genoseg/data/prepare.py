@@ -15,14 +15,14 @@ is forced and the positions of the cut gene inside the window are masked. Each s
 is the core plus up to ``windows.halo`` bases of sequence context on either side (mask
 False there), padded with N to the row width ``max_length + 2 * halo``.
 
-The output is written to a temporary file beside it and renamed on success.
+The output is written with :func:`genoseg.io.atomic.atomic_path`: a temporary file beside
+it, renamed on success, deleted on errors and on SIGTERM / SIGHUP / SIGINT.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
-import os
 import sys
 import time
 from collections.abc import Callable
@@ -47,6 +47,7 @@ from genoseg.data.labels import (
 from genoseg.data.regions import Region, parse_region, whole_genome
 from genoseg.errors import GenosegError
 from genoseg.grammar import Grammar, load_grammar
+from genoseg.io.atomic import atomic_path
 
 __all__ = [
     "FORMAT",
@@ -237,13 +238,9 @@ def prepare(cfg: PrepareConfig, *, log: Callable[[str], None] = _log) -> dict:
     }
     if cfg.grammar is None:
         input_meta["grammar"] = {"path": "<packaged default>", "sha256": _sha(grammar.yaml_text)}
-    tmp = out.parent / f".{out.name}.tmp-{os.getpid()}"
     try:
-        report = _write(cfg, grammar, genome, regions, ann, evidence, tmp, input_meta, log)
-        os.replace(tmp, out)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
+        with atomic_path(out) as tmp:
+            report = _write(cfg, grammar, genome, regions, ann, evidence, tmp, input_meta, log)
     finally:
         genome.close()
         if evidence is not None:
