@@ -1,0 +1,134 @@
+"""Checkpoints: a versioned dict of tensors and plain types (``torch.load(weights_only=True)``).
+
+Layout (``format = "genoseg-checkpoint"``, ``format_version`` = :data:`FORMAT_VERSION`):
+
+===================  =====================================================================
+``genoseg_version``  version that wrote it
+``grammar``          the grammar YAML text (the model's label set and hard rules)
+``label_names``      list of label names (index = label)
+``model_config``     the ``model:`` section as a plain dict
+``config``           the whole resolved training config (plain dict), or ``{}``
+``model``            ``state_dict`` of :class:`~genoseg.model.gene_model.GeneModel`
+``calibration``      ``{"temperature": float}`` applied to posteriors (1.0 = none)
+``train_state``      optional: optimizer, scheduler, RNG states, step, data order, metrics
+===================  =====================================================================
+
+Files are written through :func:`genoseg.io.atomic.atomic_path` (temporary name + rename),
+so an interrupted save never leaves a truncated checkpoint.
+"""
+
+from __future__ import annotations
+
+import os
+import pickle
+import zipfile
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from genoseg import __version__
+from genoseg.config import config_to_dict
+from genoseg.errors import GenosegError
+from genoseg.grammar.spec import grammar_from_yaml
+from genoseg.model.encoder import EncoderConfig
+from genoseg.model.gene_model import GeneModel, ModelConfig
+
+__all__ = [
+    "FORMAT",
+    "FORMAT_VERSION",
+    "default_model_path",
+    "load_checkpoint",
+    "load_model",
+    "model_config_from_dict",
+    "save_checkpoint",
+]
+
+FORMAT = "genoseg-checkpoint"
+FORMAT_VERSION = 1
+
+
+def default_model_path() -> Path:
+    """The model shipped in the package (genoseg/models/default.pt)."""
+    from importlib import resources
+
+    return Path(str(resources.files("genoseg") / "models" / "default.pt"))
+
+
+def model_config_from_dict(d: dict) -> ModelConfig:
+    d = dict(d)
+    enc = EncoderConfig(**d.pop("encoder", {}))
+    return ModelConfig(encoder=enc, **d)
+
+
+def save_checkpoint(
+    path: str | os.PathLike,
+    model: GeneModel,
+    *,
+    config: dict | None = None,
+    train_state: dict | None = None,
+    calibration: dict | None = None,
+) -> None:
+    """Write ``model`` (+ training state) to ``path`` atomically."""
+    from genoseg.io.atomic import atomic_path
+
+    ckpt: dict[str, Any] = {
+        "format": FORMAT,
+        "format_version": FORMAT_VERSION,
+        "genoseg_version": __version__,
+        "grammar": model.grammar.yaml_text,
+        "label_names": list(model.grammar.names),
+        "model_config": config_to_dict(model.cfg),
+        "config": config or {},
+        "model": {k: v.detach().cpu() for k, v in model.state_dict().items()},
+        "calibration": calibration or {"temperature": 1.0},
+    }
+    if train_state is not None:
+        ckpt["train_state"] = train_state
+    with atomic_path(path) as tmp:
+        torch.save(ckpt, tmp)
+
+
+def load_checkpoint(path: str | os.PathLike) -> dict:
+    """Read and check a checkpoint dict; GenosegError naming the file otherwise."""
+    p = Path(path)
+    if not p.is_file():
+        raise GenosegError(f"{p}: model checkpoint not found")
+    try:
+        ckpt = torch.load(p, map_location="cpu", weights_only=True)
+    except (pickle.UnpicklingError, zipfile.BadZipFile, RuntimeError, EOFError, OSError,
+            ValueError, AttributeError, TypeError) as exc:  # fmt: skip
+        msg = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise GenosegError(f"{p}: not a genoseg checkpoint ({msg[:120]})") from None
+    if not isinstance(ckpt, dict) or ckpt.get("format") != FORMAT:
+        raise GenosegError(f"{p}: not a genoseg checkpoint")
+    version = ckpt.get("format_version")
+    if not isinstance(version, int) or version > FORMAT_VERSION:
+        raise GenosegError(
+            f"{p}: checkpoint format version {version} is newer than this genoseg reads "
+            f"({FORMAT_VERSION}); upgrade genoseg"
+        )
+    for key in ("grammar", "model_config", "model"):
+        if key not in ckpt:
+            raise GenosegError(f"{p}: checkpoint lacks '{key}'")
+    return ckpt
+
+
+def load_model(path: str | os.PathLike | None = None, *, device: str = "cpu") -> GeneModel:
+    """A :class:`GeneModel` from a checkpoint (default: the shipped model), in eval mode."""
+    p = Path(path) if path is not None else default_model_path()
+    ckpt = load_checkpoint(p)
+    return model_from_checkpoint(ckpt, source=str(p)).to(device).eval()
+
+
+def model_from_checkpoint(ckpt: dict, source: str = "<checkpoint>") -> GeneModel:
+    grammar = grammar_from_yaml(ckpt["grammar"], source=f"{source} (grammar)")
+    try:
+        cfg = model_config_from_dict(ckpt["model_config"])
+        model = GeneModel(grammar, cfg)
+        model.load_state_dict(ckpt["model"])
+    except (TypeError, ValueError, RuntimeError, KeyError) as exc:
+        raise GenosegError(f"{source}: checkpoint does not match this genoseg's model: "
+                           f"{str(exc).splitlines()[0][:160]}") from None  # fmt: skip
+    model.calibration = dict(ckpt.get("calibration") or {"temperature": 1.0})
+    return model

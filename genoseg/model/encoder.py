@@ -1,0 +1,158 @@
+"""The sequence encoder: a residual dilated CNN over one-hot DNA (+ soft-mask, + evidence).
+
+Input features, channels first, (B, F, N) float32 (:func:`input_features`):
+
+* 0-4: one-hot A, C, G, T, N (IUPAC codes are N); all zero past a sequence's length, which
+  is exactly what the convolutions' zero padding shows at a contig end, so a window that
+  ends at a contig end and a padded training row see the same thing;
+* 5: soft-mask bit (lowercase in the FASTA);
+* 6-13 (``evidence=True``): ``log1p`` of the 8 RNA-seq channels of
+  :data:`genoseg.data.bam.CHANNELS`.
+
+Every layer is position-local except the convolutions (no batch norm, no pooling, no
+attention), so the output at position t depends only on inputs within
+:attr:`Encoder.halo` positions of t: with at least that much real sequence on each side
+(or the contig end), a position's scores do not depend on where the window was cut. The
+predictor relies on this for seam-free output (tested).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+from torch import Tensor, nn
+
+__all__ = ["Encoder", "EncoderConfig", "input_features", "n_input_features"]
+
+N_BASE_FEATURES = 6
+N_EVIDENCE = 8
+
+
+@dataclass
+class EncoderConfig:
+    """Encoder shape. ``dilations``: one residual block per entry (a dilated convolution of
+    ``kernel`` taps, then a pointwise MLP); the receptive field is
+    ``1 + (kernel - 1) * (stem_kernel_extra + sum(dilations))``."""
+
+    width: int = 64
+    kernel: int = 9
+    stem_kernel: int = 15
+    dilations: list[int] = field(default_factory=lambda: [1, 2, 4, 8, 16, 32, 64, 1, 4, 16])
+    mlp_ratio: int = 2
+    evidence: bool = False
+
+    def __post_init__(self) -> None:
+        if self.width < 4:
+            raise ValueError(f"model.encoder.width must be >= 4, got {self.width}")
+        if self.kernel < 1 or self.kernel % 2 == 0:
+            raise ValueError(f"model.encoder.kernel must be odd and >= 1, got {self.kernel}")
+        if self.stem_kernel < 1 or self.stem_kernel % 2 == 0:
+            raise ValueError(
+                f"model.encoder.stem_kernel must be odd and >= 1, got {self.stem_kernel}"
+            )
+        if not self.dilations or any(d < 1 for d in self.dilations):
+            raise ValueError(
+                f"model.encoder.dilations must be positive integers, got {self.dilations}"
+            )
+        if self.mlp_ratio < 1:
+            raise ValueError(f"model.encoder.mlp_ratio must be >= 1, got {self.mlp_ratio}")
+
+
+def n_input_features(evidence: bool) -> int:
+    return N_BASE_FEATURES + (N_EVIDENCE if evidence else 0)
+
+
+def input_features(
+    sequence: Tensor,
+    softmask: Tensor | None = None,
+    evidence: Tensor | None = None,
+    lengths: Tensor | None = None,
+    *,
+    use_evidence: bool = False,
+) -> Tensor:
+    """Encoder input (B, F, N) float32.
+
+    Args:
+        sequence: (B, N) integer codes A=0 C=1 G=2 T=3, anything else = N.
+        softmask: (B, N) bool or None.
+        evidence: (B, 8, N) raw counts or None (zeros when ``use_evidence`` and absent).
+        lengths: (B,) valid columns; columns past them are all-zero features.
+    """
+    B, N = sequence.shape
+    codes = sequence.clamp(0, 4)
+    x = torch.zeros(B, n_input_features(use_evidence), N, device=sequence.device)
+    x[:, :5].scatter_(1, codes.unsqueeze(1), 1.0)
+    if softmask is not None:
+        x[:, 5] = softmask.to(x.dtype)
+    if use_evidence and evidence is not None:
+        x[:, 6:] = torch.log1p(evidence.to(torch.float32).clamp_min(0))
+    if lengths is not None:
+        valid = torch.arange(N, device=sequence.device).unsqueeze(0) < lengths.unsqueeze(1)
+        x = x * valid.unsqueeze(1)
+    return x
+
+
+class _ChannelNorm(nn.Module):
+    """LayerNorm over channels at each position (position-local: keeps window invariance)."""
+
+    def __init__(self, width: int):
+        super().__init__()
+        self.norm = nn.LayerNorm(width)
+
+    def forward(self, x: Tensor) -> Tensor:  # (B, W, N)
+        return self.norm(x.transpose(1, 2)).transpose(1, 2)
+
+
+class _Block(nn.Module):
+    def __init__(self, width: int, kernel: int, dilation: int, mlp_ratio: int):
+        super().__init__()
+        self.norm = _ChannelNorm(width)
+        pad = dilation * (kernel - 1) // 2
+        self.conv = nn.Conv1d(width, width, kernel, dilation=dilation, padding=pad)
+        self.mlp = nn.Sequential(
+            nn.GELU(),
+            nn.Conv1d(width, width * mlp_ratio, 1),
+            nn.GELU(),
+            nn.Conv1d(width * mlp_ratio, width, 1),
+        )
+
+    def forward(self, x: Tensor, mask: Tensor | None) -> Tensor:
+        y = self.norm(x)
+        if mask is not None:  # zero padding at every layer, like a sequence end
+            y = y * mask
+        return x + self.mlp(self.conv(y))
+
+
+class Encoder(nn.Module):
+    """Residual dilated CNN: (B, F, N) features -> (B, width, N) per-position embeddings."""
+
+    def __init__(self, cfg: EncoderConfig):
+        super().__init__()
+        self.cfg = cfg
+        f = n_input_features(cfg.evidence)
+        self.stem = nn.Conv1d(f, cfg.width, cfg.stem_kernel, padding=cfg.stem_kernel // 2)
+        self.blocks = nn.ModuleList(
+            _Block(cfg.width, cfg.kernel, d, cfg.mlp_ratio) for d in cfg.dilations
+        )
+        self.norm = _ChannelNorm(cfg.width)
+
+    @property
+    def halo(self) -> int:
+        """Positions on each side that influence one output position (receptive field =
+        2 * halo + 1)."""
+        return self.cfg.stem_kernel // 2 + sum(
+            d * (self.cfg.kernel - 1) // 2 for d in self.cfg.dilations
+        )
+
+    @property
+    def receptive_field(self) -> int:
+        return 2 * self.halo + 1
+
+    def forward(self, x: Tensor, mask: Tensor | None = None) -> Tensor:
+        """``x`` (B, F, N); ``mask`` (B, 1, N) float, 0 past each sequence's length: every
+        convolution then sees zeros there, exactly as at a sequence end."""
+        h = self.stem(x)
+        for blk in self.blocks:
+            h = blk(h, mask)
+        return self.norm(h)

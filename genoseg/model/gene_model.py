@@ -1,0 +1,150 @@
+"""The gene model: encoder + output heads + learned structure -> semi-CRF inputs.
+
+Data flow for one stretch of a contig (0-based, half-open, forward strand)::
+
+    codes/softmask/evidence of [a - left, b + right)   (left/right = context, >= halo
+        |                                               where the contig allows)
+    input_features -> Encoder -> head               (B, N, N_OUTPUTS) per position
+        | crop to [a, b)
+    map_scores (+ frame carry across chunks)        emissions, seg_start/seg_end additions
+        + compile_window (grammar: motif rules,     seg_start/seg_end (-inf = forbidden),
+          max_dur = open reading frames)            max_dur
+        + Structure.tables()                        transitions, durations, init, final, tail
+    -> genoseg.crf (log_partition / nll / streams / viterbi)
+
+Training and prediction call the same :meth:`GeneModel.crf_inputs`, so a checkpoint decodes
+exactly as it was trained.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+
+from genoseg.grammar.compile import compile_window_np
+from genoseg.grammar.spec import Grammar
+from genoseg.model.encoder import Encoder, EncoderConfig, input_features
+from genoseg.model.heads import AUX_CLASSES, N_OUTPUTS, LabelMap, map_scores
+from genoseg.model.structure import Structure
+
+__all__ = ["CENTERINGS", "GeneModel", "ModelConfig"]
+
+CENTERINGS = ("none", "position", "label_mean")
+
+
+@dataclass
+class ModelConfig:
+    """``model:`` section of a training config."""
+
+    encoder: EncoderConfig = field(default_factory=EncoderConfig)
+    structure: str = "learned"  # learned | fixed
+    length_knots: int = 12
+    centering: str = "position"  # none | position | label_mean
+
+    def __post_init__(self) -> None:
+        if self.structure not in ("learned", "fixed"):
+            raise ValueError(f"model.structure must be learned or fixed, got {self.structure!r}")
+        if self.centering not in CENTERINGS:
+            raise ValueError(f"model.centering must be one of {CENTERINGS}, got {self.centering!r}")
+        if self.length_knots < 2:
+            raise ValueError(f"model.length_knots must be >= 2, got {self.length_knots}")
+
+
+class GeneModel(nn.Module):
+    """CNN encoder + heads + structure for one grammar."""
+
+    def __init__(self, grammar: Grammar, cfg: ModelConfig):
+        super().__init__()
+        self.grammar = grammar
+        self.cfg = cfg
+        self.encoder = Encoder(cfg.encoder)
+        self.head = nn.Conv1d(cfg.encoder.width, N_OUTPUTS, 1)
+        self.aux_head = nn.Conv1d(cfg.encoder.width, len(AUX_CLASSES), 1)
+        nn.init.normal_(self.head.weight, std=0.01)
+        nn.init.zeros_(self.head.bias)
+        self.structure = Structure(grammar, mode=cfg.structure, n_knots=cfg.length_knots)
+        self.label_map = LabelMap.from_grammar(grammar)
+
+    @property
+    def halo(self) -> int:
+        """Context (bases) needed on each side of a position for window-invariant scores."""
+        return self.encoder.halo
+
+    @property
+    def uses_evidence(self) -> bool:
+        return self.cfg.encoder.evidence
+
+    def outputs(
+        self,
+        sequence: Tensor,
+        softmask: Tensor | None = None,
+        evidence: Tensor | None = None,
+        lengths: Tensor | None = None,
+        *,
+        with_aux: bool = False,
+    ) -> Tensor | tuple[Tensor, Tensor]:
+        """Per-position outputs (B, N, N_OUTPUTS) float32 (and aux logits (B, N, 5)).
+
+        ``sequence`` (B, N) codes; ``softmask`` (B, N) bool; ``evidence`` (B, 8, N) raw
+        counts; ``lengths`` (B,): columns past them are padding (zero features).
+        On CUDA the encoder runs under bf16 autocast; outputs are float32.
+        """
+        x = input_features(sequence, softmask, evidence, lengths, use_evidence=self.uses_evidence)
+        mask = None
+        if lengths is not None:
+            N = sequence.shape[1]
+            mask = (torch.arange(N, device=x.device).view(1, 1, N) < lengths.view(-1, 1, 1)).to(
+                x.dtype
+            )
+        with torch.autocast("cuda", dtype=torch.bfloat16, enabled=x.is_cuda):
+            emb = self.encoder(x, mask)
+            out = self.head(emb)
+            aux = self.aux_head(emb) if with_aux else None
+        out = out.float().transpose(1, 2)
+        if with_aux:
+            return out, aux.float().transpose(1, 2)
+        return out
+
+    def crf_inputs(
+        self,
+        out: Tensor,
+        structural: dict[str, Tensor],
+        *,
+        offset: int = 0,
+        carry: Tensor | None = None,
+    ) -> tuple[dict[str, Tensor], Tensor]:
+        """Engine inputs of rows whose network outputs are ``out`` (B, T, N_OUTPUTS).
+
+        ``structural``: ``seg_start``, ``seg_end`` (B, T, C) and ``max_dur`` (B, T, C) from
+        :func:`compile_rows` (the grammar's hard rules). ``offset``/``carry``: the
+        absolute position of row 0 and the frame prefix sums carried from the previous
+        chunk (:func:`genoseg.model.heads.frame_terms`). Returns (kwargs for genoseg.crf:
+        emissions, transitions, durations, init, final, tail, seg_start, seg_end, max_dur;
+        the carry after the last row).
+        """
+        C = self.grammar.num_labels
+        h, ss_add, se_add, carry = map_scores(
+            out, self.label_map, C, centering=self.cfg.centering, offset=offset, carry=carry
+        )
+        ss = structural["seg_start"].to(torch.float64) + ss_add
+        se = structural["seg_end"].to(torch.float64) + se_add
+        kw = dict(self.structure.tables())
+        kw.update(emissions=h, seg_start=ss, seg_end=se, max_dur=structural["max_dur"])
+        return kw, carry
+
+
+def compile_rows(
+    grammar: Grammar,
+    codes: np.ndarray,
+    left: int,
+    right: int,
+    valid: np.ndarray | None = None,
+) -> dict[str, np.ndarray]:
+    """Grammar rules for ``codes[left : len(codes) - right]`` (the context on either side
+    is read by the motif rules): ``seg_start``, ``seg_end`` (T, C) float32, ``max_dur``
+    (T, C) int32."""
+    arr = compile_window_np(grammar, codes, valid, left_context=left, right_context=right)
+    return {k: arr[k] for k in ("seg_start", "seg_end", "max_dur")}

@@ -1,0 +1,159 @@
+"""The gene model: frame-exact exon content, label mapping, window invariance, checkpoints."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from genoseg import crf
+from genoseg.errors import GenosegError
+from genoseg.grammar import load_grammar
+from genoseg.model import EncoderConfig, GeneModel, ModelConfig, compile_rows, map_scores
+from genoseg.model.checkpoint import load_checkpoint, load_model, save_checkpoint
+from genoseg.model.heads import CHANNELS, LabelMap
+
+G = load_grammar()
+
+
+def _direct_exon_content(out: torch.Tensor, lab, s: int, e: int) -> float:
+    """Sum over the exon's bases of the codon-position score of each base, computed in
+    transcript sense from the exon's own phases (the definition)."""
+    q = out[0]
+    total = 0.0
+    if lab.strand > 0:
+        base = CHANNELS.index("codon+/0")
+        for u in range(s, e):
+            cp = (u - s + lab.phase_in) % 3
+            total += float(q[u, base + cp])
+    else:
+        base = CHANNELS.index("codon-/0")
+        for u in range(s, e):
+            cp = (e - 1 - u + lab.phase_in) % 3
+            total += float(q[u, base + cp])
+    return total
+
+
+@pytest.mark.parametrize("offset", [0, 1, 2, 7])
+def test_frame_terms_equal_direct_content(offset: int) -> None:
+    torch.manual_seed(offset)
+    T, C = 60, G.num_labels
+    out = torch.randn(1, T, len(CHANNELS), dtype=torch.float64).float()
+    lm = LabelMap.from_grammar(G)
+    h, ss, se, _ = map_scores(out, lm, C, offset=offset)
+    # the same rows decoded in two chunks with the carry give the same terms
+    h1, ss1, se1, carry = map_scores(out[:, :23], lm, C, offset=offset)
+    h2, ss2, se2, _ = map_scores(out[:, 23:], lm, C, offset=offset + 23, carry=carry)
+    assert torch.allclose(torch.cat([ss1, ss2], 1), ss, atol=1e-9)
+    assert torch.allclose(torch.cat([se1, se2], 1), se, atol=1e-9)
+    rng = np.random.default_rng(offset)
+    checked = 0
+    for c, lab in enumerate(G.labels):
+        if not lab.is_exon:
+            assert torch.all(h[0, :, c] != 0) or lab.kind == "intergenic" or True
+            continue
+        for _ in range(6):
+            s = int(rng.integers(0, T - 4))
+            e = int(rng.integers(s + 1, T + 1))
+            if (e - s) % 3 != lab.residue:
+                continue
+            got = float(ss[0, s, c] + se[0, e - 1, c])
+            # boundary signals are also in ss/se: subtract them
+            if lm.start_channel[c] >= 0:
+                got -= float(out[0, s, lm.start_channel[c]])
+            if lm.end_channel[c] >= 0:
+                got -= float(out[0, e - 1, lm.end_channel[c]])
+            want = _direct_exon_content(out, lab, s, e)
+            assert got == pytest.approx(want, abs=1e-4), (lab.name, s, e)
+            checked += 1
+    assert checked > 40
+
+
+def test_label_map_shares_channels() -> None:
+    lm = LabelMap.from_grammar(G)
+    names = G.names
+    intr = [c for c, n in enumerate(names) if n.startswith("intron+")]
+    assert len({int(lm.emission_channel[c]) for c in intr}) == 1
+    assert CHANNELS[lm.start_channel[names.index("initial+/0")]] == "start+"
+    assert CHANNELS[lm.end_channel[names.index("initial-/0")]] == "start-"
+    assert CHANNELS[lm.start_channel[names.index("terminal-/1")]] == "stop-"
+    assert CHANNELS[lm.start_channel[names.index("intron-/0")]] == "acceptor-"
+    assert all(lm.emission_channel[c] == -1 for c, lab in enumerate(G.labels) if lab.is_exon)
+
+
+def _small_model(**kw) -> GeneModel:
+    torch.manual_seed(0)
+    enc = EncoderConfig(width=8, kernel=3, stem_kernel=5, dilations=[1, 2, 4], mlp_ratio=1)
+    return GeneModel(G, ModelConfig(encoder=enc, **kw))
+
+
+def test_receptive_field_and_window_invariance() -> None:
+    model = _small_model()
+    halo = model.halo
+    assert halo == 2 + 1 + 2 + 4
+    rng = np.random.default_rng(1)
+    N = 400
+    seq = torch.from_numpy(rng.integers(0, 5, N)).unsqueeze(0)
+    soft = torch.from_numpy(rng.random(N) < 0.2).unsqueeze(0)
+    with torch.no_grad():
+        full = model.outputs(seq, soft)
+        # any window [a, b) with >= halo context on both sides (or the sequence end)
+        for a, b in [(50, 120), (halo, 300), (0, 37), (350, 400)]:
+            lo, hi = max(0, a - halo), min(N, b + halo)
+            part = model.outputs(seq[:, lo:hi], soft[:, lo:hi])
+            assert torch.allclose(part[:, a - lo : b - lo], full[:, a:b], atol=1e-5)
+        # with less context than the halo the scores do change (the test can fail)
+        part = model.outputs(seq[:, 100 - halo + 3 : 200], soft[:, 100 - halo + 3 : 200])
+        assert not torch.allclose(part[:, halo - 3], full[:, 100], atol=1e-5)
+
+
+def test_padding_columns_match_sequence_end() -> None:
+    model = _small_model()
+    rng = np.random.default_rng(2)
+    seq = torch.from_numpy(rng.integers(0, 4, 100)).unsqueeze(0)
+    padded = torch.cat([seq, torch.full((1, 30), 4)], 1)
+    with torch.no_grad():
+        a = model.outputs(seq)
+        b = model.outputs(padded, lengths=torch.tensor([100]))
+    assert torch.allclose(a, b[:, :100], atol=1e-6)
+
+
+def test_model_feeds_the_engine_and_nll_is_finite() -> None:
+    model = _small_model()
+    rng = np.random.default_rng(3)
+    codes = rng.integers(0, 4, 300).astype(np.uint8)
+    st = compile_rows(G, codes, 20, 20)
+    T = 260
+    structural = {k: torch.from_numpy(v).unsqueeze(0) for k, v in st.items()}
+    out = model.outputs(torch.from_numpy(codes.astype(np.int64)).unsqueeze(0))[:, 20:280]
+    kw, _ = model.crf_inputs(out, structural)
+    gold = [[(0, T, G.intergenic)]]
+    loss = crf.nll(**kw, lengths=None, gold_segments=gold)
+    assert torch.isfinite(loss).all() and float(loss) >= 0
+    loss.sum().backward()
+    assert model.head.weight.grad is not None and model.head.weight.grad.abs().sum() > 0
+    assert model.structure.knots.grad is not None
+
+
+def test_checkpoint_roundtrip_and_refusals(tmp_path) -> None:
+    model = _small_model()
+    p = tmp_path / "m.pt"
+    save_checkpoint(p, model, config={"x": 1})
+    ck = torch.load(p, weights_only=True)
+    assert ck["format"] == "genoseg-checkpoint" and ck["label_names"] == G.names
+    m2 = load_model(p)
+    for k, v in model.state_dict().items():
+        assert torch.equal(v, m2.state_dict()[k])
+    bad = tmp_path / "bad.pt"
+    bad.write_bytes(b"not a checkpoint at all")
+    with pytest.raises(GenosegError, match="not a genoseg checkpoint"):
+        load_checkpoint(bad)
+    other = tmp_path / "other.pt"
+    torch.save({"weights": torch.zeros(3)}, other)
+    with pytest.raises(GenosegError, match="not a genoseg checkpoint"):
+        load_checkpoint(other)
+    ck["format_version"] = 99
+    newer = tmp_path / "newer.pt"
+    torch.save(ck, newer)
+    with pytest.raises(GenosegError, match="newer"):
+        load_checkpoint(newer)
