@@ -129,6 +129,29 @@ def test_index_built_beside_writable_fasta(tmp_path: Path, cache: Path) -> None:
     assert g.fetch("Chr5", 100, 110) == read_fasta_naive(SAMPLE)["Chr5"][100:110]
 
 
+@pytest.mark.parametrize("umask", [0o022, 0o002])
+@pytest.mark.parametrize("compress", [False, True])
+def test_index_files_get_the_umask_mode(
+    tmp_path: Path, cache: Path, compress: bool, umask: int
+) -> None:
+    """.fai / .gzi written by genoseg are readable like any file the user creates (not
+    0600 temporaries), and no temporary is left beside them."""
+    fa = tmp_path / ("g.fa.gz" if compress else "g.fa")
+    if compress:
+        pysam.tabix_compress(str(SAMPLE), str(fa))
+    else:
+        shutil.copy(SAMPLE, fa)
+    old = os.umask(umask)
+    try:
+        g = Genome.open(fa, cache=cache)
+    finally:
+        os.umask(old)
+    made = [g.fai] + ([Path(str(fa) + ".gzi")] if compress else [])
+    for p in made:
+        assert p.parent == tmp_path and p.stat().st_mode & 0o777 == 0o666 & ~umask, p
+    assert not [p for p in tmp_path.rglob(".*")], "temporaries left behind"
+
+
 @pytest.mark.parametrize("compress", [False, True])
 def test_index_goes_to_cache_when_directory_is_read_only(
     tmp_path: Path, cache: Path, compress: bool

@@ -19,7 +19,6 @@ import gzip
 import hashlib
 import os
 import re
-import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -29,6 +28,7 @@ import pysam
 from genoseg.data.handle import ProcessLocalHandle
 from genoseg.data.regions import missing_contig_message
 from genoseg.errors import GenosegError
+from genoseg.io.atomic import atomic_path
 
 __all__ = [
     "CODE_A",
@@ -293,25 +293,19 @@ def _quiet_htslib() -> Iterator[None]:
 
 
 def _build_index(path: Path, bgzf: bool, fai: Path, gzi: Path | None) -> None:
-    """Build the .fai (and .gzi) with htslib into temp files, then rename into place."""
-    d = fai.parent
-    tmp_fai = Path(tempfile.mkstemp(dir=d, prefix=".genoseg-", suffix=".fai")[1])
-    tmp_gzi = Path(tempfile.mkstemp(dir=d, prefix=".genoseg-", suffix=".gzi")[1]) if bgzf else None
+    """Build the .fai (and .gzi) with htslib through :func:`genoseg.io.atomic.atomic_path`
+    (temporaries renamed into place, .gzi first; file mode from the umask; removed on
+    errors and on SIGTERM / SIGHUP / SIGINT)."""
     try:
-        args = [str(path), "--fai-idx", str(tmp_fai)]
-        if tmp_gzi is not None:
-            args += ["--gzi-idx", str(tmp_gzi)]
-        with _quiet_htslib():
-            pysam.faidx(*args)
-        if tmp_gzi is not None and gzi is not None:
-            os.replace(tmp_gzi, gzi)
-        os.replace(tmp_fai, fai)
+        with contextlib.ExitStack() as stack:
+            tmp_fai = stack.enter_context(atomic_path(fai))
+            args = [str(path), "--fai-idx", str(tmp_fai)]
+            if gzi is not None:  # entered last: renamed first, so a fresh .fai implies a .gzi
+                args += ["--gzi-idx", str(stack.enter_context(atomic_path(gzi)))]
+            with _quiet_htslib():
+                pysam.faidx(*args)
     except pysam.SamtoolsError as exc:
         raise GenosegError(f"{path}: cannot index FASTA: {str(exc).strip()}") from None
-    finally:
-        for t in (tmp_fai, tmp_gzi):
-            if t is not None and t.exists():
-                t.unlink()
 
 
 def _read_fai(fai: Path, path: Path) -> dict[str, int]:
