@@ -23,21 +23,30 @@ REAL = [
 AUGUSTUS = REPO / "benchmarks" / "peers" / "augustus_athaliana_chr5.gff3"
 
 
-def gff(*genes: tuple) -> str:
-    """GFF3 text from (gene_id, strand, [(tx_id, exons, cds), ...]); 1-based closed coords."""
-    lines = ["##gff-version 3", "##sequence-region c1 1 10000"]
+def gff(*genes: tuple, seqid: str = "c1") -> str:
+    """GFF3 text from (gene_id, strand, [(tx_id, exons, cds), ...]); 1-based closed coords.
+
+    CDS phases are computed in transcription order (so ``gt gff3validator`` accepts them).
+    """
+    lines = ["##gff-version 3", f"##sequence-region {seqid} 1 10000"]
     for gid, strand, txs in genes:
         lo = min(s for _, ex, cds in txs for s, _ in ex + cds)
         hi = max(e for _, ex, cds in txs for _, e in ex + cds)
-        lines.append(f"c1\tt\tgene\t{lo}\t{hi}\t.\t{strand}\t.\tID={gid}")
+        lines.append(f"{seqid}\tt\tgene\t{lo}\t{hi}\t.\t{strand}\t.\tID={gid}")
         for tid, exons, cds in txs:
             tlo = min(s for s, _ in exons + cds)
             thi = max(e for _, e in exons + cds)
-            lines.append(f"c1\tt\tmRNA\t{tlo}\t{thi}\t.\t{strand}\t.\tID={tid};Parent={gid}")
+            lines.append(f"{seqid}\tt\tmRNA\t{tlo}\t{thi}\t.\t{strand}\t.\tID={tid};Parent={gid}")
             for s, e in exons:
-                lines.append(f"c1\tt\texon\t{s}\t{e}\t.\t{strand}\t.\tParent={tid}")
+                lines.append(f"{seqid}\tt\texon\t{s}\t{e}\t.\t{strand}\t.\tParent={tid}")
+            done, phase = 0, {}
+            for s, e in cds if strand == "+" else cds[::-1]:
+                phase[(s, e)] = (3 - done % 3) % 3
+                done += e - s + 1
             for s, e in cds:
-                lines.append(f"c1\tt\tCDS\t{s}\t{e}\t.\t{strand}\t0\tParent={tid}")
+                lines.append(
+                    f"{seqid}\tt\tCDS\t{s}\t{e}\t.\t{strand}\t{phase[(s, e)]}\tParent={tid}"
+                )
     return "\n".join(lines) + "\n"
 
 
@@ -389,3 +398,243 @@ def test_cli_empty_reference(tmp_path: Path) -> None:
     assert res.exit_code == 0, res.output
     gene = json.loads(res.stdout)["levels"]["gene"]
     assert gene["sensitivity"] == 0.0 and gene["precision"] is None
+
+
+# ------------------------------------------------------------------ scored sequences (issue 8.13)
+
+DMEL = ("dmelanogaster_1pct", "annotation_with_rnaseq_splice.gff3")
+AUGUSTUS_DMEL = REPO / "benchmarks" / "peers" / "augustus_dmelanogaster_1pct.gff3"
+
+
+def _table_rows(text: str) -> dict[str, list[str]]:
+    table = text.split("\n\n")[0]
+    return {ln.split()[0]: ln.split() for ln in table.splitlines() if ln[:1].isalpha()}
+
+
+def test_default_scores_only_reference_seqids(tmp_path: Path) -> None:
+    ref = gff(("g", "+", [("a", EX, CDS_A)]))
+    pred_text = gff(("p", "+", [("p1", EX, CDS_A)]))
+    other = gff(("q", "-", [("q1", [(101, 400)], [(101, 400)])]), seqid="c9")
+    pred_text += "".join(ln + "\n" for ln in other.splitlines() if not ln.startswith("##gff"))
+    lv = run(tmp_path, ref, pred_text)
+    assert counts(lv, "base") == (500, 500, 500, 500)
+    assert all(lv[level].f1 == 1.0 for level in LEVELS)
+    lv = run(tmp_path, ref, pred_text, all_seqids=True)
+    assert counts(lv, "base") == (500, 800, 500, 500)
+    assert counts(lv, "gene") == (1, 2, 1, 1)
+    r, p = tmp_path / "r.gff3", tmp_path / "p.gff3"
+    res = compare(read_annotation(r), read_annotation(p))
+    assert res.scored_seqids == ["c1"]
+    assert res.left_out == {"reference": {}, "prediction": {"c9": 1}}
+    cli_res = CliRunner().invoke(cli, ["eval", str(r), str(p)])
+    assert cli_res.exit_code == 0, cli_res.output
+    assert "left out, not on a sequence the reference annotates" in cli_res.stderr
+    assert "prediction c9 (1 transcript)" in cli_res.stderr
+    assert "# scored seqids: c1" in cli_res.stdout
+
+
+def test_cli_no_shared_seqid(tmp_path: Path) -> None:
+    r, p = tmp_path / "r.gff3", tmp_path / "p.gff3"
+    r.write_text(gff(("g", "+", [("a", EX, CDS_A)]), seqid="chr1"))
+    p.write_text(gff(("p", "+", [("p1", EX, CDS_A)]), seqid="1"))
+    out = tmp_path / "o.txt"
+    res = CliRunner().invoke(cli, ["eval", str(r), str(p), "-o", str(out)])
+    assert res.exit_code == 1
+    last = res.stderr.strip().splitlines()[-1]
+    assert last.startswith("genoseg: error: no sequence name is shared: ")
+    assert f"{r} annotates 'chr1', {p} predicts on '1'" in last
+    assert not out.exists()
+    # the old behaviour on request: scored, all zeros, with a warning
+    res = CliRunner().invoke(cli, ["eval", str(r), str(p), "--all-seqids", "--json"])
+    assert res.exit_code == 0, res.output
+    assert "warning: no sequence name is shared" in res.stderr
+    assert json.loads(res.stdout)["levels"]["gene"]["matched_reference"] == 0
+    res = CliRunner().invoke(cli, ["eval", str(r), str(p), "--all-seqids", "--seqids", "1"])
+    assert res.exit_code == 1 and "--seqids and --all-seqids exclude each other" in res.stderr
+
+
+def test_real_dmel_unannotated_seqids_left_out() -> None:
+    """AUGUSTUS (fly) on all of D. melanogaster 1pct: 2R and 3R have no reference genes."""
+    ref = str(shared(*DMEL))
+    res = CliRunner().invoke(cli, ["eval", ref, str(AUGUSTUS_DMEL), "--skip-missing-parents"])
+    assert res.exit_code == 0, res.output
+    rows = _table_rows(res.stdout)
+    assert rows["base"][6] == "83.62"  # base precision on the annotated sequences
+    assert "# scored seqids: 2L,3L,4,X,Y" in res.stdout
+    assert "prediction 2R (8 transcripts), 3R (14 transcripts)" in res.stderr
+    old = CliRunner().invoke(
+        cli, ["eval", ref, str(AUGUSTUS_DMEL), "--skip-missing-parents", "--all-seqids"]
+    )
+    assert old.exit_code == 0, old.output
+    assert _table_rows(old.stdout)["base"][6] == "36.79"
+    assert _table_rows(old.stdout)["base"][5] == rows["base"][5]  # sensitivity unchanged
+
+
+# ------------------------------------------------------------------ regions (issue 8.14)
+
+
+def test_regions_clip_bases_of_a_crossing_transcript(tmp_path: Path) -> None:
+    ref = gff(("g", "+", [("a", EX, CDS_A)]))
+    crossing = CDS_A + [(951, 1100)]  # last exon crosses the region end (1000)
+    pred = gff(("p", "+", [("p1", crossing, crossing)]))
+    r, p = tmp_path / "r.gff3", tmp_path / "p.gff3"
+    r.write_text(ref)
+    p.write_text(pred)
+    res = compare(read_annotation(r), read_annotation(p), regions={"c1": [(0, 1000)]})
+    lv = res.levels
+    assert counts(lv, "base") == (500, 550, 500, 500)  # 951..1000 inside, 1001..1100 not
+    assert counts(lv, "exon") == (3, 3, 3, 3)  # the crossing exon is not inside
+    assert counts(lv, "intron") == (2, 3, 2, 2)
+    assert counts(lv, "intron_chain") == (1, 0, 0, 0)
+    assert counts(lv, "transcript") == (1, 0, 0, 0)
+    assert counts(lv, "gene") == (1, 0, 0, 0)
+    assert res.region_edges == {
+        "reference": {"transcripts": 0, "genes": 0},
+        "prediction": {"transcripts": 1, "genes": 1},
+    }
+    bed = tmp_path / "r.bed"
+    bed.write_text("c1\t0\t1000\n")
+    cli_res = CliRunner().invoke(cli, ["eval", str(r), str(p), "--regions", str(bed)])
+    assert cli_res.exit_code == 0, cli_res.output
+    edge = "prediction 1 transcript (1 gene left out) cross a region edge"
+    assert edge in cli_res.stderr and edge in cli_res.stdout
+
+
+def test_real_regions_gene_spans_keep_base_sensitivity() -> None:
+    """Regions = the reference's Chr5 gene spans hold every reference coding base, so the
+    base sensitivity must equal the unrestricted one (AUGUSTUS genes crossing a span edge
+    were dropped whole before: 85.0 instead of 98.7)."""
+    ref = read_annotation(shared(*REAL[0]), missing_parents="skip")
+    pred = read_annotation(AUGUSTUS)
+    spans = {"Chr5": [(g.start, g.end) for g in ref.genes["Chr5"]]}
+    full = compare(ref, pred, seqids=["Chr5"])
+    res = compare(ref, pred, seqids=["Chr5"], regions=spans)
+    assert res.levels["base"].reference == full.levels["base"].reference
+    assert res.levels["base"].sensitivity == full.levels["base"].sensitivity
+    assert round(100 * res.levels["base"].sensitivity, 1) == 98.7
+    assert res.region_edges["reference"] == {"transcripts": 0, "genes": 0}
+    assert res.region_edges["prediction"] == {"transcripts": 8, "genes": 8}
+    # predicted genes overlapping a span, less the 8 crossing an edge, are scored
+    overlapping = {m.gene for m in res.prediction_scope}
+    assert res.levels["gene"].prediction == len(overlapping) - 8 == 62
+
+
+# ------------------------------------------------------------------ calibration gaps (issue 8.15)
+
+
+def test_cli_reliability_without_posteriors_keeps_table(tmp_path: Path) -> None:
+    r, p = tmp_path / "r.gff3", tmp_path / "p.gff3"
+    r.write_text(gff(("g", "+", [("a", EX, CDS_A)])))
+    p.write_text(gff(("p", "+", [("p1", EX, CDS_A)])))  # no scores anywhere
+    png = tmp_path / "rel.png"
+    res = CliRunner().invoke(cli, ["eval", str(r), str(p), "--reliability", str(png)])
+    assert res.exit_code == 0, res.output
+    assert _table_rows(res.stdout)["gene"][1:5] == ["1", "1", "1", "1"]
+    assert f"warning: no reliability diagram written to {png}" in res.stderr
+    assert not png.exists()
+    assert "exon posteriors: n=0, no posteriors in the prediction (3 exons without a score" in (
+        res.stdout
+    )
+    assert "intron posteriors: n=0, no posteriors in the prediction (2 introns without" in (
+        res.stdout
+    )
+
+
+def test_real_augustus_exon_mode_unscored_exons(tmp_path: Path) -> None:
+    """AUGUSTUS scores CDS and intron lines, not exon lines: in exon mode every exon is
+    unscored (said, and left out) while the introns still give a diagram."""
+    ref = str(shared(*REAL[0]))
+    png = tmp_path / "rel.png"
+    args = ["eval", ref, str(AUGUSTUS), "--seqids", "Chr5", "--skip-missing-parents"]
+    res = CliRunner().invoke(cli, [*args, "--feature", "exon", "--reliability", str(png)])
+    assert res.exit_code == 0, res.output
+    n_exons = _table_rows(res.stdout)["exon"][2]
+    assert f"exon posteriors: n=0, no posteriors in the prediction ({n_exons} exons" in res.stdout
+    assert png.read_bytes()[:4] == b"\x89PNG"
+    # in CDS mode every CDS piece is scored
+    res = CliRunner().invoke(cli, [*args, "--json"])
+    cal = json.loads(res.stdout)["calibration"]
+    assert cal["exon"]["n"] == 429 and cal["exon"]["unscored"] == 0
+
+
+@pytest.mark.parametrize("rule", ["any", "gt"])
+def test_real_transcript_counts_agree_with_stderr(rule: str) -> None:
+    """The stderr summary states the transcript row's counts (FlyBase: many isoforms share
+    a CDS, so distinct CDS chains and transcripts differ)."""
+    ref = str(shared(*DMEL))
+    res = CliRunner().invoke(
+        cli,
+        ["eval", ref, str(AUGUSTUS_DMEL), "--skip-missing-parents", "--gene-rule", rule],
+    )
+    assert res.exit_code == 0, res.output
+    row = _table_rows(res.stdout)["transcript"]
+    scored = [ln for ln in res.stderr.splitlines() if "scored on" in ln][0]
+    ref_part, pred_part = scored.split(" sequences: ", 1)[1].split("; ")
+    assert ref_part.split()[1] == row[1] and pred_part.split()[1] == row[2]
+    assert row[1] == ("148" if rule == "any" else "236")
+
+
+# ------------------------------------------------------------------ gene rule (issue 8.16)
+
+# gene g1 (+): isoforms A and B; gene g2 (-): D and D2 (same CDS as D, longer 5' UTR).
+# The prediction has g1's A and a wrong C, and only D of g2.
+EX_B = [(101, 300), (701, 950)]
+CDS_C = [(151, 300), (401, 600), (701, 880)]
+EX_D, CDS_D = [(3001, 3300), (3401, 3600)], [(3051, 3300), (3401, 3550)]
+RULE_REF = gff(
+    ("g1", "+", [("A", EX, CDS_A), ("B", EX_B, CDS_B)]),
+    ("g2", "-", [("D", EX_D, CDS_D), ("D2", [(3001, 3300), (3401, 3700)], CDS_D)]),
+)
+RULE_PRED = gff(
+    ("p1", "+", [("pA", EX, CDS_A), ("pC", [(101, 300), (401, 600), (701, 950)], CDS_C)]),
+    ("p2", "-", [("pD", EX_D, CDS_D)]),
+)
+
+
+def test_gene_rule_any_vs_gt(tmp_path: Path) -> None:
+    any_rule = run(tmp_path, RULE_REF, RULE_PRED)
+    gt_rule = run(tmp_path, RULE_REF, RULE_PRED, gene_rule="gt")
+    # any: distinct CDS chains (D and D2 are one); a gene is found through one isoform
+    assert counts(any_rule, "transcript") == (3, 3, 2, 2)
+    assert counts(any_rule, "gene") == (2, 2, 2, 2)
+    # gt: every transcript counts, one to one; a gene needs all its isoforms
+    assert counts(gt_rule, "transcript") == (4, 3, 2, 2)
+    assert counts(gt_rule, "gene") == (2, 2, 0, 0)
+    for level in ("base", "exon", "intron", "intron_chain"):
+        assert counts(any_rule, level) == counts(gt_rule, level)
+    # the prediction against itself: both rules give 100 %
+    selfcmp = run(tmp_path, RULE_PRED, RULE_PRED, gene_rule="gt")
+    assert counts(selfcmp, "gene") == (2, 2, 2, 2)
+    with pytest.raises(ValueError, match="gene_rule"):
+        run(tmp_path, RULE_REF, RULE_PRED, gene_rule="all")
+
+
+def test_gene_rule_gt_matches_gt_eval(tmp_path: Path) -> None:
+    """On the hand-made case, --gene-rule gt gives gt eval's CDS-level gene and mRNA counts."""
+    import os
+    import re
+    import shutil
+
+    gt = shutil.which("gt")
+    if gt is None:
+        msg = "gt (genometools) is not installed"
+        if os.environ.get("CI"):
+            pytest.fail(msg)
+        pytest.skip(msg)
+    r, p = tmp_path / "r.gff3", tmp_path / "p.gff3"
+    r.write_text(RULE_REF)
+    p.write_text(RULE_PRED)
+    out = subprocess.run([gt, "eval", str(r), str(p)], capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
+    found = dict(
+        re.findall(
+            r"^(\w+ (?:sensitivity|specificity)) \(CDS level\):.*\((\d+/\d+)\)", out.stdout, re.M
+        )
+    )
+    res = CliRunner().invoke(cli, ["eval", str(r), str(p), "--gene-rule", "gt", "--json"])
+    assert res.exit_code == 0, res.output
+    lv = json.loads(res.stdout)["levels"]
+    for gt_name, ours in (("gene", "gene"), ("mRNA", "transcript")):
+        st = lv[ours]
+        assert found[f"{gt_name} sensitivity"] == f"{st['matched_reference']}/{st['reference']}"
+        assert found[f"{gt_name} specificity"] == f"{st['matched_prediction']}/{st['prediction']}"

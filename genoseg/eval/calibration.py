@@ -23,9 +23,17 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from genoseg.errors import GenosegError
-from genoseg.eval.compare import Model, level_sets
+from genoseg.eval.compare import Model, level_sets, within_regions
 
-__all__ = ["Calibration", "CalibrationBin", "calibrate", "collect_posteriors", "plot_reliability"]
+__all__ = [
+    "Calibration",
+    "CalibrationBin",
+    "calibrate",
+    "calibration_report",
+    "collect_posteriors",
+    "plot_reliability",
+    "usable",
+]
 
 KINDS = ("exon", "intron", "boundary")
 
@@ -50,6 +58,7 @@ class Calibration:
     bins: list[CalibrationBin] = field(default_factory=list)
     ece: float | None = None
     note: str | None = None  # why unavailable, if so
+    unscored: int = 0  # distinct predicted items of this kind without a score (left out)
 
 
 def calibrate(
@@ -96,14 +105,25 @@ def _containing_part(parts: tuple[tuple[int, int], ...], s: int, e: int) -> tupl
 
 
 def collect_posteriors(
-    reference: list[Model], prediction: list[Model], mode: str
-) -> dict[str, tuple[list[float], list[bool]]]:
-    """(posteriors, correct) per kind from the predicted models' line scores."""
-    ref = level_sets(reference)
+    reference: list[Model],
+    prediction: list[Model],
+    mode: str,
+    *,
+    regions: dict[str, list[tuple[int, int]]] | None = None,
+) -> dict[str, tuple[list[float], list[bool], int]]:
+    """(posteriors, correct, unscored) per kind from the predicted models' line scores.
+
+    ``unscored`` counts the distinct predicted items of the kind (exons, introns of the
+    scored parts, part ends) for which no transcript gives a score; they are left out.
+    With ``regions`` (seqid -> sorted, merged 0-based half-open intervals) only items
+    inside a region count, on both sides.
+    """
+    ref = level_sets(reference, regions)
     ref_lo = {(seqid, strand, s) for seqid, strand, s, _ in ref["exon"]}
     ref_hi = {(seqid, strand, e) for seqid, strand, _, e in ref["exon"]}
     part_kind = "CDS" if mode == "CDS" else "exon"
     best: dict[str, dict[tuple, tuple[float, bool]]] = {k: {} for k in KINDS}
+    seen: dict[str, set[tuple]] = {k: set() for k in KINDS}
 
     def put(kind: str, key: tuple, p: float | None, ok: bool) -> None:
         if p is None:
@@ -113,9 +133,22 @@ def collect_posteriors(
             best[kind][key] = (p, ok)
 
     for m in prediction:
+        ivs = regions.get(m.seqid, []) if regions is not None else None
+
+        def inside(s: int, e: int, ivs=ivs) -> bool:
+            return ivs is None or within_regions(ivs, s, e)
+
+        for s, e in m.parts:
+            if inside(s, e):
+                seen["exon"].add((m.seqid, m.strand, s, e))
+                seen["boundary"].add(("lo", m.seqid, m.strand, s))
+                seen["boundary"].add(("hi", m.seqid, m.strand, e))
+        for s, e in m.introns:
+            if inside(s, e):
+                seen["intron"].add((m.seqid, m.strand, s, e))
         for f in m.transcript.scores:
             if f.kind == "intron":
-                if (f.start, f.end) not in m.introns:
+                if (f.start, f.end) not in m.introns or not inside(f.start, f.end):
                     continue  # e.g. a UTR intron when scoring CDS
                 key = (m.seqid, m.strand, f.start, f.end)
                 put("intron", key, f.score, key in ref["intron"])
@@ -123,7 +156,7 @@ def collect_posteriors(
             if f.kind != part_kind:
                 continue
             part = _containing_part(m.parts, f.start, f.end)
-            if part is None:
+            if part is None or not inside(*part):
                 continue
             key = (m.seqid, m.strand, *part)
             put("exon", key, f.score, key in ref["exon"])
@@ -132,23 +165,45 @@ def collect_posteriors(
             put("boundary", ("lo", *lo), f.start_posterior, lo in ref_lo)
             put("boundary", ("hi", *hi), f.end_posterior, hi in ref_hi)
     return {
-        kind: ([p for p, _ in d.values()], [ok for _, ok in d.values()]) for kind, d in best.items()
+        kind: (
+            [p for p, _ in d.values()],
+            [ok for _, ok in d.values()],
+            len(seen[kind] - d.keys()),
+        )
+        for kind, d in best.items()
     }
 
 
 def calibration_report(
-    reference: list[Model], prediction: list[Model], mode: str, *, n_bins: int = 10
+    reference: list[Model],
+    prediction: list[Model],
+    mode: str,
+    *,
+    n_bins: int = 10,
+    regions: dict[str, list[tuple[int, int]]] | None = None,
 ) -> dict[str, Calibration]:
-    """One :class:`Calibration` per kind (exon, intron, boundary)."""
+    """One :class:`Calibration` per kind (exon, intron, boundary).
+
+    ``regions``: only items inside them count (see :func:`collect_posteriors`);
+    :meth:`genoseg.eval.EvalResult.calibration` passes the right models and regions.
+    """
     out = {}
-    for kind, (ps, oks) in collect_posteriors(reference, prediction, mode).items():
+    for kind, (ps, oks, unscored) in collect_posteriors(
+        reference, prediction, mode, regions=regions
+    ).items():
         if not ps:
             out[kind] = Calibration(kind, 0, note="no posteriors in the prediction")
         elif any(not (0.0 <= p <= 1.0) for p in ps):
             out[kind] = Calibration(kind, len(ps), note="scores are outside [0, 1], not posteriors")
         else:
             out[kind] = calibrate(ps, oks, n_bins=n_bins, kind=kind)
+        out[kind].unscored = unscored
     return out
+
+
+def usable(calibs: dict[str, Calibration]) -> dict[str, Calibration]:
+    """The kinds that have binned posteriors (what a reliability diagram can draw)."""
+    return {k: c for k, c in calibs.items() if c.ece is not None}
 
 
 def plot_reliability(calibs: dict[str, Calibration], path: str | os.PathLike, title: str) -> None:
@@ -157,8 +212,8 @@ def plot_reliability(calibs: dict[str, Calibration], path: str | os.PathLike, ti
     Written to a temporary file beside ``path`` and renamed on success.
     """
     plt = _pyplot()
-    usable = {k: c for k, c in calibs.items() if c.ece is not None}
-    if not usable:
+    drawn = usable(calibs)
+    if not drawn:
         raise GenosegError(
             f"{path}: no posteriors to draw a reliability diagram from (the prediction has no "
             "scores in [0, 1] on its exon/CDS/intron lines)"
@@ -168,7 +223,7 @@ def plot_reliability(calibs: dict[str, Calibration], path: str | os.PathLike, ti
     )
     ax.plot([0, 1], [0, 1], color="0.6", lw=1, ls="--", label="perfect")
     colors = {"exon": "C0", "intron": "C1", "boundary": "C2"}
-    for kind, c in usable.items():
+    for kind, c in drawn.items():
         pts = [(b.mean_posterior, b.observed) for b in c.bins if b.count]
         ax.plot(
             [p for p, _ in pts],

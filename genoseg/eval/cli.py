@@ -79,7 +79,24 @@ def _write_text(path: str, text: str) -> None:
     type=click.Path(dir_okay=False),
     help="BED file: score only transcripts (and bases) inside these regions.",
 )
-@click.option("--seqids", help="Comma-separated sequence names to score (default: all).")
+@click.option(
+    "--seqids",
+    help="Comma-separated sequence names to score (default: the reference's, see --all-seqids).",
+)
+@click.option(
+    "--all-seqids",
+    is_flag=True,
+    help="Score every sequence of either file; predictions on sequences the reference does "
+    "not annotate count as false positives (default: only the reference's sequences).",
+)
+@click.option(
+    "--gene-rule",
+    type=click.Choice(["any", "gt"]),
+    default="any",
+    show_default=True,
+    help="any: a gene is found when one of its transcripts is, transcripts are distinct part "
+    "chains; gt: as gt eval defines them, all isoforms must match and every transcript counts.",
+)
 @click.option(
     "--skip-missing-parents",
     is_flag=True,
@@ -100,6 +117,8 @@ def eval_command(
     longest_isoform: bool,
     regions_path: str | None,
     seqids: str | None,
+    all_seqids: bool,
+    gene_rule: str,
     skip_missing_parents: bool,
     bins: int,
     reliability: str | None,
@@ -111,12 +130,20 @@ def eval_command(
     Levels base, exon, intron, intron chain, transcript and gene, each with sensitivity,
     precision and F1, strand-aware; plus calibration of the prediction's posteriors.
     """
-    from genoseg.eval.calibration import calibration_report, plot_reliability
+    from genoseg.eval.calibration import plot_reliability, usable
     from genoseg.eval.compare import compare
-    from genoseg.eval.report import format_table, to_json
+    from genoseg.eval.report import (
+        counts_text,
+        format_table,
+        left_out_text,
+        region_edges_text,
+        to_json,
+    )
 
     if bins < 1:
         raise GenosegError(f"--bins must be >= 1, got {bins}")
+    if seqids is not None and all_seqids:
+        raise GenosegError("--seqids and --all-seqids exclude each other")
     for option, path in (("-o", output), ("--reliability", reliability)):
         if path and path != "-" and not os.path.isdir(os.path.dirname(os.path.abspath(path))):
             raise GenosegError(f"{option} {path}: directory does not exist")
@@ -151,10 +178,28 @@ def eval_command(
         longest_isoform=longest_isoform,
         seqids=seqid_list,
         regions=regions,
+        all_seqids=all_seqids,
+        gene_rule=gene_rule,
     )
-    calib = calibration_report(
-        result.reference_models, result.prediction_models, feature, n_bins=bins
+    if seqid_list is None:
+        _check_shared_seqids(ref, pred, feature, reference, prediction, all_seqids)
+    left = left_out_text(result)
+    if left:
+        click.echo(
+            f"genoseg eval: left out, not on a sequence the reference annotates "
+            f"(--all-seqids scores them): {left}"
+            if seqid_list is None
+            else f"genoseg eval: left out, not in --seqids: {left}",
+            err=True,
+        )
+    edges = region_edges_text(result)
+    if edges:
+        click.echo(f"genoseg eval: {edges}", err=True)
+    click.echo(
+        f"genoseg eval: scored on {len(result.scored_seqids)} sequences: {counts_text(result)}",
+        err=True,
     )
+    calib = result.calibration(n_bins=bins)
     if as_json:
         summaries = {"reference": vars(ref.summary), "prediction": vars(pred.summary)}
         text = to_json(
@@ -163,9 +208,49 @@ def eval_command(
     else:
         text = format_table(result, calib, reference=reference, prediction=prediction)
     if reliability:
-        title = f"{os.path.basename(prediction)} vs {os.path.basename(reference)} ({feature})"
-        plot_reliability(calib, reliability, title)
+        if usable(calib):
+            title = f"{os.path.basename(prediction)} vs {os.path.basename(reference)} ({feature})"
+            plot_reliability(calib, reliability, title)
+        else:
+            why = "; ".join(
+                f"{kind}: {c.note}" + (f" ({c.unscored} without a score)" if c.unscored else "")
+                for kind, c in calib.items()
+            )
+            click.echo(
+                f"genoseg eval: warning: no reliability diagram written to {reliability}, "
+                f"the prediction has no posteriors to draw ({why})",
+                err=True,
+            )
     _write_text(output, text)
+
+
+def _check_shared_seqids(
+    ref: Annotation,
+    pred: Annotation,
+    feature: str,
+    reference: str,
+    prediction: str,
+    all_seqids: bool,
+) -> None:
+    """Fail (or warn under --all-seqids) when no predicted transcript is on a reference seqid."""
+    scored_kind = [t for t in pred.transcripts() if feature == "exon" or t.is_coding]
+    pred_seqids = sorted({t.seqid for t in scored_kind})
+    ref_seqids = sorted({t.seqid for t in ref.transcripts() if feature == "exon" or t.is_coding})
+    if not pred_seqids or set(pred_seqids) & set(ref_seqids):
+        return
+
+    def names(ids: list[str]) -> str:
+        shown = ", ".join(repr(s) for s in ids[:5])
+        return shown + (f" and {len(ids) - 5} more" if len(ids) > 5 else "")
+
+    message = (
+        f"no sequence name is shared: {reference} annotates {names(ref_seqids)}, "
+        f"{prediction} predicts on {names(pred_seqids)} (do the names differ, e.g. 'chr1' "
+        "vs '1'?)"
+    )
+    if not all_seqids:
+        raise GenosegError(message + "; --all-seqids scores them anyway")
+    click.echo(f"genoseg eval: warning: {message}", err=True)
 
 
 @click.command("plot")

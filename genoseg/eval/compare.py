@@ -17,6 +17,15 @@ Levels (definitions and their origin are in docs/eval.md):
   exactly by a predicted transcript; a predicted gene is correct when at least one of its
   transcripts matches a reference transcript (BRAKER/GeneMark gene level).
 
+With ``gene_rule="gt"`` the last two levels follow ``gt eval`` instead: every transcript
+counts (matched one to one), and a gene is found only when a gene on the other side has
+exactly the same transcripts, all of them.
+
+By default only the reference's sequences are scored (predictions elsewhere are left out
+and counted); with regions, bases, parts and introns inside the regions are scored
+whatever transcript they belong to, and chains, transcripts and genes only from
+transcripts lying wholly inside one region.
+
 Sensitivity = matched reference / reference, precision = matched prediction / prediction,
 F1 = 2·S·P/(S+P). For set levels both matched counts are equal; for ``gene`` they can differ.
 """
@@ -24,19 +33,22 @@ F1 = 2·S·P/(S+P). For set levels both matched counts are equal; for ``gene`` t
 from __future__ import annotations
 
 import bisect
-from collections import defaultdict
+from collections import Counter, defaultdict
 from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass, field
 
 from genoseg.data.annotation import Annotation, Transcript
 
 __all__ = [
+    "GENE_RULES",
     "LEVELS",
     "EvalResult",
     "LevelStats",
     "Model",
     "compare",
     "models_of",
+    "overlaps_regions",
+    "within_regions",
 ]
 
 LEVELS = ("base", "exon", "intron", "intron_chain", "transcript", "gene")
@@ -95,22 +107,68 @@ class LevelStats:
             self.f1 = 2 * s * p / (s + p) if s + p > 0 else 0.0
 
 
+GENE_RULES = ("any", "gt")
+
+
 @dataclass
 class EvalResult:
-    """Result of :func:`compare`: one :class:`LevelStats` per level, in :data:`LEVELS` order."""
+    """Result of :func:`compare`: one :class:`LevelStats` per level, in :data:`LEVELS` order.
+
+    ``reference_models`` / ``prediction_models`` are the transcripts scored at the intron
+    chain, transcript and gene levels (with ``regions``: those lying wholly inside one
+    region). ``reference_scope`` / ``prediction_scope`` are every transcript on a scored
+    seqid (with ``regions``: every one overlapping a region); their bases, parts and introns
+    inside the regions are scored at the base, exon and intron levels.
+
+    ``scored_seqids``: the sequences scored (sorted). ``left_out``: per side
+    (``"reference"``, ``"prediction"``), seqid -> number of transcripts on sequences that
+    were not scored. ``region_edges``: per side, ``{"transcripts": n, "genes": g}`` --
+    transcripts overlapping a region but crossing its edge (left out of the chain,
+    transcript and gene levels) and genes left out because all their transcripts do; None
+    without regions. ``counts``: per side, the scored ``transcripts``, the ``distinct``
+    transcripts (unique part chains, what the transcript level counts under gene rule
+    ``"any"``) and ``genes``.
+    """
 
     mode: str
     levels: dict[str, LevelStats]
     settings: dict[str, object]
     reference_models: list[Model] = field(repr=False, default_factory=list)
     prediction_models: list[Model] = field(repr=False, default_factory=list)
+    reference_scope: list[Model] = field(repr=False, default_factory=list)
+    prediction_scope: list[Model] = field(repr=False, default_factory=list)
+    scored_seqids: list[str] = field(default_factory=list)
+    left_out: dict[str, dict[str, int]] = field(default_factory=dict)
+    region_edges: dict[str, dict[str, int]] | None = None
+    counts: dict[str, dict[str, int]] = field(default_factory=dict)
+    regions: dict[str, list[Interval]] | None = field(repr=False, default=None)
 
     def to_dict(self) -> dict:
         return {
             "mode": self.mode,
             "settings": self.settings,
+            "scored_seqids": self.scored_seqids,
+            "left_out": self.left_out,
+            "region_edges": self.region_edges,
+            "counts": self.counts,
             "levels": {k: asdict(v) for k, v in self.levels.items()},
         }
+
+    def calibration(self, n_bins: int = 10) -> dict:
+        """Calibration of the prediction's posteriors over what this result scored.
+
+        Equals :func:`genoseg.eval.calibration_report` on the scope models, restricted to
+        features inside the regions when regions were given.
+        """
+        from genoseg.eval.calibration import calibration_report
+
+        return calibration_report(
+            self.reference_scope,
+            self.prediction_scope,
+            self.mode,
+            n_bins=n_bins,
+            regions=self.regions,
+        )
 
 
 def _longest(ts: Sequence[Transcript], mode: str) -> Transcript:
@@ -151,15 +209,24 @@ def models_of(
             for t in ts:
                 parts = t.cds if mode == "CDS" else t.exons
                 m = Model(seqid, t.strand, f"{seqid}\t{gene.id}", t, parts)
-                if regions is not None and not _inside(regions.get(seqid, []), m.start, m.end):
+                if regions is not None and not within_regions(
+                    regions.get(seqid, []), m.start, m.end
+                ):
                     continue
                 out.append(m)
     return out
 
 
-def _inside(ivs: list[Interval], start: int, end: int) -> bool:
+def within_regions(ivs: list[Interval], start: int, end: int) -> bool:
+    """Whether [start, end) lies wholly inside one of the sorted, merged ``ivs``."""
     i = bisect.bisect_right(ivs, (start, float("inf"))) - 1
     return i >= 0 and ivs[i][0] <= start and end <= ivs[i][1]
+
+
+def overlaps_regions(ivs: list[Interval], start: int, end: int) -> bool:
+    """Whether [start, end) shares at least one base with the sorted, merged ``ivs``."""
+    i = bisect.bisect_left(ivs, (end, end))  # intervals starting at or after ``end`` are out
+    return i > 0 and ivs[i - 1][1] > start
 
 
 def _merge(ivs: Iterable[Interval]) -> list[Interval]:
@@ -174,22 +241,13 @@ def _merge(ivs: Iterable[Interval]) -> list[Interval]:
 
 def _intersect_len(a: list[Interval], b: list[Interval]) -> int:
     """Total overlap of two sorted, merged interval lists."""
-    i = j = total = 0
-    while i < len(a) and j < len(b):
-        lo = max(a[i][0], b[j][0])
-        hi = min(a[i][1], b[j][1])
-        if lo < hi:
-            total += hi - lo
-        if a[i][1] < b[j][1]:
-            i += 1
-        else:
-            j += 1
-    return total
+    return sum(e - s for s, e in _clip(a, b))
 
 
 def _coverage(
     models: list[Model], regions: dict[str, list[Interval]] | None
 ) -> dict[tuple[str, str], list[Interval]]:
+    """(seqid, strand) -> merged parts of ``models``, clipped to ``regions`` when given."""
     cov: dict[tuple[str, str], list[Interval]] = defaultdict(list)
     for m in models:
         cov[(m.seqid, m.strand)].extend(m.parts)
@@ -197,14 +255,13 @@ def _coverage(
     for key, ivs in cov.items():
         merged = _merge(ivs)
         if regions is not None:
-            # keep only bases inside the regions (kept models already are, but be exact)
-            reg = regions.get(key[0], [])
-            merged = _clip(merged, reg)
+            merged = _clip(merged, regions.get(key[0], []))
         out[key] = merged
     return out
 
 
 def _clip(a: list[Interval], b: list[Interval]) -> list[Interval]:
+    """Intersection of two sorted, merged interval lists (sorted, merged)."""
     out = []
     i = j = 0
     while i < len(a) and j < len(b):
@@ -223,19 +280,47 @@ def _set_stats(level: str, ref: set, pred: set) -> LevelStats:
     return LevelStats(level, len(ref), len(pred), tp, tp)
 
 
-def level_sets(models: list[Model]) -> dict[str, set]:
-    """The exon, intron, intron-chain and transcript key sets of ``models``."""
+def _multiset_stats(level: str, ref: Counter, pred: Counter) -> LevelStats:
+    """One-to-one matching of identical items: each copy matches at most one copy."""
+    tp = sum(min(n, pred[k]) for k, n in ref.items())
+    return LevelStats(level, sum(ref.values()), sum(pred.values()), tp, tp)
+
+
+def level_sets(
+    models: list[Model], regions: dict[str, list[Interval]] | None = None
+) -> dict[str, set]:
+    """The exon, intron, intron-chain and transcript key sets of ``models``.
+
+    With ``regions`` (seqid -> sorted, merged intervals) only exons and introns lying wholly
+    inside a region are kept, and chains and transcripts only of models lying wholly inside
+    one region.
+    """
     exons, introns, chains, txs = set(), set(), set(), set()
     for m in models:
+        ivs = regions.get(m.seqid, []) if regions is not None else None
         for s, e in m.parts:
-            exons.add((m.seqid, m.strand, s, e))
+            if ivs is None or within_regions(ivs, s, e):
+                exons.add((m.seqid, m.strand, s, e))
         ins = m.introns
         for s, e in ins:
-            introns.add((m.seqid, m.strand, s, e))
+            if ivs is None or within_regions(ivs, s, e):
+                introns.add((m.seqid, m.strand, s, e))
+        if ivs is not None and not within_regions(ivs, m.start, m.end):
+            continue
         if ins:
             chains.add((m.seqid, m.strand, ins))
         txs.add(m.key)
     return {"exon": exons, "intron": introns, "intron_chain": chains, "transcript": txs}
+
+
+def _gene_signatures(models: list[Model]) -> Counter:
+    """Per gene: (seqid, strand, sorted part chains of all its transcripts), counted."""
+    by_gene: dict[str, list[Model]] = defaultdict(list)
+    for m in models:
+        by_gene[m.gene].append(m)
+    return Counter(
+        (ms[0].seqid, ms[0].strand, tuple(sorted(m.parts for m in ms))) for ms in by_gene.values()
+    )
 
 
 def compare(
@@ -246,49 +331,122 @@ def compare(
     longest_isoform: bool = False,
     seqids: Iterable[str] | None = None,
     regions: dict[str, list[Interval]] | None = None,
+    all_seqids: bool = False,
+    gene_rule: str = "any",
 ) -> EvalResult:
     """Compare ``prediction`` with ``reference`` at every level of :data:`LEVELS`.
 
-    ``regions``: seqid -> 0-based half-open intervals (merged here); only transcripts lying
-    wholly inside a region and only bases inside regions are scored. ``seqids`` restricts
-    both sides to those sequences.
+    Which sequences are scored: ``seqids`` when given (both sides, exactly those);
+    otherwise, by default, the reference's sequences, those with at least one scored
+    reference transcript (as ``gt eval`` does), so predictions on sequences the reference
+    does not annotate are left out (counted in :attr:`EvalResult.left_out`);
+    ``all_seqids=True`` scores every sequence of either side (such predictions are then
+    false positives).
+
+    ``regions``: seqid -> 0-based half-open intervals (merged here). Bases, parts and
+    introns are scored when they lie inside a region, whatever transcript they belong to;
+    intron chains, transcripts and genes only from transcripts lying wholly inside one
+    region (those crossing a region edge are counted in :attr:`EvalResult.region_edges`).
+
+    ``gene_rule``: ``"any"`` (default) -- the transcript level counts distinct part chains,
+    and a gene is found when any of its transcripts is matched; ``"gt"`` -- the definitions
+    of ``gt eval``: the transcript level counts every transcript (duplicates too, matched
+    one to one), and a gene is found only when a gene on the other side has the same
+    transcripts, all of them (docs/eval.md compares the two).
     """
+    if gene_rule not in GENE_RULES:
+        raise ValueError(f"gene_rule must be one of {GENE_RULES}, not {gene_rule!r}")
     if regions is not None:
         regions = {k: _merge(v) for k, v in regions.items()}
     seqids = list(seqids) if seqids is not None else None
-    opts = {"mode": mode, "longest_isoform": longest_isoform, "seqids": seqids, "regions": regions}
-    ref_models = models_of(reference, **opts)
-    pred_models = models_of(prediction, **opts)
+    ref_all = models_of(reference, mode=mode, longest_isoform=longest_isoform)
+    pred_all = models_of(prediction, mode=mode, longest_isoform=longest_isoform)
+    if seqids is not None:
+        scope: set[str] | None = set(seqids)
+    elif all_seqids:
+        scope = None
+    else:
+        scope = {m.seqid for m in ref_all}
+
+    sides: dict[str, dict] = {}
+    for side, models in (("reference", ref_all), ("prediction", pred_all)):
+        kept = [m for m in models if scope is None or m.seqid in scope]
+        left = Counter(m.seqid for m in models if scope is not None and m.seqid not in scope)
+        if regions is None:
+            in_scope = inside = kept
+            edges = None
+        else:
+            in_scope = [
+                m for m in kept if overlaps_regions(regions.get(m.seqid, []), m.start, m.end)
+            ]
+            inside = [
+                m for m in in_scope if within_regions(regions.get(m.seqid, []), m.start, m.end)
+            ]
+            genes_kept = {m.gene for m in inside}
+            edges = {
+                "transcripts": len(in_scope) - len(inside),
+                "genes": len({m.gene for m in in_scope} - genes_kept),
+            }
+        sides[side] = {
+            "scope": in_scope,
+            "models": inside,
+            "left_out": dict(sorted(left.items())),
+            "edges": edges,
+            "counts": {
+                "transcripts": len(inside),
+                "distinct": len({m.key for m in inside}),
+                "genes": len({m.gene for m in inside}),
+            },
+        }
+    ref, pred = sides["reference"], sides["prediction"]
 
     levels: dict[str, LevelStats] = {}
-    rc = _coverage(ref_models, regions)
-    pc = _coverage(pred_models, regions)
+    rc = _coverage(ref["scope"], regions)
+    pc = _coverage(pred["scope"], regions)
     ref_bases = sum(e - s for ivs in rc.values() for s, e in ivs)
     pred_bases = sum(e - s for ivs in pc.values() for s, e in ivs)
     tp_bases = sum(_intersect_len(ivs, pc.get(key, [])) for key, ivs in rc.items())
     levels["base"] = LevelStats("base", ref_bases, pred_bases, tp_bases, tp_bases)
 
-    rs, ps = level_sets(ref_models), level_sets(pred_models)
-    for level in ("exon", "intron", "intron_chain", "transcript"):
+    rs, ps = level_sets(ref["scope"], regions), level_sets(pred["scope"], regions)
+    for level in ("exon", "intron", "intron_chain"):
         levels[level] = _set_stats(level, rs[level], ps[level])
 
-    ref_genes: dict[str, bool] = {}
-    for m in ref_models:
-        ref_genes[m.gene] = ref_genes.get(m.gene, False) or m.key in ps["transcript"]
-    pred_genes: dict[str, bool] = {}
-    for m in pred_models:
-        pred_genes[m.gene] = pred_genes.get(m.gene, False) or m.key in rs["transcript"]
-    levels["gene"] = LevelStats(
-        "gene",
-        len(ref_genes),
-        len(pred_genes),
-        sum(ref_genes.values()),
-        sum(pred_genes.values()),
+    ref_models, pred_models = ref["models"], pred["models"]
+    if gene_rule == "gt":
+        levels["transcript"] = _multiset_stats(
+            "transcript",
+            Counter(m.key for m in ref_models),
+            Counter(m.key for m in pred_models),
+        )
+        gene = _multiset_stats("gene", _gene_signatures(ref_models), _gene_signatures(pred_models))
+        levels["gene"] = gene
+    else:
+        levels["transcript"] = _set_stats("transcript", rs["transcript"], ps["transcript"])
+        ref_genes: dict[str, bool] = {}
+        for m in ref_models:
+            ref_genes[m.gene] = ref_genes.get(m.gene, False) or m.key in ps["transcript"]
+        pred_genes: dict[str, bool] = {}
+        for m in pred_models:
+            pred_genes[m.gene] = pred_genes.get(m.gene, False) or m.key in rs["transcript"]
+        levels["gene"] = LevelStats(
+            "gene",
+            len(ref_genes),
+            len(pred_genes),
+            sum(ref_genes.values()),
+            sum(pred_genes.values()),
+        )
+    scored = (
+        sorted(scope)
+        if scope is not None
+        else sorted({m.seqid for m in ref["scope"]} | {m.seqid for m in pred["scope"]})
     )
     settings = {
         "mode": mode,
         "longest_isoform": longest_isoform,
         "seqids": seqids,
+        "all_seqids": all_seqids,
+        "gene_rule": gene_rule,
         "regions": None
         if regions is None
         else {
@@ -296,4 +454,19 @@ def compare(
             "bases": sum(e - s for v in regions.values() for s, e in v),
         },
     }
-    return EvalResult(mode, levels, settings, ref_models, pred_models)
+    return EvalResult(
+        mode,
+        levels,
+        settings,
+        reference_models=ref_models,
+        prediction_models=pred_models,
+        reference_scope=ref["scope"],
+        prediction_scope=pred["scope"],
+        scored_seqids=scored,
+        left_out={"reference": ref["left_out"], "prediction": pred["left_out"]},
+        region_edges=None
+        if regions is None
+        else {"reference": ref["edges"], "prediction": pred["edges"]},
+        counts={"reference": ref["counts"], "prediction": pred["counts"]},
+        regions=regions,
+    )
