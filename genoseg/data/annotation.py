@@ -207,6 +207,9 @@ class AnnotationSummary:
     skipped_noncoding: int = 0  # non-coding transcripts dropped with feature="CDS"
     orphan_lines: int = 0  # child lines whose parent is absent (missing_parents="skip")
     synthesized_genes: int = 0  # genes made for transcripts whose gene line is absent
+    # GTF transcripts whose gene_id equals their transcript_id: all of them in UCSC refGene /
+    # Table Browser GTFs, whose isoforms then look like separate, overlapping genes
+    gene_id_is_transcript_id: int = 0
 
     def __str__(self) -> str:
         skipped = ", ".join(f"{k} {v}" for k, v in sorted(self.skipped_types.items()))
@@ -834,4 +837,5 @@ def _assemble_gtf(
     for tx in txs.values():
         if tx.biotype == "transcript" and tx.cds:
             tx.biotype = "mRNA"
+    summary.gene_id_is_transcript_id = sum(1 for tid, tx in txs.items() if tx.gene_id == tid)
     return txs, genes_meta

@@ -16,10 +16,20 @@ counts of shape (8, end - start), channels :data:`CHANNELS`, in forward coordina
 
 Transcript strand of a read:
 
-* spliced read with an ``XS:A:+`` / ``XS:A:-`` tag (HISAT2, STAR ``--outSAMstrandField``,
-  TopHat): the tag wins in every mode;
-* ``unstranded``: otherwise unknown, and the read is counted on both strands (channels
-  0-3 and 4-7 then carry the same values);
+* a spliced read carrying a strand tag: the tag wins in every mode. ``XS:A:+`` / ``XS:A:-``
+  (HISAT2, STAR ``--outSAMstrandField intronMotif``, TopHat) gives the transcript strand
+  directly; minimap2's ``ts:A:+`` / ``ts:A:-`` (``-ax splice``, Iso-Seq, ONT) is *relative
+  to the read*: ``ts:A:+`` means the transcript is on the strand the read aligned to, so
+  ``ts:A:+`` on a reverse-strand read is a minus-strand transcript (and ``ts:A:-`` on it a
+  plus-strand one). Integer ``XS:i`` (BWA's suboptimal score) and ``ts:A:.`` are ignored;
+* ``auto`` (the default): :meth:`Evidence.open` infers the library protocol from the
+  first spliced reads with a strand tag (up to 2,000 of them within the first 200,000
+  alignments): when at least 50 are found and at least 90 % agree, untagged reads are
+  stranded as ``fr-secondstrand`` (read 1 / single-end read on the transcript strand:
+  oriented Iso-Seq, direct RNA, ScriptSeq) or ``fr-firststrand`` (dUTP); otherwise as
+  ``unstranded``. :meth:`Evidence.describe` says what was inferred and from how many reads;
+* ``unstranded``: untagged reads are counted on both strands (channels 0-3 and 4-7 then
+  carry the same values);
 * ``fr-firststrand`` (dUTP, Illumina TruSeq Stranded; TopHat ``fr-firststrand``,
   HISAT2 ``RF``, Salmon ``ISR``, htseq-count ``-s reverse``, featureCounts ``-s 2``):
   read 1 (or a single-end read) aligns to the opposite strand of the transcript, read 2 to
@@ -46,7 +56,14 @@ from genoseg.data.handle import ProcessLocalHandle
 from genoseg.data.regions import missing_contig_message
 from genoseg.errors import GenosegError
 
-__all__ = ["CHANNELS", "STRANDEDNESS", "Evidence", "reverse_evidence"]
+__all__ = [
+    "CHANNELS",
+    "STRANDEDNESS",
+    "Evidence",
+    "check_strandedness",
+    "infer_library",
+    "reverse_evidence",
+]
 
 CHANNELS: tuple[str, ...] = (
     "cov+",
@@ -61,6 +78,7 @@ CHANNELS: tuple[str, ...] = (
 N_CHANNELS = len(CHANNELS)
 
 STRANDEDNESS: dict[str, str] = {
+    "auto": "auto",
     "unstranded": "unstranded",
     "fr-firststrand": "fr-firststrand",
     "rf": "fr-firststrand",
@@ -71,6 +89,76 @@ STRANDEDNESS: dict[str, str] = {
 _SKIP_FLAGS = 0x4 | 0x100 | 0x200 | 0x400  # unmapped, secondary, qcfail, duplicate
 _RC_CHANNELS = np.array([4, 5, 6, 7, 0, 1, 2, 3])
 _PLUS, _MINUS, _BOTH = 0, 1, 2
+# auto: sample at most this many alignments / tagged spliced reads, need this many tagged
+# reads and this agreement to call a stranded protocol
+_AUTO_SCAN, _AUTO_TAGGED, _AUTO_MIN, _AUTO_AGREE = 200_000, 2_000, 50, 0.9
+
+
+def check_strandedness(value: str) -> str:
+    """The canonical protocol name of a strandedness value (aliases ``rf``, ``fr``);
+    GenosegError listing the allowed values otherwise."""
+    mode = STRANDEDNESS.get(value)
+    if mode is None:
+        raise GenosegError(f"strandedness '{value}' is not one of {', '.join(STRANDEDNESS)}")
+    return mode
+
+
+def _spliced(read: pysam.AlignedSegment) -> bool:
+    cig = read.cigartuples
+    return bool(cig) and any(op == 3 for op, _ in cig)
+
+
+def _tag_strand(read: pysam.AlignedSegment) -> int | None:
+    """Transcript strand from XS:A (absolute) or minimap2 ts:A (relative to the read),
+    or None. Call only for spliced reads."""
+    if read.has_tag("XS"):
+        xs = read.get_tag("XS")
+        if xs == "+":
+            return _PLUS
+        if xs == "-":
+            return _MINUS
+    if read.has_tag("ts"):
+        ts = read.get_tag("ts")
+        if ts in ("+", "-"):
+            same = ts == "+"
+            return _PLUS if same != read.is_reverse else _MINUS
+    return None
+
+
+def _first_in_pair(read: pysam.AlignedSegment) -> bool:
+    return not read.is_paired or read.is_read1
+
+
+def infer_library(reads, *, max_reads: int = _AUTO_SCAN) -> tuple[str, int, float]:
+    """Library protocol from strand-tagged spliced reads: (protocol, tagged reads seen,
+    fraction agreeing with the protocol). For each tagged read, the strand of read 1 (a
+    read 2 counts flipped) is compared with the tag's transcript strand: mostly equal ->
+    ``fr-secondstrand``, mostly opposite -> ``fr-firststrand``, else ``unstranded``."""
+    same = opposite = scanned = 0
+    for read in reads:
+        scanned += 1
+        if scanned > max_reads or same + opposite >= _AUTO_TAGGED:
+            break
+        if read.flag & _SKIP_FLAGS or not _spliced(read):
+            continue
+        t = _tag_strand(read)
+        if t is None:
+            continue
+        r1_plus = (not read.is_reverse) == _first_in_pair(read)
+        if r1_plus == (t == _PLUS):
+            same += 1
+        else:
+            opposite += 1
+    n = same + opposite
+    if n < _AUTO_MIN:
+        return "unstranded", n, 0.0
+    if same >= _AUTO_AGREE * n:
+        return "fr-secondstrand", n, same / n
+    if opposite >= _AUTO_AGREE * n:
+        return "fr-firststrand", n, opposite / n
+    return "unstranded", n, max(same, opposite) / n
+
+
 _ALIGNED_OPS = (0, 7, 8)  # M, =, X
 _REF_OPS = (0, 2, 3, 7, 8)  # ops that advance on the reference
 
@@ -97,13 +185,34 @@ class Evidence(ProcessLocalHandle):
         strandedness: str,
         min_mapq: int,
         contigs: dict[str, int],
+        library: str | None = None,
+        inferred_from: tuple[int, float] | None = None,
     ):
         self.path = path
         self.reference = reference
-        self.strandedness = strandedness
+        self.strandedness = strandedness  # as requested (canonical name, may be "auto")
+        # protocol used for reads without a strand tag (auto: the inferred one)
+        self.library = library if library is not None else strandedness
+        self.inferred_from = inferred_from  # auto: (tagged reads, agreeing fraction)
         self.min_mapq = min_mapq
         self.contigs = contigs  # the BAM header's {name: length}
         ProcessLocalHandle.__init__(self)
+
+    def describe(self) -> str:
+        """The strandedness in use, e.g. ``auto: fr-firststrand (1,843 of 2,000 spliced
+        reads with an XS/ts tag agree)``."""
+        if self.strandedness != "auto":
+            return self.strandedness
+        n, frac = self.inferred_from or (0, 0.0)
+        if n < _AUTO_MIN:
+            return (
+                f"auto: unstranded (only {n} spliced reads with an XS/ts tag; "
+                "untagged reads count on both strands)"
+            )
+        return (
+            f"auto: {self.library} ({round(frac * n):,} of {n:,} spliced reads with an "
+            f"XS/ts tag agree)"
+        )
 
     @classmethod
     def open(
@@ -111,7 +220,7 @@ class Evidence(ProcessLocalHandle):
         path: str | os.PathLike,
         genome_contigs: Mapping[str, int] | None = None,
         *,
-        strandedness: str = "unstranded",
+        strandedness: str = "auto",
         min_mapq: int = 0,
         reference: str | os.PathLike | None = None,
         allow_missing: bool = False,
@@ -124,11 +233,7 @@ class Evidence(ProcessLocalHandle):
         assembly). ``reference`` is the FASTA for CRAM decoding.
         """
         p = Path(path)
-        mode = STRANDEDNESS.get(strandedness)
-        if mode is None:
-            raise GenosegError(
-                f"strandedness '{strandedness}' is not one of {', '.join(STRANDEDNESS)}"
-            )
+        mode = check_strandedness(strandedness)
         if min_mapq < 0:
             raise GenosegError(f"min_mapq must be >= 0, got {min_mapq}")
         if not p.exists():
@@ -152,11 +257,19 @@ class Evidence(ProcessLocalHandle):
                     f"'samtools sort -o sorted.bam {p}' and index the result"
                 )
             header = dict(zip(fh.references, fh.lengths))
+            if genome_contigs is not None:
+                _check_contigs(p, header, genome_contigs, allow_missing)
+            library, inferred = mode, None
+            if mode == "auto":
+                try:
+                    library, n, frac = infer_library(fh.fetch(until_eof=True))
+                except (OSError, ValueError) as exc:
+                    raise GenosegError(f"{p}: cannot read alignments: {exc}") from None
+                inferred = (n, frac)
         finally:
             fh.close()
-        if genome_contigs is not None:
-            _check_contigs(p, header, genome_contigs, allow_missing)
-        return cls(p, Path(reference) if reference else None, mode, min_mapq, header)
+        ref = Path(reference) if reference else None
+        return cls(p, ref, mode, min_mapq, header, library, inferred)
 
     @staticmethod
     def _open_file(p: Path, reference: Path | None) -> pysam.AlignmentFile:
@@ -174,16 +287,14 @@ class Evidence(ProcessLocalHandle):
 
     # -- reads ---------------------------------------------------------------------
     def _strand(self, read: pysam.AlignedSegment, spliced: bool) -> int:
-        if spliced and read.has_tag("XS"):
-            xs = read.get_tag("XS")
-            if xs == "+":
-                return _PLUS
-            if xs == "-":
-                return _MINUS
-        if self.strandedness == "unstranded":
+        if spliced:
+            t = _tag_strand(read)
+            if t is not None:
+                return t
+        if self.library == "unstranded":
             return _BOTH
-        first = not read.is_paired or read.is_read1
-        same = first == (self.strandedness == "fr-secondstrand")
+        first = _first_in_pair(read)
+        same = first == (self.library == "fr-secondstrand")
         forward = not read.is_reverse
         return _PLUS if forward == same else _MINUS
 

@@ -134,13 +134,15 @@ class LabelReport:
 @dataclass
 class ContigLabels:
     """Labels of one contig: ``labels`` (L,) uint8 label index (IGNORE where masked),
-    ``mask`` (L,) bool (True = label usable), ``genes`` the outcome per gene."""
+    ``mask`` (L,) bool (True = label usable), ``genes`` the outcome per gene,
+    ``noncoding`` the non-coding genes labelled intergenic as (gene id, start, end)."""
 
     seqid: str
     labels: np.ndarray
     mask: np.ndarray
     genes: list[GeneStatus]
     report: LabelReport
+    noncoding: list[tuple[str, int, int]] = field(default_factory=list)
 
 
 # --------------------------------------------------------------------------- helpers
@@ -312,6 +314,7 @@ def label_contig(
     stops = set(_stop_codons(grammar))
     report = LabelReport(total_bp=L)
     statuses: list[GeneStatus] = []
+    noncoding: list[tuple[str, int, int]] = []
     chosen: dict[int, list[tuple[int, int, int]]] = {}
     for gene in genes:
         coding = [t for t in gene.transcripts if t.is_coding]
@@ -330,6 +333,7 @@ def label_contig(
             continue
         if not coding:
             report.noncoding_intergenic += 1
+            noncoding.append((gene.id, gene.start, gene.end))
             continue
         order = sorted(coding, key=lambda t: (-t.cds_length, -len(t.cds), t.id))
         first_fail = None
@@ -379,7 +383,7 @@ def label_contig(
     labels[~mask] = IGNORE
     report.counts.update(st.status for st in statuses)
     report.masked_bp = int((~mask).sum())
-    return ContigLabels(seqid, labels, mask, statuses, report)
+    return ContigLabels(seqid, labels, mask, statuses, report, noncoding)
 
 
 def _start_motifs(grammar: Grammar):

@@ -35,19 +35,20 @@ import yaml
 
 from genoseg import __version__
 from genoseg.config import config_to_dict, load_config
-from genoseg.data.annotation import read_annotation
-from genoseg.data.bam import CHANNELS, Evidence
+from genoseg.data.annotation import Annotation, read_annotation
+from genoseg.data.bam import CHANNELS, Evidence, check_strandedness
 from genoseg.data.fasta import CODE_N, Genome
 from genoseg.data.labels import (
     DEFAULT_MASK_BIOTYPES,
     IGNORE,
+    GeneStatus,
     LabelReport,
     label_contig,
 )
 from genoseg.data.regions import Region, parse_region, whole_genome
 from genoseg.errors import GenosegError
 from genoseg.grammar import Grammar, load_grammar
-from genoseg.io.atomic import atomic_path
+from genoseg.io.atomic import atomic_path, check_not_input
 
 __all__ = [
     "FORMAT",
@@ -102,10 +103,21 @@ class AnnotationConfig:
 
 @dataclass
 class EvidenceConfig:
-    """BAM reading options (genoseg.data.bam.Evidence.open)."""
+    """BAM reading options (genoseg.data.bam.Evidence.open): ``strandedness`` ``auto``
+    (infer from XS / minimap2 ts tags), ``unstranded``, ``fr-firststrand`` (``rf``) or
+    ``fr-secondstrand`` (``fr``); reads below ``min_mapq`` are skipped. Checked when the
+    config is read, with or without a BAM."""
 
-    strandedness: str = "unstranded"
+    strandedness: str = "auto"
     min_mapq: int = 0
+
+    def __post_init__(self) -> None:
+        try:
+            check_strandedness(self.strandedness)
+        except GenosegError as exc:
+            raise ValueError(f"evidence.{exc}") from None
+        if self.min_mapq < 0:
+            raise ValueError(f"evidence.min_mapq must be >= 0, got {self.min_mapq}")
 
 
 @dataclass
@@ -193,27 +205,46 @@ def load_prepare_config(path: str | Path | None, overrides: dict | None = None) 
     return load_config(PrepareConfig, path, overrides)
 
 
-def _check_file(path: Path | None, what: str) -> None:
+def _check_file(path: Path | None, what: str, where: str) -> None:
     if path is not None and not Path(path).is_file():
-        raise GenosegError(f"{path}: {what} file not found")
+        raise GenosegError(f"{path}: {what} file not found{where}")
 
 
-def prepare(cfg: PrepareConfig, *, log: Callable[[str], None] = _log) -> dict:
-    """Run ``genoseg prepare``; returns the summary (also stored as the ``report`` attr)."""
+def prepare(
+    cfg: PrepareConfig,
+    *,
+    config_path: str | Path | None = None,
+    log: Callable[[str], None] = _log,
+) -> dict:
+    """Run ``genoseg prepare``; returns the summary (also stored as the ``report`` attr).
+
+    ``config_path`` (the ``--config`` file, if any) is named in errors about values that
+    came from it and is refused as the output like every input. Warnings (see
+    docs/formats.md) go to ``log`` (stderr) and to ``report["warnings"]``.
+    """
     t0 = time.time()
-    _check_file(cfg.fasta, "FASTA")
-    _check_file(cfg.gff3, "annotation")
-    _check_file(cfg.bam, "BAM")
-    _check_file(cfg.grammar, "grammar")
+    where = f" (config {config_path})" if config_path is not None else ""
+    _check_file(cfg.fasta, "FASTA", where)
+    _check_file(cfg.gff3, "annotation", where)
+    _check_file(cfg.bam, "BAM", where)
+    _check_file(cfg.grammar, "grammar", where)
     out = Path(cfg.output)
     if str(out) == "-":
-        raise GenosegError("output: an HDF5 file cannot be written to stdout; give a path")
+        raise GenosegError("-o: an HDF5 file cannot be written to stdout; give a path")
+    check_not_input(
+        {"-o": out},
+        {"--fasta": cfg.fasta, "--gff3": cfg.gff3, "--bam": cfg.bam, "--grammar": cfg.grammar,
+         "--config": config_path},
+    )  # fmt: skip
     if not out.parent.is_dir():
-        raise GenosegError(f"{out}: output directory {out.parent} does not exist")
+        raise GenosegError(f"-o {out}: output directory {out.parent} does not exist")
     grammar = load_grammar(cfg.grammar)
     genome = Genome.open(cfg.fasta)
     if cfg.regions:
-        regions = [parse_region(r, genome.contigs, source=str(cfg.fasta)) for r in cfg.regions]
+        try:
+            regions = [parse_region(r, genome.contigs, source=str(cfg.fasta)) for r in cfg.regions]
+        except GenosegError as exc:
+            raise GenosegError(f"{exc}{where}") from None
     else:
         regions = whole_genome(genome.contigs)
     ann = read_annotation(
@@ -230,6 +261,8 @@ def prepare(cfg: PrepareConfig, *, log: Callable[[str], None] = _log) -> dict:
             strandedness=cfg.evidence.strandedness,
             min_mapq=cfg.evidence.min_mapq,
         )
+        if evidence.strandedness != cfg.evidence.strandedness:
+            log(f"{cfg.bam}: strandedness {cfg.evidence.strandedness} -> {evidence.describe()}")
     inputs = {"fasta": cfg.fasta, "gff3": cfg.gff3, "bam": cfg.bam, "grammar": cfg.grammar}
     input_meta = {
         k: {"path": str(Path(p).resolve()), "sha256": sha256_file(Path(p))}
@@ -238,9 +271,19 @@ def prepare(cfg: PrepareConfig, *, log: Callable[[str], None] = _log) -> dict:
     }
     if cfg.grammar is None:
         input_meta["grammar"] = {"path": "<packaged default>", "sha256": _sha(grammar.yaml_text)}
+    warnings: list[str] = []
+
+    def warn(msg: str) -> None:
+        warnings.append(msg)
+        log(f"warning: {msg}")
+
+    for msg in input_warnings(regions, ann):
+        warn(msg)
     try:
         with atomic_path(out) as tmp:
-            report = _write(cfg, grammar, genome, regions, ann, evidence, tmp, input_meta, log)
+            report = _write(
+                cfg, grammar, genome, regions, ann, evidence, tmp, input_meta, log, warn, warnings
+            )
     finally:
         genome.close()
         if evidence is not None:
@@ -253,16 +296,79 @@ def _sha(text: str) -> str:
     return hashlib.sha256(text.encode()).hexdigest()
 
 
+def _examples(items: list[str], k: int = 3) -> str:
+    return ", ".join(items[:k]) + (", ..." if len(items) > k else "")
+
+
+def input_warnings(regions: list[Region], ann: Annotation) -> list[str]:
+    """Warnings about the inputs, before anything is written (docs/formats.md):
+    duplicate or overlapping regions, regions without any annotated gene, and GTFs whose
+    gene_id is the transcript id (UCSC refGene / Table Browser style)."""
+    out = []
+    by_contig: dict[str, list[Region]] = {}
+    for r in regions:
+        by_contig.setdefault(r.contig, []).append(r)
+    dup, overlap, twice = [], [], 0
+    for regs in by_contig.values():
+        regs = sorted(regs, key=lambda r: (r.start, r.end))
+        reach: Region | None = None  # the region reaching furthest so far
+        for r in regs:
+            if reach is not None and r.start < reach.end:
+                twice += min(r.end, reach.end) - r.start
+                (dup if r == reach else overlap).append(
+                    str(r) if r == reach else f"{reach} and {r}"
+                )
+            if reach is None or r.end > reach.end:
+                reach = r
+    if dup or overlap:
+        parts = []
+        if dup:
+            parts.append(f"{len(dup)} given more than once ({_examples(dup)})")
+        if overlap:
+            parts.append(f"{len(overlap)} overlapping pairs ({_examples(overlap)})")
+        out.append(
+            f"regions: {'; '.join(parts)}: {twice} bp are written more than once "
+            "(duplicated training data)"
+        )
+    bare = []
+    for r in regions:
+        genes = ann.genes.get(r.contig, [])
+        if not any(g.start < r.end and r.start < g.end for g in genes):
+            bare.append(r)
+    if bare:
+        total = sum(r.length for r in regions)
+        out.append(
+            f"{len(bare)} of {len(regions)} regions ({sum(r.length for r in bare)} of {total} "
+            f"bp) have no annotated gene at all ({_examples([str(r) for r in bare])}): they "
+            "are labelled intergenic throughout; if the annotation covers only part of the "
+            "genome, restrict --region to the annotated part"
+        )
+    summ = ann.summary
+    if summ is not None and summ.format == "gtf" and summ.transcripts:
+        same = summ.gene_id_is_transcript_id
+        if same * 2 >= summ.transcripts and summ.transcripts > 1:
+            out.append(
+                f"{summ.path}: {same} of {summ.transcripts} transcripts have gene_id equal to "
+                "their transcript_id (a UCSC refGene / Table Browser-style GTF): isoforms are "
+                "read as separate genes, overlap each other and get masked "
+                "(overlapping_gene); use a GTF whose gene_id names the gene (e.g. "
+                "genePredToGtf -genePredExt, or UCSC's bigZips/genes/*.gtf.gz)"
+            )
+    return out
+
+
 def _write(
     cfg: PrepareConfig,
     grammar: Grammar,
     genome: Genome,
     regions: list[Region],
-    ann,
+    ann: Annotation,
     evidence: Evidence | None,
     tmp: Path,
     input_meta: dict,
     log: Callable[[str], None],
+    warn: Callable[[str], None],
+    warnings: list[str],
 ) -> dict:
     wc = cfg.windows
     W = wc.max_length + 2 * wc.halo
@@ -308,18 +414,14 @@ def _write(
                 ann.genes.get(contig, []),
                 mask_biotypes=cfg.annotation.mask_biotypes,
             )
-            gene_rows += [
-                (st.gene_id, cidx[contig], st.start, st.end, st.strand, st.status,
-                 st.transcript or "")
-                for st in cl.genes
-                if any(st.start < r.end and r.start < st.end for r in regs)
-            ]  # fmt: skip
-            total.add(cl.report)
             cores = [
                 c
                 for r in regs
                 for c in plan_training_windows(cl.labels, r, ig, wc.length, wc.max_length)
             ]
+            written = np.zeros(L, dtype=bool)  # inside some core
+            masked = np.zeros(L, dtype=bool)  # masked in some core
+            rep = LabelReport()
             for cs, ce in cores:
                 a, b = max(0, cs - wc.halo), min(L, ce + wc.halo)
                 m = b - a
@@ -328,6 +430,10 @@ def _write(
                 core_lab = cl.labels[cs:ce].copy()
                 core_msk = cl.mask[cs:ce].copy()
                 _mask_cut_genes(core_lab, core_msk, ig)
+                written[cs:ce] = True
+                masked[cs:ce] |= ~core_msk
+                rep.total_bp += ce - cs
+                rep.masked_bp += int((~core_msk).sum())
                 lab[cs - a : ce - a] = core_lab
                 msk[cs - a : ce - a] = core_msk
                 for d in (d_seq, d_soft, d_lab, d_mask, d_ev):
@@ -342,7 +448,27 @@ def _write(
                 for k, v in zip(meta, (cidx[contig], a, m, cs - a, ce - a)):
                     meta[k].append(v)
                 n += 1
-            log(f"{contig}: {len(cores)} windows; {cl.report}")
+
+            def inside(start: int, end: int, regs: list[Region] = regs) -> bool:
+                return any(start < r.end and r.start < end for r in regs)
+
+            for st in cl.genes:
+                if not inside(st.start, st.end):
+                    continue
+                _final_status(st, written, masked, wc.max_length)
+                rep.counts[st.status] += 1
+                gene_rows.append((st.gene_id, cidx[contig], st.start, st.end, st.strand,
+                                  st.status, st.transcript or ""))  # fmt: skip
+            rep.noncoding_intergenic = sum(1 for _, a, b in cl.noncoding if inside(a, b))
+            total.add(rep)
+            log(f"{contig}: {len(cores)} windows; {rep}")
+        if total.used == 0:
+            reasons = ", ".join(f"{k} {v}" for k, v in sorted(total.counts.items()))
+            warn(
+                f"{cfg.gff3}: no usable gene in the written windows "
+                f"({total.masked} masked: {reasons or 'no coding gene in the regions'}); "
+                "every label is intergenic or masked"
+            )
         for k, dt in (("contig", np.int32), ("start", np.int64), ("length", np.int32),
                       ("core_start", np.int32), ("core_end", np.int32)):  # fmt: skip
             g.create_dataset(k, data=np.asarray(meta[k], dtype=dt))
@@ -359,7 +485,7 @@ def _write(
         ):
             arr = np.array(col, dtype=object if dt is str_dt else dt)
             gg.create_dataset(name, data=arr, dtype=dt)
-        report = total.as_dict() | {"windows": n}
+        report = total.as_dict() | {"windows": n, "warnings": list(warnings)}
         h5.attrs["format"] = FORMAT
         h5.attrs["format_version"] = FORMAT_VERSION
         h5.attrs["genoseg_version"] = __version__
@@ -377,41 +503,19 @@ def _write(
     return report
 
 
+def _final_status(st: GeneStatus, written: np.ndarray, masked: np.ndarray, max_len: int) -> None:
+    """In place: a gene labelled ``used`` whose positions were not all written unmasked
+    becomes ``region_edge`` (a region end cuts it) or ``window_cut`` (a forced window cut
+    runs through it: longer than windows.max_length or no intergenic cut point)."""
+    if st.status != "used":
+        return
+    if not written[st.start : st.end].all():
+        st.status, st.detail = "region_edge", "a region end cuts the gene"
+    elif masked[st.start : st.end].any():
+        st.status = "window_cut"
+        st.detail = f"gene {st.end - st.start} bp, windows.max_length {max_len}"
+
+
 # --------------------------------------------------------------------------- CLI
-
-
-def _click_command():
-    import click
-
-    @click.command("prepare")
-    @click.option(
-        "-c",
-        "--config",
-        "config",
-        type=click.Path(dir_okay=False),
-        default=None,
-        help="YAML config (configs/prepare.yaml); options below override it.",
-    )
-    @click.option("--fasta", type=click.Path(dir_okay=False), help="Genome FASTA (plain/bgzip).")
-    @click.option("--gff3", type=click.Path(dir_okay=False), help="Reference annotation GFF3/GTF.")
-    @click.option("--bam", type=click.Path(dir_okay=False), help="RNA-seq BAM/CRAM (indexed).")
-    @click.option("--grammar", type=click.Path(dir_okay=False), help="Grammar YAML.")
-    @click.option(
-        "--region",
-        "regions",
-        multiple=True,
-        help="Region chr or chr:start-end (1-based inclusive); repeatable. Default: all contigs.",
-    )
-    @click.option("-o", "--output", type=click.Path(dir_okay=False), help="Output HDF5 file.")
-    def prepare_command(config, fasta, gff3, bam, grammar, regions, output):
-        """Label a genome from its annotation and write training windows to HDF5."""
-        overrides = {
-            "fasta": fasta, "gff3": gff3, "bam": bam, "grammar": grammar,
-            "output": output, "regions": list(regions) or None,
-        }  # fmt: skip
-        prepare(load_prepare_config(config, overrides))
-
-    return prepare_command
-
-
-prepare_command = _click_command()
+# The click command lives in the light module genoseg.data.cli (see genoseg/cli.py).
+from genoseg.data.cli import prepare_command  # noqa: E402
