@@ -569,7 +569,7 @@ def test_real_transcript_counts_agree_with_stderr(rule: str) -> None:
     assert res.exit_code == 0, res.output
     row = _table_rows(res.stdout)["transcript"]
     scored = [ln for ln in res.stderr.splitlines() if "scored on" in ln][0]
-    ref_part, pred_part = scored.split(" sequences: ", 1)[1].split("; ")
+    ref_part, pred_part = scored.split(": ")[-1].split("; ")
     assert ref_part.split()[1] == row[1] and pred_part.split()[1] == row[2]
     assert row[1] == ("148" if rule == "any" else "236")
 

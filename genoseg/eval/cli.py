@@ -196,7 +196,8 @@ def eval_command(
     if edges:
         click.echo(f"genoseg eval: {edges}", err=True)
     click.echo(
-        f"genoseg eval: scored on {len(result.scored_seqids)} sequences: {counts_text(result)}",
+        f"genoseg eval: scored on {len(result.scored_seqids)} "
+        f"sequence{'' if len(result.scored_seqids) == 1 else 's'}: {counts_text(result)}",
         err=True,
     )
     calib = result.calibration(n_bins=bins)

@@ -97,7 +97,7 @@ def format_table(
     )
     lines.append(f"# scored seqids: {','.join(result.scored_seqids) or 'none'}")
     left = left_out_text(result)
-    if left:
+    if left and not s.get("seqids"):  # with --seqids, what is left out was asked for
         lines.append(f"# left out (not on a scored seqid): {left}")
     edges = region_edges_text(result)
     if edges:
