@@ -77,7 +77,8 @@ def _write_text(path: str, text: str) -> None:
     "--regions",
     "regions_path",
     type=click.Path(dir_okay=False),
-    help="BED file: score only transcripts (and bases) inside these regions.",
+    help="BED file: score only bases, exons and introns inside these regions, and transcripts "
+    "wholly inside one (those crossing an edge are counted).",
 )
 @click.option(
     "--seqids",
