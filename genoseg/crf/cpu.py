@@ -41,7 +41,7 @@ def _advance(
     h, ss, se, md, run, has_ss, has_se, has_md, has_run, off,
     A, preds, D, Kc, tail, init, R,
     ring, G, alpha, P, e0, n_steps, mode,
-    keep, k0, Qk, Ak, Ik, Gk, Pk, Ek,
+    keep, k0, Qk, Ak, Ik, Gk, Mk, Ek,
     bp_len, bp_prev, Gstart,
 ):  # fmt: skip
     """Advance one sequence's forward state from end position e0 to e0 + n_steps.
@@ -51,9 +51,10 @@ def _advance(
     preds (C, C+1) int64: preds[c, 0] = number of labels c' with finite A[c', c], listed
     ascending in preds[c, 1:] (sparse transitions: the gene grammar allows few).
     State (updated in place): ring (C, 2R) of Q, G (C,), alpha (C,), P (C,).
-    keep: also store, for absolute e in (e0, e0+n_steps], rows e - k0 of Ak (alpha),
-    Ik (inner LSE), Gk, Pk, and for s = e-1 rows s - k0 + R of Qk and s - k0 of Ek
-    (enter score without seg_start).
+    keep: also store, for absolute e in (e0, e0+n_steps], rows e - k0 of Ak (alpha), Gk,
+    and the length log-sum-exp split as Mk (its reference maximum m) and Ik (log of the sum
+    of exp(term - m)), and for s = e-1 rows s - k0 + R of Qk and s - k0 of Ek (enter score
+    without seg_start).
     mode MAX: fills bp_len/bp_prev rows (local position of the segment's last/first base).
     """
     C = alpha.shape[0]
@@ -149,6 +150,7 @@ def _advance(
             if use_tail and G[c] > m:
                 m = G[c]
                 best = e - Gstart[c]
+            lacc = 0.0
             if mode == LOG and m > NEG:
                 acc = 0.0
                 for d in range(1, n + 1):
@@ -157,16 +159,18 @@ def _advance(
                         acc += math.exp(y)
                 if use_tail:
                     acc += math.exp(G[c] - m)
-                m = m + math.log(acc)
+                lacc = math.log(acc)
+            if keep:
+                Mk[e - k0, c] = m
+                Ik[e - k0, c] = lacc
+            m = m + lacc
             a = P[c] + m
             if has_se:
                 a += se[ls, c]
             alpha[c] = a
             if keep:
                 Ak[e - k0, c] = a
-                Ik[e - k0, c] = m
                 Gk[e - k0, c] = G[c]
-                Pk[e - k0, c] = P[c]
             if mode == MAX:
                 bp_len[ls, c] = best if m > NEG else 0
 
@@ -192,6 +196,23 @@ def _finish(alpha, final):
     for c in range(C):
         acc += math.exp(alpha[c] + final[c] - m)
     return m + math.log(acc)
+
+
+@nb.njit(cache=True, nogil=True)
+def final_weights(alpha, final, logz):
+    """(C,) P(the last segment has label c) = exp(alpha[c] + final[c] - logz), divided by
+    its sum (exactly 1 in exact arithmetic; see the normalisation in :func:`_reverse`)."""
+    C = alpha.shape[0]
+    w = np.zeros(C)
+    tot = 0.0
+    for c in range(C):
+        if alpha[c] + final[c] > NEG:
+            w[c] = math.exp(alpha[c] + final[c] - logz)
+            tot += w[c]
+    if tot > 0.0:
+        for c in range(C):
+            w[c] /= tot
+    return w
 
 
 @nb.njit(cache=True, nogil=True)
@@ -252,12 +273,13 @@ def _reverse(
     alpha = np.empty(C)
     P = np.empty(C)
     gnext = np.zeros(C)
+    wbuf = np.zeros(max(R, C) + 1)  # one weight set (lengths 1..K_c, or predecessors)
     Qk = np.empty((block + R, C))
     gQ = np.zeros((block + R, C))
     Ak = np.empty((block + 1, C))
     Ik = np.empty((block + 1, C))
     Gk = np.empty((block + 1, C))
-    Pk = np.empty((block + 1, C))
+    Mk = np.empty((block + 1, C))
     Ek = np.empty((block, C))
     nblocks = (n_total + block - 1) // block
     for k in range(nblocks - 1, -1, -1):
@@ -277,12 +299,11 @@ def _reverse(
         for c in range(C):
             Ak[0, c] = alpha[c]
             Gk[0, c] = G[c]
-            Pk[0, c] = P[c]
         _advance(
             h, ss, se, md, run, has_ss, has_se, has_md, has_run, off,
             A, preds, D, Kc, tail, init, R,
             ring, G, alpha, P, a, n, LOG,
-            True, a, Qk, Ak, Ik, Gk, Pk, Ek,
+            True, a, Qk, Ak, Ik, Gk, Mk, Ek,
             i2, i2, i1,
         )  # fmt: skip
         for e in range(a + n, a, -1):
@@ -295,7 +316,8 @@ def _reverse(
                 gP[c] += g
                 if g == 0.0:
                     continue
-                inner = Ik[r, c]
+                mx = Mk[r, c]
+                lacc = Ik[r, c]
                 kc = Kc[c]
                 nd = min(kc, e)
                 unbounded = True
@@ -306,15 +328,19 @@ def _reverse(
                     unbounded = mdv >= e
                 if has_run and run[s - off, c] < nd:
                     nd = run[s - off, c]
+                # weights exp(term - m - lacc), with term - m rounded exactly as in the
+                # forward: they sum to 1 to a few ulp(1). (exp(term - inner) with
+                # inner = m + lacc rounded to ulp(|Q|) would be off by ~ulp(|Q|), 1e-7 when
+                # prefix sums reach 1e9, and the error would accumulate along the sweep.)
                 for d in range(1, nd + 1):
-                    y = Qk[e - d - a + R, c] + D[c, d - 1] - inner
+                    y = Qk[e - d - a + R, c] + D[c, d - 1] - mx
                     if y > NEGLIGIBLE:
-                        w = g * math.exp(y)
+                        w = g * math.exp(y - lacc)
                         gQ[e - d - a + R, c] += w
                         gD[c, d - 1] += w
                 tl = tail[c]
                 if tl > NEG and kc > 0 and unbounded and Gk[r, c] > NEG:
-                    gG[c] += g * math.exp(Gk[r, c] - inner)
+                    gG[c] += g * math.exp(Gk[r, c] - mx - lacc)
             # adjoint of the tail recursion G[e] -> G[e-1], Q[e-K_c-1]
             for c in range(C):
                 tl = tail[c]
@@ -330,6 +356,10 @@ def _reverse(
                 x = Qk[j - a + R, c] + D[c, kc - 1] + tl
                 w2 = math.exp(x - Ge) if runv > kc else 0.0
                 w1 = math.exp(Gk[r - 1, c] + tl - Ge) if Gk[r - 1, c] > NEG and runv > 0 else 0.0
+                tot = w1 + w2  # = 1 in exact arithmetic (see above)
+                if tot > 0.0:
+                    w1 /= tot
+                    w2 /= tot
                 gtail[c] += gG[c]
                 gQ[j - a + R, c] += gG[c] * w2
                 gD[c, kc - 1] += gG[c] * w2
@@ -349,13 +379,21 @@ def _reverse(
                     ginit[c] += gq
                     continue
                 enter = Ek[s - a, c]
+                tot = 0.0
                 for i in range(preds[c, 0]):
                     cp = preds[c, i + 1]
                     x = Ak[r - 1, cp] + A[cp, c]
-                    if x > NEG:
-                        w = gq * math.exp(x - enter)
-                        gnext[cp] += w
-                        gA[cp, c] += w
+                    w = math.exp(x - enter) if x > NEG else 0.0
+                    wbuf[i] = w
+                    tot += w
+                if tot == 0.0:
+                    continue
+                scale = gq / tot  # normalised like the length weights
+                for i in range(preds[c, 0]):
+                    cp = preds[c, i + 1]
+                    w = wbuf[i] * scale
+                    gnext[cp] += w
+                    gA[cp, c] += w
             for c in range(C):
                 galpha[c] = gnext[c]
         carry[:] = gQ[:R]  # start adjoints of positions [a-R, a), for the block before
@@ -384,11 +422,9 @@ def _backward_one(
     logz = _finish(alpha, final)
     if logz == NEG:
         return logz
-    galpha = np.empty(C)
+    galpha = final_weights(alpha, final, logz)
     for c in range(C):
-        w = math.exp(alpha[c] + final[c] - logz) if alpha[c] + final[c] > NEG else 0.0
-        galpha[c] = w
-        gfinal[c] += w
+        gfinal[c] += galpha[c]
     _reverse(
         h, ss, se, md, run, has_ss, has_se, has_md, has_run, 0,
         A, preds, D, Kc, tail, init, R, block, cr, cG, ca, cP, 0, L,

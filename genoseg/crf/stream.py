@@ -290,8 +290,9 @@ class PosteriorStream(_TwoPass, ForwardStream):
         (start, n, rings, G, alpha, P, _, _), x, a = self._next_chunk(inputs)
         if self._adjoint is None:
             log_z = self.log_z().numpy()
-            galpha = np.exp(self.alpha + self._final[None, :] - log_z[:, None])
-            galpha[~np.isfinite(self.alpha + self._final[None, :])] = 0.0
+            galpha = np.stack(
+                [cpu.final_weights(self.alpha[b], self._final, log_z[b]) for b in range(self.B)]
+            )
             self._adjoint = (galpha, np.zeros((self.B, self.C)), np.zeros((self.B, self.C)),
                              np.zeros((self.B, self.R, self.C)), log_z)  # fmt: skip
         galpha, gG, gP, carry, log_z = self._adjoint
