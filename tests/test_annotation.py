@@ -10,8 +10,8 @@ import pytest
 
 from genoseg.data.annotation import read_annotation
 from genoseg.errors import GenosegError
+from tests.shared_data import shared
 
-DATA = Path("/work/shared/data")
 REAL = {
     # folder, annotation file, coding genes, coding transcripts (from data/README.md)
     "athaliana_1pct": ("annotation_with_rnaseq_splice.gff3", 343, 459),
@@ -42,7 +42,7 @@ def _fai_lengths(folder: Path) -> dict[str, int]:
 
 @pytest.mark.parametrize("name", sorted(REAL))
 def test_real_counts_and_codons(name: str) -> None:
-    folder = DATA / name
+    folder = shared(name)
     fname, n_genes, n_tx = REAL[name]
     ann = read_annotation(
         folder / fname, contig_lengths=_fai_lengths(folder), missing_parents="skip"
@@ -73,7 +73,7 @@ def test_real_counts_and_codons(name: str) -> None:
 
 
 def test_real_exon_mode_keeps_noncoding() -> None:
-    folder = DATA / "athaliana_1pct"
+    folder = shared("athaliana_1pct")
     ann = read_annotation(
         folder / "annotation_with_rnaseq_splice.gff3", feature="exon", missing_parents="skip"
     )
@@ -87,7 +87,7 @@ def test_real_exon_mode_keeps_noncoding() -> None:
 
 def test_real_missing_parent_is_error_by_default() -> None:
     with pytest.raises(GenosegError, match=r"annotation_with_rnaseq_splice\.gff3:\d+: Parent"):
-        read_annotation(DATA / "athaliana_1pct" / "annotation_with_rnaseq_splice.gff3")
+        read_annotation(shared("athaliana_1pct", "annotation_with_rnaseq_splice.gff3"))
 
 
 GFF = """
@@ -164,6 +164,19 @@ def test_gtf_stop_codon_merged(tmp_path: Path) -> None:
         assert t.exons == ((100, 300), (400, 700))
         assert t.biotype == "transcript" or t.biotype == "mRNA"
         assert (t2.id, t2.gene_id, t2.score) == ("g2.t1", "g2", 0.4)
+        assert ann.summary.gene_id_is_transcript_id == 0
+
+
+def test_gtf_gene_id_equal_to_transcript_id_is_counted(tmp_path: Path) -> None:
+    """UCSC refGene / Table Browser GTFs: gene_id is the transcript name, so isoforms of one
+    gene become separate genes; the summary counts them (prepare warns)."""
+    text = "".join(
+        f'c\tucsc\texon\t{a}\t{b}\t.\t+\t.\tgene_id "{t}"; transcript_id "{t}";\n'
+        for t, a, b in (("NM_1", 100, 300), ("NM_2", 100, 250), ("NM_3", 900, 990))
+    )
+    text += 'c\tx\texon\t2000\t2100\t.\t+\t.\tgene_id "G"; transcript_id "G.1";\n'
+    ann = read_annotation(_write(tmp_path, text, "refGene.gtf"), feature="exon")
+    assert ann.summary.gene_id_is_transcript_id == 3 and ann.summary.transcripts == 4
 
 
 def test_gzip(tmp_path: Path) -> None:

@@ -10,6 +10,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections import Counter
 from pathlib import Path
 
 import h5py
@@ -25,11 +26,11 @@ from genoseg.data.annotation import read_annotation
 from genoseg.data.dataset import WindowDataset, collate_windows
 from genoseg.data.labels import GeneModel, gene_models_from_segments, segments_from_labels
 from genoseg.grammar import compile_window, default_grammar_path, load_grammar
+from tests.shared_data import shared
 
 ROOT = Path(__file__).resolve().parents[1]
 SAMPLES = ROOT / "data_samples"
 FA, GFF, BAM = (SAMPLES / f"athaliana_chr5_60k.{x}" for x in ("fa", "gff3", "bam"))
-SHARED = Path("/work/shared/data")
 
 
 def run(*args: str):
@@ -157,6 +158,61 @@ def test_forced_cuts_mask_cut_genes(tmp_path, grammar):
         assert ((lab == 255) == ~msk).all()
         masked += int((~msk).sum())
     assert masked > 0
+    report = _check_report_is_what_was_written(out)
+    # genes longer than max_length are masked and say so (they were reported as used)
+    assert report["masked_by_reason"]["window_cut"] >= 5
+    assert report["masked_bp"] > 0.3 * report["total_bp"] and report["total_bp"] == 30000
+
+
+def _check_report_is_what_was_written(path: Path) -> dict:
+    """The report and /genes agree with the stored windows: bp counted over the written
+    cores, a gene is `used` only if every position of it was written with its label."""
+    with h5py.File(path) as h5:
+        report = json.loads(h5.attrs["report"])
+        w = h5["windows"]
+        mask, start = w["mask"][:], w["start"][:]
+        cs, ce, contig = w["core_start"][:], w["core_end"][:], w["contig"][:]
+        lengths = h5["contigs/length"][:]
+        g = h5["genes"]
+        rows = list(zip(g["contig"][:], g["start"][:], g["end"][:], g["status"].asstr()[:]))
+    assert report["windows"] == len(mask)
+    assert report["total_bp"] == int((ce - cs).sum())
+    assert report["masked_bp"] == sum(
+        int((~mask[i, cs[i] : ce[i]]).sum()) for i in range(len(mask))
+    )
+    written = {c: np.zeros(lengths[c], bool) for c in set(contig.tolist())}
+    masked = {c: np.zeros(lengths[c], bool) for c in set(contig.tolist())}
+    for i in range(len(mask)):
+        a, b = start[i] + cs[i], start[i] + ce[i]
+        written[contig[i]][a:b] = True
+        masked[contig[i]][a:b] |= ~mask[i, cs[i] : ce[i]]
+    statuses = [st for *_, st in rows]
+    assert report["genes_used"] == statuses.count("used")
+    assert report["genes_masked"] == len(statuses) - statuses.count("used")
+    assert report["masked_by_reason"] == dict(Counter(st for st in statuses if st != "used"))
+    for c, a, b, st in rows:
+        assert written[c][a:b].any(), "a reported gene overlaps the written windows"
+        full = written[c][a:b].all() and not masked[c][a:b].any()
+        assert full == (st == "used"), (c, a, b, st)
+    return report
+
+
+def test_region_report_counts_the_region_only(tmp_path):
+    """With --region the report counts what was written, not the whole contig; a gene cut
+    by the region end is masked as region_edge."""
+    out = tmp_path / "r.h5"
+    res = run("--fasta", FA, "--gff3", GFF, "-o", out, "--region", "Chr5:1-35000")
+    assert res.exit_code == 0, res.output
+    report = _check_report_is_what_was_written(out)
+    assert report["total_bp"] == 35000
+    with h5py.File(out) as h5:
+        ids = list(h5["genes/id"].asstr()[:])
+        status = dict(zip(ids, h5["genes/status"].asstr()[:]))
+    assert ids[-1] == "AT5G01100" and "AT5G01110" not in ids  # genes from 41,767 on: outside
+    assert status["AT5G01100"] == "region_edge"  # CDS 34,872-37,756 crosses the region end
+    assert report["genes_used"] + report["genes_masked"] == len(ids) == 12
+    assert "Chr5: 1 windows; 11 genes used, 1 masked (region_edge 1); " in res.output
+    assert "of 35000 bp masked" in res.output
 
 
 def _cfg(tmp_path: Path, text: str) -> Path:
@@ -209,9 +265,8 @@ def test_bad_config_key_and_bad_annotation(tmp_path):
     assert not (tmp_path / "o.h5").exists() and not list(tmp_path.glob(".*tmp*"))
 
 
-@pytest.mark.skipif(not SHARED.exists(), reason="shared real data not present")
 def test_bam_of_another_assembly(tmp_path):
-    d = SHARED / "athaliana_1pct"
+    d = shared("athaliana_1pct")
     cfg = _cfg(tmp_path, "annotation: {missing_parents: skip}\n")
     res = CliRunner().invoke(cli, ["prepare", "-c", str(cfg), "--fasta", str(d / "genome.fa"),
                                    "--gff3", str(d / "annotation_with_rnaseq_splice.gff3"),
@@ -221,9 +276,8 @@ def test_bam_of_another_assembly(tmp_path):
     assert not (tmp_path / "o.h5").exists() and not list(tmp_path.glob(".*tmp*"))
 
 
-@pytest.mark.skipif(not SHARED.exists(), reason="shared real data not present")
 def test_prepare_shared_fly_region(tmp_path):
-    d = SHARED / "dmelanogaster_1pct"
+    d = shared("dmelanogaster_1pct")
     cfg = _cfg(tmp_path, "annotation: {missing_parents: skip}\nwindows: {length: 30000}\n")
     out = tmp_path / "fly.h5"
     res = run("-c", cfg, "--fasta", d / "genome.fa", "--gff3",
@@ -262,3 +316,113 @@ def test_sigterm_during_prepare_leaves_nothing(tmp_path):
     assert p.returncode == -signal.SIGTERM, stderr
     assert "Traceback" not in stderr
     assert not out.exists() and not list(tmp_path.glob(".*tmp*"))
+
+
+def _copy_inputs(tmp_path: Path) -> dict[str, Path]:
+    import shutil
+
+    paths = {}
+    for key, src in (("fasta", FA), ("gff3", GFF), ("bam", BAM)):
+        paths[key] = Path(shutil.copy(src, tmp_path / src.name))
+    shutil.copy(str(BAM) + ".bai", tmp_path / (BAM.name + ".bai"))
+    paths["config"] = _cfg(tmp_path, "windows: {length: 20000}\n")
+    return paths
+
+
+@pytest.mark.parametrize("victim", ["fasta", "gff3", "bam", "config"])
+@pytest.mark.parametrize("spelling", ["same", "relative", "symlink"])
+def test_output_equal_to_an_input_is_refused(tmp_path, monkeypatch, victim, spelling):
+    paths = _copy_inputs(tmp_path)
+    before = {k: p.read_bytes() for k, p in paths.items()}
+    monkeypatch.chdir(tmp_path)
+    target = paths[victim]
+    if spelling == "relative":
+        (tmp_path / "sub").mkdir()
+        target = Path("sub") / ".." / target.name
+    elif spelling == "symlink":
+        target = tmp_path / "link.h5"
+        target.symlink_to(paths[victim])
+    res = CliRunner().invoke(
+        cli,
+        ["prepare", "-c", str(paths["config"]), "--fasta", str(paths["fasta"]), "--gff3",
+         str(paths["gff3"]), "--bam", str(paths["bam"]), "-o", str(target)],
+    )  # fmt: skip
+    assert res.exit_code == 1
+    lines = res.output.strip().splitlines()
+    assert len(lines) == 1 and lines[0] == (
+        f"genoseg: error: -o {target} is the same file as the input --{victim} "
+        f"{paths[victim]}; refusing to overwrite an input"
+    )
+    assert {k: p.read_bytes() for k, p in paths.items()} == before
+    assert not list(tmp_path.glob(".*tmp*"))
+
+
+def _warnings(res) -> list[str]:
+    return [line for line in res.output.splitlines() if "warning:" in line]
+
+
+def test_no_usable_gene_and_unannotated_regions_warn(tmp_path):
+    # the sample genome plus a contig the annotation does not cover
+    fa = tmp_path / "g.fa"
+    rng = np.random.default_rng(0)
+    extra = "".join("ACGT"[i] for i in rng.integers(0, 4, 5000))
+    fa.write_text(FA.read_text() + f">extra\n{extra}\n")
+    out = tmp_path / "o.h5"
+    res = run("--fasta", fa, "--gff3", GFF, "-o", out)
+    assert res.exit_code == 0, res.output
+    (w,) = _warnings(res)
+    assert w.startswith("genoseg prepare: warning: 1 of 2 regions (5000 of 65170 bp) have no ")
+    assert "extra:1-5000" in w
+    assert json.loads(h5py.File(out).attrs["report"])["warnings"] == [w.split("warning: ", 1)[1]]
+    # an annotation without any usable gene
+    empty = tmp_path / "empty.gff3"
+    empty.write_text("##gff-version 3\n")
+    res = run("--fasta", FA, "--gff3", empty, "-o", out)
+    assert res.exit_code == 0, res.output
+    ws = _warnings(res)
+    assert len(ws) == 2 and "no annotated gene at all" in ws[0]
+    assert "empty.gff3: no usable gene in the written windows" in ws[1]
+    assert len(json.loads(h5py.File(out).attrs["report"])["warnings"]) == 2
+
+
+def test_duplicate_and_overlapping_regions_warn(tmp_path):
+    out = tmp_path / "o.h5"
+    res = run("--fasta", FA, "--gff3", GFF, "-o", out, "--region", "Chr5:1-20000",
+              "--region", "Chr5:10001-30000", "--region", "Chr5:1-20000")  # fmt: skip
+    assert res.exit_code == 0, res.output
+    (w,) = _warnings(res)
+    assert "1 given more than once (Chr5:1-20000)" in w
+    assert "1 overlapping pairs (Chr5:1-20000 and Chr5:10001-30000)" in w
+    assert "30000 bp are written more than once" in w
+    report = _check_report_is_what_was_written(out)
+    assert report["total_bp"] == 60000
+    # no warning for adjacent, disjoint regions
+    res = run("--fasta", FA, "--gff3", GFF, "-o", out, "--region", "Chr5:1-20000",
+              "--region", "Chr5:20001-30000")  # fmt: skip
+    assert res.exit_code == 0 and _warnings(res) == [], res.output
+
+
+def _gtf_gene_id_is_transcript_id(path: Path) -> Path:
+    """The sample annotation as a UCSC refGene-style GTF: gene_id = transcript_id."""
+    ann = read_annotation(GFF, feature="exon")
+    lines = []
+    for t in ann.transcripts():
+        attrs = f'gene_id "{t.id}"; transcript_id "{t.id}";'
+        for a, b in t.exons:
+            lines.append(f"Chr5\tucsc\texon\t{a + 1}\t{b}\t.\t{t.strand}\t.\t{attrs}")
+        order = list(t.cds_in_transcription_order())
+        for (a, b), ph in zip(order, t.phases):
+            lines.append(f"Chr5\tucsc\tCDS\t{a + 1}\t{b}\t.\t{t.strand}\t{ph}\t{attrs}")
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+def test_ucsc_style_gtf_warns(tmp_path):
+    gtf = _gtf_gene_id_is_transcript_id(tmp_path / "refGene.gtf")
+    out = tmp_path / "o.h5"
+    res = run("--fasta", FA, "--gff3", gtf, "-o", out)
+    assert res.exit_code == 0, res.output
+    (w,) = _warnings(res)
+    assert "refGene.gtf: " in w and "have gene_id equal to their transcript_id" in w
+    report = _check_report_is_what_was_written(out)
+    assert report["masked_by_reason"]["overlapping_gene"] > 0
