@@ -15,15 +15,12 @@ from hypothesis import strategies as st
 from genoseg.data.bam import CHANNELS, Evidence, reverse_evidence
 from genoseg.data.fasta import Genome
 from genoseg.errors import GenosegError
+from tests.shared_data import shared
 
 REPO = Path(__file__).resolve().parents[1]
-SHARED = REPO.parent / "shared" / "data"
 SAMPLES = REPO / "data_samples"
 SAMPLE_BAM = SAMPLES / "athaliana_chr5_60k.bam"
 SAMPLE_FA = SAMPLES / "athaliana_chr5_60k.fa"
-needs_shared = pytest.mark.skipif(
-    not SHARED.is_dir(), reason=f"real data folder {SHARED} is absent"
-)
 ORGANISMS = {
     "athaliana_1pct": "annotation_with_rnaseq_splice.gff3",
     "celegans_1pct": "annotation_with_rnaseq.gff3",
@@ -41,7 +38,6 @@ def rnaseq_splice(gff3: Path) -> list[tuple[str, int, int, str, int]]:
     return out
 
 
-@needs_shared
 @pytest.mark.parametrize("organism", sorted(ORGANISMS))
 def test_real_junctions_match_gff3_rnaseq_splice(organism: str, tmp_path: Path) -> None:
     """Every junction found in the BAM is an RNASeq_splice intron of the GFF3, and back.
@@ -49,7 +45,7 @@ def test_real_junctions_match_gff3_rnaseq_splice(organism: str, tmp_path: Path) 
     The synthetic reads put min(score, 20) reads of 50+50 bp on each RNASeq_splice line,
     so junctions whose 50 bp flanks do not fit in the contig have no reads.
     """
-    d = SHARED / organism
+    d = shared(organism)
     g = Genome.open(d / "genome.fa", cache=tmp_path)
     ev = Evidence.open(d / "synthetic_junction_reads.bam", g.contigs)
     expected: collections.Counter = collections.Counter()
@@ -304,3 +300,83 @@ def test_tracks_match_pysam_on_random_reads(tmp_path: Path, reads, window) -> No
                         ref[base + 2, donor] += n
                         ref[base + 3, acceptor] += n
         assert np.array_equal(t, ref[:, a:b])
+
+
+# -- minimap2 ts tags and strandedness "auto" -------------------------------------------
+def test_minimap2_ts_tag_is_relative_to_the_read(tmp_path: Path) -> None:
+    """ts:A:+ = transcript on the read's strand; ts:A:+ on a reverse read is minus."""
+    reads = [
+        {"pos": 100, "cigar": "5M20N5M", "tags": [("ts", "+", "A")]},  # forward, ts + : plus
+        {"pos": 200, "cigar": "5M20N5M", "flag": 16, "tags": [("ts", "+", "A")]},  # minus
+        {"pos": 300, "cigar": "5M20N5M", "tags": [("ts", "-", "A")]},  # forward, ts - : minus
+        {"pos": 400, "cigar": "5M20N5M", "flag": 16, "tags": [("ts", "-", "A")]},  # plus
+        {"pos": 500, "cigar": "5M20N5M", "flag": 16, "tags": [("ts", ".", "A")]},  # no strand
+    ]
+    bam = make_bam(tmp_path / "ts.bam", reads)
+    for mode in ("auto", "unstranded", "fr-firststrand", "fr-secondstrand"):
+        ev = Evidence.open(bam, {"c": 1000}, strandedness=mode)
+        t = ev.track("c", 0, 1000)
+        for pos, strand in ((100, "+"), (200, "-"), (300, "-"), (400, "+")):
+            assert (t[0, pos], t[4, pos]) == ((1, 0) if strand == "+" else (0, 1)), (mode, pos)
+        j = ev.junctions("c")
+        assert j[(105, 125, "+")] == 1 and j[(205, 225, "-")] == 1
+        assert j[(305, 325, "-")] == 1 and j[(405, 425, "+")] == 1
+    # ts:A:. carries no strand: counted like an untagged read
+    assert (Evidence.open(bam, {"c": 1000}, strandedness="unstranded").track("c", 0, 1000)
+            [[0, 4], 500] == 1).all()  # fmt: skip
+
+
+def _library(path: Path, n: int, agree: float, tag: str, paired: bool = False) -> Path:
+    """n spliced reads with a strand tag, a fraction `agree` of them sense (read 1 on the
+    transcript strand), plus one untagged unspliced forward read at 900."""
+    reads = []
+    for k in range(n):
+        reverse = k % 2 == 1
+        sense = k < round(agree * n)
+        read_plus = not reverse
+        if paired and k % 3 == 0:  # read 2: its strand is flipped relative to read 1
+            flag = 128 | 1 | (16 if reverse else 0)
+            r1_plus = not read_plus
+        else:
+            flag = (64 | 1 if paired else 0) | (16 if reverse else 0)
+            r1_plus = read_plus
+        tx_plus = r1_plus if sense else not r1_plus
+        if tag == "XS":
+            tags = [("XS", "+" if tx_plus else "-", "A")]
+        else:  # ts is relative to the read's own strand
+            tags = [("ts", "+" if tx_plus == read_plus else "-", "A")]
+        reads.append({"pos": 10 + k, "cigar": "5M20N5M", "flag": flag, "tags": tags,
+                      "paired": paired})  # fmt: skip
+    reads.append({"pos": 900, "flag": 64 | 1 if paired else 0, "paired": paired})
+    return make_bam(path, reads)
+
+
+@pytest.mark.parametrize("tag", ["XS", "ts"])
+@pytest.mark.parametrize("paired", [False, True])
+@pytest.mark.parametrize(
+    "agree, library, untagged",
+    [(1.0, "fr-secondstrand", (1, 0)), (0.95, "fr-secondstrand", (1, 0)),
+     (0.0, "fr-firststrand", (0, 1)), (0.5, "unstranded", (1, 1))],
+)  # fmt: skip
+def test_auto_infers_the_library_from_tagged_reads(
+    tmp_path: Path, tag: str, paired: bool, agree: float, library: str, untagged: tuple
+) -> None:
+    bam = _library(tmp_path / "lib.bam", 200, agree, tag, paired)
+    ev = Evidence.open(bam, {"c": 1000})  # auto is the default
+    assert ev.strandedness == "auto" and ev.library == library
+    assert ev.describe().startswith(f"auto: {library}")
+    t = ev.track("c", 0, 1000)
+    assert (t[0, 900], t[4, 900]) == untagged  # the untagged read follows the library
+    # explicit modes are not overridden by the inference
+    assert Evidence.open(bam, {"c": 1000}, strandedness="unstranded").library == "unstranded"
+
+
+def test_auto_without_enough_tagged_reads_is_unstranded(tmp_path: Path) -> None:
+    bam = _library(tmp_path / "few.bam", 20, 1.0, "XS")
+    ev = Evidence.open(bam, {"c": 1000}, strandedness="auto")
+    assert ev.library == "unstranded"
+    assert "only 20 spliced reads with an XS/ts tag" in ev.describe()
+    t = ev.track("c", 0, 1000)
+    assert (t[0, 900], t[4, 900]) == (1, 1)
+    ev2 = pickle.loads(pickle.dumps(ev))
+    assert ev2.library == "unstranded" and np.array_equal(ev2.track("c", 0, 1000), t)

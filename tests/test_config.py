@@ -67,3 +67,50 @@ def test_bad_configs(tmp_path, text, pattern):
 def test_missing_config_file(tmp_path):
     with pytest.raises(GenosegError, match="nope.yaml: config file not found"):
         load_config(PrepareConfig, tmp_path / "nope.yaml")
+
+
+def test_evidence_strandedness_is_checked_without_a_bam(tmp_path):
+    """A wrong strandedness is an error naming the config file even when no BAM is given
+    (it used to be accepted silently until a BAM came along)."""
+    from click.testing import CliRunner
+
+    from genoseg.cli import cli
+
+    p = _write(tmp_path, "fasta: a.fa\ngff3: b.gff3\noutput: c.h5\nevidence: {strandedness: yes}\n")
+    with pytest.raises(GenosegError, match=r"c\.yaml: 'evidence\.strandedness' must be a string"):
+        load_config(PrepareConfig, p)  # YAML reads yes as true
+    p.write_text("fasta: a.fa\ngff3: b.gff3\noutput: c.h5\nevidence: {strandedness: reverse}\n")
+    res = CliRunner().invoke(cli, ["prepare", "-c", str(p)])
+    assert res.exit_code == 1
+    assert res.output.strip().splitlines() == [
+        f"genoseg: error: {p}: evidence.strandedness 'reverse' is not one of auto, unstranded, "
+        "fr-firststrand, rf, fr-secondstrand, fr"
+    ]
+    p.write_text("fasta: a.fa\ngff3: b.gff3\noutput: c.h5\nevidence: {min_mapq: -1}\n")
+    with pytest.raises(GenosegError, match=r"c\.yaml: evidence\.min_mapq must be >= 0"):
+        load_config(PrepareConfig, p)
+    # the default is auto, and every documented spelling is accepted
+    assert (
+        load_config(
+            PrepareConfig, None, {"fasta": "a", "gff3": "b", "output": "c"}
+        ).evidence.strandedness
+        == "auto"
+    )  # noqa: E501
+    for value in ("auto", "unstranded", "fr-firststrand", "rf", "fr-secondstrand", "fr"):
+        p.write_text(
+            f"fasta: a.fa\ngff3: b.gff3\noutput: c.h5\nevidence: {{strandedness: {value}}}\n"
+        )  # noqa: E501
+        assert load_config(PrepareConfig, p).evidence.strandedness == value
+
+
+def test_config_file_is_named_when_a_path_in_it_is_missing(tmp_path):
+    from click.testing import CliRunner
+
+    from genoseg.cli import cli
+
+    p = _write(tmp_path, "fasta: missing.fa\ngff3: b.gff3\noutput: c.h5\n")
+    res = CliRunner().invoke(cli, ["prepare", "-c", str(p)])
+    assert res.exit_code == 1
+    assert res.output.strip() == (
+        f"genoseg: error: {tmp_path / 'missing.fa'}: FASTA file not found (config {p})"
+    )
