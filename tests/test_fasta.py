@@ -22,13 +22,10 @@ from genoseg.data.fasta import (
     reverse_complement_codes,
 )
 from genoseg.errors import GenosegError
+from tests.shared_data import shared
 
 REPO = Path(__file__).resolve().parents[1]
-SHARED = REPO.parent / "shared" / "data"
 SAMPLE = REPO / "data_samples" / "athaliana_chr5_60k.fa"
-needs_shared = pytest.mark.skipif(
-    not SHARED.is_dir(), reason=f"real data folder {SHARED} is absent"
-)
 
 
 def read_fasta_naive(path: Path) -> dict[str, str]:
@@ -55,10 +52,9 @@ def write(path: Path, text: str) -> Path:
 
 
 # -- real data -----------------------------------------------------------------------
-@needs_shared
 @pytest.mark.parametrize("organism", ["athaliana_1pct", "celegans_1pct", "dmelanogaster_1pct"])
 def test_real_genomes_match_naive_parse(organism: str, cache: Path) -> None:
-    path = SHARED / organism / "genome.fa"
+    path = shared(organism, "genome.fa")
     g = Genome.open(path, cache=cache)
     truth = read_fasta_naive(path)
     assert list(g.contigs) == list(truth)
@@ -280,11 +276,10 @@ def test_validator_and_index_on_random_fasta(
         assert g.fetch(f"seq{k}") == seq
 
 
-@needs_shared
 def test_sample_is_the_shared_slice(cache: Path) -> None:
     """data_samples/ holds TAIR10 Chr5 1..60170 unchanged, with whole genes only."""
-    shared = Genome.open(SHARED / "athaliana_1pct" / "genome.fa", cache=cache)
-    assert Genome.open(SAMPLE, cache=cache).fetch("Chr5") == shared.fetch("Chr5", 0, 60170)
+    real = Genome.open(shared("athaliana_1pct", "genome.fa"), cache=cache)
+    assert Genome.open(SAMPLE, cache=cache).fetch("Chr5") == real.fetch("Chr5", 0, 60170)
     ids, parents = set(), set()
     for line in SAMPLE.with_suffix(".gff3").read_text().splitlines():
         if line.startswith("#"):

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import math
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -20,14 +19,13 @@ from genoseg.data.labels import (
     segments_from_labels,
 )
 from genoseg.grammar import compile_window, load_grammar
+from tests.shared_data import shared
 
-DATA = Path("/work/shared/data")
 GENOMES = {
     "athaliana_1pct": "annotation_with_rnaseq_splice.gff3",
     "celegans_1pct": "annotation_with_rnaseq.gff3",
     "dmelanogaster_1pct": "annotation_with_rnaseq_splice.gff3",
 }
-pytestmark = pytest.mark.skipif(not DATA.exists(), reason="shared real data not present")
 
 
 @pytest.fixture(scope="module")
@@ -38,9 +36,9 @@ def grammar():
 @pytest.fixture(scope="module", params=sorted(GENOMES))
 def labelled(request, grammar):
     name = request.param
-    genome = Genome.open(DATA / name / "genome.fa")
+    genome = Genome.open(shared(name, "genome.fa"))
     ann = read_annotation(
-        DATA / name / GENOMES[name],
+        shared(name, GENOMES[name]),
         feature="exon",
         missing_parents="skip",
         contig_lengths=genome.contigs,
@@ -179,9 +177,9 @@ def test_isoform_rule_longest_valid_cds(labelled):
 def test_labels_on_masked_reasons_real(grammar):
     """Real unusable genes are masked with a specific reason (A. thaliana: AT2G01090's
     start codon is split by an intron)."""
-    genome = Genome.open(DATA / "athaliana_1pct" / "genome.fa")
+    genome = Genome.open(shared("athaliana_1pct", "genome.fa"))
     ann = read_annotation(
-        DATA / "athaliana_1pct" / GENOMES["athaliana_1pct"],
+        shared("athaliana_1pct", GENOMES["athaliana_1pct"]),
         feature="exon",
         missing_parents="skip",
     )

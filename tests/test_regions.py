@@ -21,12 +21,9 @@ from genoseg.data.regions import (
     whole_genome,
 )
 from genoseg.errors import GenosegError
+from tests.shared_data import shared
 
 REPO = Path(__file__).resolve().parents[1]
-SHARED = REPO.parent / "shared" / "data"
-needs_shared = pytest.mark.skipif(
-    not SHARED.is_dir(), reason=f"real data folder {SHARED} is absent"
-)
 CONTIGS = {"Chr1": 304276, "Chr2": 196982, "HLA-A*01:01:01:01": 3503, "chrUn:KI270302v1": 2274}
 
 
@@ -216,9 +213,8 @@ def test_more_shards_than_bases() -> None:
         shard({"a": 3}, 6, 5)
 
 
-@needs_shared
 def test_shard_real_genome_balanced(tmp_path: Path) -> None:
-    g = Genome.open(SHARED / "athaliana_1pct" / "genome.fa", cache=tmp_path)
+    g = Genome.open(shared("athaliana_1pct", "genome.fa"), cache=tmp_path)
     plan = shard_plan(g.contigs, 8, max_piece=100_000)
     sizes = [sum(r.length for r in p) for p in plan]
     assert sum(sizes) == g.total_length
