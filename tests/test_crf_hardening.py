@@ -59,3 +59,48 @@ def test_posteriors_do_not_drift_with_large_prefix_sums():
         part = ps.backward(big["emissions"][:, a:b])
         err = (part.position - small.position[:, a:b]).abs().max().item()
         assert err < 1e-6, err
+
+
+def _small(T=12, C=3, K=4, B=1, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    return dict(
+        emissions=torch.randn(B, T, C, generator=g, dtype=F64),
+        transitions=torch.randn(C, C, generator=g, dtype=F64),
+        durations=torch.randn(C, K, generator=g, dtype=F64),
+        init=torch.randn(C, generator=g, dtype=F64),
+        final=torch.randn(C, generator=g, dtype=F64),
+        tail=torch.tensor([-0.3] + [NEG] * (C - 1), dtype=F64),
+    )
+
+
+def _logz(kw, lengths=None, backend="auto", **extra):
+    args = {k: v for k, v in kw.items() if k != "emissions"}
+    return crf.log_partition(kw["emissions"], lengths, **args, **extra, backend=backend)
+
+
+@pytest.mark.parametrize("backend", ["cpu", "reference"])
+def test_max_dur_beyond_int32_means_unbounded(backend):
+    """max_dur = 2^32 + 3 admits every length (it used to wrap to 3 in the int32 cast)."""
+    T, C = 12, 3
+    kw = _small(T, C)
+    md = torch.randint(1, 4, (1, T, C), generator=torch.Generator().manual_seed(1))
+    huge = md.to(torch.int64)
+    huge[..., 0] = 2**32 + 3  # the tailed label: unbounded
+    huge[0, ::2, 1] = 2**40
+    same = huge.clamp(max=T + 1)
+    want = _logz(kw, backend=backend, max_dur=same)
+    assert torch.equal(_logz(kw, backend=backend, max_dur=huge), want)
+    got = crf.check_inputs(**kw, lengths=None, max_dur=huge).max_dur
+    assert torch.equal(got, huge.clamp(max=2**31 - 1).int())
+
+
+def test_allowed_runs_carry_beyond_int32_is_capped():
+    """The run carry of a stream grows with its position; past 2^31 it must stay long, not
+    wrap to a short run that would forbid segments."""
+    from genoseg.crf.api import allowed_runs
+
+    mask = torch.ones(1, 4, 2, dtype=torch.bool).numpy()
+    mask[0, 2, 1] = False
+    runs = allowed_runs(mask, carry=torch.tensor([[2**32 + 3, 2**31 + 5]]).numpy())
+    assert runs[0, :, 0].tolist() == [2**31 - 1] * 4
+    assert runs[0, :, 1].tolist() == [2**31 - 1, 2**31 - 1, 0, 1]

@@ -24,7 +24,7 @@ from torch import Tensor
 
 from genoseg.crf import cpu
 from genoseg.crf import reference as ref
-from genoseg.crf.inputs import CRFInputs, check_inputs
+from genoseg.crf.inputs import INT32_MAX, CRFInputs, check_inputs
 
 Segments = list[tuple[int, int, int]]
 
@@ -141,12 +141,18 @@ class _Arrays:
 
 def allowed_runs(mask: np.ndarray, carry: np.ndarray | None = None) -> np.ndarray:
     """(B, T, C) int32: number of consecutive True entries of mask (B, T, C) ending at t,
-    counting ``carry`` (B, C) True entries just before row 0 (streaming)."""
+    counting ``carry`` (B, C) True entries just before row 0 (streaming), capped at
+    2^31 - 1 (longer than any segment; the carry of a stream grows with its position and a
+    bare int32 cast would wrap)."""
     B, T, C = mask.shape
     idx = np.arange(1, T + 1, dtype=np.int64).reshape(1, T, 1)
-    before = np.zeros((B, 1, C), np.int64) if carry is None else -carry.reshape(B, 1, C)
+    before = (
+        np.zeros((B, 1, C), np.int64)
+        if carry is None
+        else -np.asarray(carry, dtype=np.int64).reshape(B, 1, C)
+    )
     last_false = np.maximum.accumulate(np.where(mask, before, idx), axis=1)  # 1-based
-    return (idx - last_false).astype(np.int32)
+    return np.minimum(idx - last_false, INT32_MAX).astype(np.int32)
 
 
 def predecessors(A: np.ndarray) -> np.ndarray:

@@ -88,6 +88,20 @@ def label_table_lengths(durations: Tensor) -> Tensor:
     return (finite * idx).amax(dim=1).to(torch.int64)
 
 
+INT32_MAX = 2**31 - 1
+
+
+def clamp_max_dur(max_dur: Tensor) -> Tensor:
+    """``max_dur`` as int32, values above 2^31 - 1 clamped to it (a cast alone would wrap
+    2^32 + 3 to 3). The clamp changes nothing: no segment is that long (T < 2^31), so any
+    bound at least the longest possible segment means unbounded."""
+    if max_dur.dtype in (torch.int8, torch.uint8, torch.int16, torch.int32):
+        return max_dur.to(torch.int32)
+    if bool((max_dur > INT32_MAX).any()):
+        max_dur = max_dur.clamp(max=INT32_MAX)
+    return max_dur.to(torch.int32)
+
+
 def _check_float(name: str, x: Tensor, shape: tuple[int, ...], allow_neg_inf: bool) -> None:
     if not isinstance(x, Tensor):
         raise ValueError(f"{name} must be a torch.Tensor, got {type(x).__name__}")
@@ -176,13 +190,18 @@ def check_inputs(
         _check_float("seg_end", seg_end, (B, T, C), allow_neg_inf=True)
     label_k = label_table_lengths(durations.detach())
     if max_dur is not None:
-        if not isinstance(max_dur, Tensor) or max_dur.dtype.is_floating_point:
+        if (
+            not isinstance(max_dur, Tensor)
+            or max_dur.dtype.is_floating_point
+            or max_dur.dtype.is_complex
+            or max_dur.dtype == torch.bool
+        ):
             raise ValueError("max_dur must be an integer tensor")
         if tuple(max_dur.shape) != (B, T, C):
             raise ValueError(f"max_dur must have shape {(B, T, C)}, got {tuple(max_dur.shape)}")
         if (max_dur < 0).any():
             raise ValueError("max_dur must be >= 0")
-        max_dur = max_dur.to(torch.int32)
+        max_dur = clamp_max_dur(max_dur)
         if tail is not None:
             _check_tail_max_dur(tail.detach(), label_k, max_dur, position_offset)
     if label_mask is not None:
