@@ -17,6 +17,7 @@ import h5py
 import numpy as np
 import pytest
 import torch
+import yaml
 from click.testing import CliRunner
 from torch.utils.data import DataLoader
 
@@ -426,3 +427,14 @@ def test_ucsc_style_gtf_warns(tmp_path):
     assert "refGene.gtf: " in w and "have gene_id equal to their transcript_id" in w
     report = _check_report_is_what_was_written(out)
     assert report["masked_by_reason"]["overlapping_gene"] > 0
+
+
+def test_bam_strandedness_is_logged_and_reported(prepared):
+    with h5py.File(prepared) as h5:
+        report = json.loads(h5.attrs["report"])
+        assert yaml.safe_load(h5.attrs["config"])["evidence"]["strandedness"] == "auto"
+    # the sample's synthetic reads all carry XS; 2,000 of them sampled
+    assert (
+        report["strandedness"].startswith("auto: ")
+        and "of 2,000 spliced reads" in report["strandedness"]
+    )

@@ -15,8 +15,15 @@ is forced and the positions of the cut gene inside the window are masked. Each s
 is the core plus up to ``windows.halo`` bases of sequence context on either side (mask
 False there), padded with N to the row width ``max_length + 2 * halo``.
 
+The report (root attribute ``report``, and the log) counts what was written: genes
+overlapping the regions, bases of the written cores; a gene masked by a forced cut or a
+region end is ``window_cut`` / ``region_edge``, not ``used``. Warnings (no usable gene,
+regions without annotation, overlapping regions, UCSC-style GTF gene ids) go to stderr and
+``report["warnings"]``.
+
 The output is written with :func:`genoseg.io.atomic.atomic_path`: a temporary file beside
-it, renamed on success, deleted on errors and on SIGTERM / SIGHUP / SIGINT.
+it, renamed on success, deleted on errors and on SIGTERM / SIGHUP / SIGINT; an output
+equal to an input is refused.
 """
 
 from __future__ import annotations
@@ -261,8 +268,7 @@ def prepare(
             strandedness=cfg.evidence.strandedness,
             min_mapq=cfg.evidence.min_mapq,
         )
-        if evidence.strandedness != cfg.evidence.strandedness:
-            log(f"{cfg.bam}: strandedness {cfg.evidence.strandedness} -> {evidence.describe()}")
+        log(f"{cfg.bam}: strandedness {evidence.describe()}")
     inputs = {"fasta": cfg.fasta, "gff3": cfg.gff3, "bam": cfg.bam, "grammar": cfg.grammar}
     input_meta = {
         k: {"path": str(Path(p).resolve()), "sha256": sha256_file(Path(p))}
@@ -486,6 +492,8 @@ def _write(
             arr = np.array(col, dtype=object if dt is str_dt else dt)
             gg.create_dataset(name, data=arr, dtype=dt)
         report = total.as_dict() | {"windows": n, "warnings": list(warnings)}
+        if evidence is not None:
+            report["strandedness"] = evidence.describe()
         h5.attrs["format"] = FORMAT
         h5.attrs["format_version"] = FORMAT_VERSION
         h5.attrs["genoseg_version"] = __version__
