@@ -21,6 +21,7 @@ from genoseg.decode import (
     boundary_posteriors,
     check_gene_models,
     check_gff3,
+    fill_boundary_posteriors,
     gene_id,
     genes_from_path,
     posterior_tracks,
@@ -441,3 +442,25 @@ def test_check_gff3_on_reference_and_on_broken_files(gold, tmp_path):
     probs = check_gff3(bad, gold.genome)
     assert any(f"bad.gff3:{k + 1}: CDS" in p and "has phase 0, expected 2" in p for p in probs)
     assert any(f"bad.gff3:{j + 1}: exon" in p and "not within its parent mRNA" in p for p in probs)
+
+
+def test_fill_boundary_posteriors_chunk_by_chunk(gold):
+    g = gold.grammar
+    path = gold.paths["Chr5"]
+    n = path[-1][1]
+    rng = np.random.default_rng(5)
+    start = rng.random((n, g.num_labels)).astype(np.float32)
+    end = rng.random((n, g.num_labels)).astype(np.float32)
+    lower, upper = boundary_posteriors(g, start, end)
+    whole = [Segment(s, e, c, 0.5) for s, e, c in path]
+    fill_boundary_posteriors(whole, lower, upper)
+    for seg in whole:
+        assert seg.start_posterior == pytest.approx(float(lower[seg.start, seg.label]))
+        assert seg.end_posterior == pytest.approx(float(upper[seg.end - 1, seg.label]))
+        assert seg.posterior == 0.5
+    chunked = [Segment(s, e, c, 0.5) for s, e, c in path]
+    cuts = [0, 1000, 1388, 5000, 33333, 45000, n]
+    for a, b in reversed(list(zip(cuts[:-1], cuts[1:]))):  # backward-pass order
+        lo, up = boundary_posteriors(g, start[a:b], end[a:b])
+        fill_boundary_posteriors(chunked, lo, up, offset=a)
+    assert chunked == whole

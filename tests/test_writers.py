@@ -17,6 +17,7 @@ import signal
 import subprocess
 import sys
 import textwrap
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -33,6 +34,7 @@ from genoseg.decode import (
     boundary_posteriors,
     check_gene_models,
     check_gff3,
+    fill_boundary_posteriors,
     genes_from_path,
     posterior_tracks,
 )
@@ -218,10 +220,9 @@ def decoded(gold):
     lower, upper = boundary_posteriors(g, start, end)
     # exact segment marginals are predict's job; here a probability in [0, 1] to write and
     # read back: min of the two boundary posteriors (an upper bound of the segment's)
-    segs = []
-    for s, e, c in paths[0]:
-        lo, hi = float(lower[s, c]), float(upper[e - 1, c])
-        segs.append(Segment(s, e, c, min(lo, hi), lo, hi))
+    segs = [Segment(s, e, c) for s, e, c in paths[0]]
+    fill_boundary_posteriors(segs, lower, upper)
+    segs = [replace(x, posterior=min(x.start_posterior, x.end_posterior)) for x in segs]
     genes = genes_from_path(g, "Chr5", segs)
     for gene in genes:
         tx = gene.transcripts[0]

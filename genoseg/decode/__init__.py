@@ -30,6 +30,7 @@ from genoseg.decode.tracks import (
     TRACK_NAMES,
     TrackChunk,
     boundary_posteriors,
+    fill_boundary_posteriors,
     label_groups,
     posterior_tracks,
 )
@@ -50,6 +51,7 @@ __all__ = [
     "check_cds",
     "check_gene_models",
     "check_gff3",
+    "fill_boundary_posteriors",
     "gene_id",
     "genes_from_path",
     "label_groups",

@@ -43,10 +43,12 @@ attributes and the segment BED carry, as ``genoseg eval`` reads them): see
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import bisect
+from dataclasses import dataclass, replace
 
 import numpy as np
 
+from genoseg.decode.genes import Segment
 from genoseg.grammar.spec import Grammar
 
 __all__ = [
@@ -55,6 +57,7 @@ __all__ = [
     "TRACK_NAMES",
     "TrackChunk",
     "boundary_posteriors",
+    "fill_boundary_posteriors",
     "label_groups",
     "posterior_tracks",
 ]
@@ -218,6 +221,38 @@ def boundary_posteriors(grammar: Grammar, start, end) -> tuple[np.ndarray, np.nd
     lower = (np.asarray(start, dtype=np.float64) @ M).astype(np.float32)
     upper = (np.asarray(end, dtype=np.float64) @ M).astype(np.float32)
     return lower, upper
+
+
+def fill_boundary_posteriors(
+    segments: list[Segment], lower: np.ndarray, upper: np.ndarray, offset: int = 0
+) -> None:
+    """Fill ``start_posterior`` / ``end_posterior`` of path segments from one chunk, in place.
+
+    ``lower`` / ``upper`` are :func:`boundary_posteriors` of the chunk whose row i is contig
+    position ``offset + i``. A segment ``[s, e)`` of label c gets ``start_posterior =
+    lower[s - offset, c]`` when s lies in the chunk and ``end_posterior = upper[e - 1 -
+    offset, c]`` when its last base does; other values are kept. Call it once per chunk, in
+    any order (a segment spanning chunks gets its two ends from two calls). ``segments``
+    (forward order) is updated in place (its frozen Segments are replaced); the cost is
+    O(log len(segments) + segments touched).
+    """
+    n = len(lower)
+    if len(upper) != n:
+        raise ValueError("lower and upper must have the same number of rows")
+    if n == 0 or not segments:
+        return
+    stop = offset + n
+    k = bisect.bisect_right(segments, offset, key=lambda seg: seg.end)  # first end > offset
+    while k < len(segments) and segments[k].start < stop:
+        seg = segments[k]
+        changes = {}
+        if offset <= seg.start:
+            changes["start_posterior"] = float(lower[seg.start - offset, seg.label])
+        if seg.end - 1 < stop:
+            changes["end_posterior"] = float(upper[seg.end - 1 - offset, seg.label])
+        if changes:
+            segments[k] = replace(seg, **changes)
+        k += 1
 
 
 def _class_matrix(grammar: Grammar) -> np.ndarray:
