@@ -104,3 +104,74 @@ def test_allowed_runs_carry_beyond_int32_is_capped():
     runs = allowed_runs(mask, carry=torch.tensor([[2**32 + 3, 2**31 + 5]]).numpy())
     assert runs[0, :, 0].tolist() == [2**31 - 1] * 4
     assert runs[0, :, 1].tolist() == [2**31 - 1, 2**31 - 1, 0, 1]
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+def test_half_emissions_give_float64_log_z(dtype):
+    """Half-precision emissions are read as float32: log Z is float64 and equals the
+    float64 computation on the same values (float16 used to overflow to inf at
+    |log Z| > 65504; bfloat16 raised numpy's TypeError); gradients come back in the
+    input's dtype, posteriors in float32."""
+    T, C = 20_000, 2
+    g = torch.Generator().manual_seed(0)
+    h = (torch.randn(1, T, C, generator=g) * 2 + 10).to(dtype)
+    A, D = torch.randn(C, C, generator=g), torch.randn(C, 3, generator=g)
+    z0 = torch.zeros(C)
+    want = crf.log_partition(h.double(), None, A.double(), D.double(), z0.double(), z0.double())
+    assert float(want) > 2e5
+    leaf = h.clone().requires_grad_(True)
+    z = crf.log_partition(leaf, None, A, D, z0, z0)
+    assert z.dtype == F64 and torch.equal(z.detach(), want)
+    z.sum().backward()
+    assert leaf.grad.dtype == dtype
+    m = crf.marginals(h, None, A, D, z0, z0)
+    assert m.position.dtype == torch.float32 and m.log_z.dtype == F64
+    assert torch.equal(m.log_z, want)
+    small = h[:, :6]
+    r = crf.log_partition(small, None, A, D, z0, z0, backend="reference")
+    assert r.dtype == F64
+    assert torch.allclose(r, crf.log_partition(small, None, A, D, z0, z0), rtol=1e-12)
+
+
+@pytest.mark.slow
+def test_float32_nll_at_a_million_positions_is_exact():
+    """NLL of float32 inputs at T = 10^6: log Z and the gold score are ~1e7, so their
+    difference is taken in float64 (it was off by ~0.5 nats in float32)."""
+    T, C = 1_000_000, 2
+    g = torch.Generator().manual_seed(1)
+    h = torch.randn(1, T, C, generator=g) * 2 + 10
+    A, D = torch.randn(C, C, generator=g), torch.randn(C, 3, generator=g)
+    z0 = torch.zeros(C)
+    tail = torch.tensor([-0.1, -0.2])
+    _, paths = crf.viterbi(h, None, A, D, z0, z0, tail)
+    leaf = h.clone().requires_grad_(True)
+    nll32 = crf.nll(leaf, None, A, D, z0, z0, tail, gold_segments=paths)
+    f = [t.double() for t in (h, A, D, z0, z0, tail)]
+    nll64 = crf.nll(f[0], None, *f[1:], gold_segments=paths)
+    assert nll32.dtype == F64
+    diff = float(nll32.detach()) - float(nll64)
+    assert abs(diff) < 1e-6, diff
+    nll32.sum().backward()
+    assert leaf.grad.dtype == torch.float32 and torch.isfinite(leaf.grad).all()
+    mask = torch.ones(1, T, C, dtype=torch.bool)
+    mask[0, :1000, 1] = False
+    p32 = crf.partial_nll(h, None, A, D, z0, z0, tail, label_mask=mask)
+    p64 = crf.partial_nll(f[0], None, *f[1:], label_mask=mask)
+    assert p32.dtype == F64 and abs(float(p32) - float(p64)) < 1e-6
+
+
+def test_float64_boundary_scores_are_not_downcast():
+    """float64 seg_start/seg_end with float32 emissions are used at full precision."""
+    T, C = 500, 3
+    kw = _small(T, C)
+    kw["emissions"] = kw["emissions"].float()
+    g = torch.Generator().manual_seed(2)
+    ss, se = torch.randn(2, 1, T, C, generator=g, dtype=F64)
+    ss = ss * 1e3 + 1e-9  # float32 would round these by ~3e-5
+    want = _logz(dict(kw, emissions=kw["emissions"].double()), seg_start=ss, seg_end=se)
+    assert torch.equal(_logz(kw, seg_start=ss, seg_end=se), want)
+    args = {k: v for k, v in kw.items() if k != "emissions"}
+    m = crf.marginals(kw["emissions"], None, **args, seg_start=ss, seg_end=se)
+    m64 = crf.marginals(kw["emissions"].double(), None, **args, seg_start=ss, seg_end=se)
+    assert m.position.dtype == torch.float32
+    torch.testing.assert_close(m.start.double(), m64.start, atol=1e-7, rtol=0)

@@ -27,6 +27,7 @@ from genoseg.crf import reference as ref
 from genoseg.crf.inputs import INT32_MAX, CRFInputs, check_inputs
 
 Segments = list[tuple[int, int, int]]
+F64, F32 = torch.float64, torch.float32
 
 BACKENDS = ("auto", "cpu", "triton", "reference")
 
@@ -106,11 +107,14 @@ class _Arrays:
 
     def __init__(self, x: CRFInputs):
         def f(t: Tensor | None, dtype) -> np.ndarray | None:
-            return (
-                None if t is None else np.ascontiguousarray(t.detach().cpu().numpy(), dtype=dtype)
-            )
+            if t is None:
+                return None
+            t = t.detach()
+            if t.dtype in (torch.float16, torch.bfloat16):  # numpy has no bfloat16
+                t = t.to(torch.float32)
+            return np.ascontiguousarray(t.cpu().numpy(), dtype=dtype)
 
-        hd = np.float64 if x.emissions.dtype == torch.float64 else np.float32
+        hd = np.float64 if position_dtype(x) == torch.float64 else np.float32
         self.h = f(x.emissions, hd)
         self.has_ss = x.seg_start is not None
         self.has_se = x.seg_end is not None
@@ -137,6 +141,20 @@ class _Arrays:
             self.lengths, self.A, self.preds, self.D, self.Kc, self.tail, self.init,
             self.final, self.R,
         )  # fmt: skip
+
+
+def position_dtype(x: CRFInputs) -> torch.dtype:
+    """dtype in which the CPU engine reads the per-position scores (emissions, seg_start,
+    seg_end): float64 if any of them is float64 (nothing is downcast), else float32 (half
+    types are upcast). The engine accumulates in float64 either way."""
+    given = (x.emissions, x.seg_start, x.seg_end)
+    return torch.float64 if any(t is not None and t.dtype == F64 for t in given) else F32
+
+
+def result_dtype(x: CRFInputs) -> torch.dtype:
+    """dtype of the returned posteriors: float64 if the emissions are, else float32 (half
+    emissions give float32 posteriors). log Z, NLL and scores are always float64."""
+    return F64 if x.emissions.dtype == F64 else F32
 
 
 def allowed_runs(mask: np.ndarray, carry: np.ndarray | None = None) -> np.ndarray:
@@ -197,7 +215,7 @@ class _CPULogPartition(torch.autograd.Function):
         ctx.per_position = (True, False, False, False, False, False, True, True)
         ctx.meta = [(t is not None, t.dtype if t is not None else None) for t in tensors]
         ctx.device = x.emissions.device
-        return torch.from_numpy(logz).to(device=ctx.device, dtype=x.emissions.dtype)
+        return torch.from_numpy(logz).to(device=ctx.device)
 
     @staticmethod
     def backward(ctx, g: Tensor):
@@ -231,7 +249,10 @@ def log_partition(
     backend: str = "auto",
     checkpoint: int | None = None,
 ) -> Tensor:
-    """log Z per batch element, (B,), differentiable with respect to every float input.
+    """log Z per batch element, (B,) float64 whatever the input dtypes (|log Z| reaches
+    1e7 on a chromosome, beyond float32 resolution and float16 range), differentiable with
+    respect to every float input (gradients come back in each input's dtype). Half-precision
+    inputs are accepted and read as float32.
 
     ``checkpoint``: positions between saved forward states in the backward pass (default
     :func:`default_checkpoint`); results do not depend on it.
@@ -254,11 +275,11 @@ def log_partition(
     if be == "reference":
         out = ref.log_partition(x)
         _raise_forbidden(out.detach())
-        return out.to(x.emissions.dtype)
+        return out
     if be == "triton":
         from genoseg.crf import triton_kernels
 
-        return triton_kernels.log_partition(x, checkpoint=checkpoint)
+        return triton_kernels.log_partition(x, checkpoint=checkpoint).to(F64)
     tensors = (
         x.emissions,
         x.transitions,
@@ -274,7 +295,7 @@ def log_partition(
     a = _Arrays(x)
     logz = cpu._forward_batch(*a.common(), cpu.LOG)[0]
     _raise_forbidden(logz)
-    return torch.from_numpy(logz).to(device=x.emissions.device, dtype=x.emissions.dtype)
+    return torch.from_numpy(logz).to(device=x.emissions.device)
 
 
 def marginals(
@@ -294,8 +315,8 @@ def marginals(
     checkpoint: int | None = None,
 ) -> Marginals:
     """Exact position and boundary posteriors (see :class:`Marginals`), float32 unless the
-    emissions are float64. They are the gradients of log Z with respect to the emissions,
-    seg_start and seg_end."""
+    emissions are float64 (:func:`result_dtype`); ``log_z`` is float64. They are the
+    gradients of log Z with respect to the emissions, seg_start and seg_end."""
     x = check_inputs(
         emissions,
         lengths,
@@ -310,7 +331,7 @@ def marginals(
         label_mask,
     )
     be = _backend_for(backend, x)
-    dt, dev = x.emissions.dtype, x.emissions.device
+    dt, dev = result_dtype(x), x.emissions.device
     if be == "reference":
         m = ref.marginals(x)
         _raise_forbidden(m["log_z"])
@@ -318,7 +339,9 @@ def marginals(
     elif be == "triton":
         from genoseg.crf import triton_kernels
 
-        return triton_kernels.marginals(x, checkpoint=checkpoint)
+        m = triton_kernels.marginals(x, checkpoint=checkpoint)
+        m.log_z = m.log_z.to(F64)
+        return m
     else:
         logz, gh, gss, gse, *_ = _cpu_gradients(x, checkpoint)
         pos, st, en, logz = (torch.from_numpy(v) for v in (gh, gss, gse, logz))
@@ -326,7 +349,9 @@ def marginals(
     def conv(t: Tensor) -> Tensor:
         return t.to(device=dev, dtype=dt)
 
-    return Marginals(conv(pos), conv(st), conv(en), conv(st.sum(-1)), conv(en.sum(-1)), conv(logz))
+    return Marginals(
+        conv(pos), conv(st), conv(en), conv(st.sum(-1)), conv(en.sum(-1)), logz.to(dev, F64)
+    )
 
 
 def viterbi(
@@ -382,25 +407,29 @@ def viterbi(
 
 def segmentation_score(x: CRFInputs, b: int, segments: Sequence[tuple[int, int, int]]) -> Tensor:
     """Differentiable score of one segmentation of batch element b (DESIGN.md §1 rule),
-    vectorised over segments; -inf if any part is forbidden. Returns a 0-d tensor."""
+    vectorised over segments; -inf if any part is forbidden. Returns a 0-d float64 tensor
+    (every term is upcast before it is summed: a chromosome's score is ~1e7)."""
     L = int(x.lengths[b])
     ref.check_tiling(segments, L, x.C)
     seg = torch.as_tensor(segments, dtype=torch.int64, device=x.emissions.device)
     s, e, c = seg[:, 0], seg[:, 1], seg[:, 2]
     d = e - s
     labels = torch.repeat_interleave(c, d)
-    total = x.emissions[b, :L].gather(1, labels.unsqueeze(1)).sum()
+    total = x.emissions[b, :L].gather(1, labels.unsqueeze(1)).to(F64).sum()
     kc = x.label_k.to(seg.device)[c]
     inside = d <= kc
-    table = x.durations[c, (torch.minimum(d, kc) - 1).clamp(min=0)]  # -inf when K_c = 0
-    slope = x.tail[c] if x.tail is not None else torch.full_like(table, -math.inf)
+    table = x.durations.to(F64)[c, (torch.minimum(d, kc) - 1).clamp(min=0)]  # -inf if K_c = 0
+    slope = x.tail.to(F64)[c] if x.tail is not None else torch.full_like(table, -math.inf)
     dur = table + torch.where(inside, torch.zeros_like(table), slope * (d - kc).clamp(min=1))
     total = total + dur.sum()
     if x.seg_start is not None:
-        total = total + x.seg_start[b, s, c].sum()
+        total = total + x.seg_start[b, s, c].to(F64).sum()
     if x.seg_end is not None:
-        total = total + x.seg_end[b, e - 1, c].sum()
-    total = total + x.init[c[0]] + x.final[c[-1]] + x.transitions[c[:-1], c[1:]].sum()
+        total = total + x.seg_end[b, e - 1, c].to(F64).sum()
+    total = (
+        total + x.init.to(F64)[c[0]] + x.final.to(F64)[c[-1]]
+        + x.transitions.to(F64)[c[:-1], c[1:]].sum()
+    )  # fmt: skip
     if x.max_dur is not None and bool((d > x.max_dur[b, e - 1, c].to(torch.int64)).any()):
         total = total + float("-inf")
     if x.label_mask is not None and not bool(x.label_mask[b, torch.arange(L), labels].all()):
@@ -425,8 +454,10 @@ def nll(
     backend: str = "auto",
     checkpoint: int | None = None,
 ) -> Tensor:
-    """Negative log-likelihood of the gold segmentations, (B,): log Z - score(gold) >= 0.
-    Differentiable; +inf where the gold path is forbidden."""
+    """Negative log-likelihood of the gold segmentations, (B,) float64: log Z - score(gold)
+    >= 0, the difference taken in float64 (both terms are ~1e7 on a chromosome).
+    Differentiable (gradients in each input's dtype); +inf where the gold path is
+    forbidden."""
     x = check_inputs(
         emissions,
         lengths,
@@ -448,7 +479,7 @@ def nll(
     )  # fmt: skip
     gold = torch.stack([segmentation_score(x, b, gold_segments[b]) for b in range(x.B)])
     # log Z >= score(gold) exactly; clamp the last-bit rounding of a near-certain path
-    return (logz - gold.to(logz.dtype)).clamp_min(0.0)
+    return (logz - gold).clamp_min(0.0)
 
 
 def partial_nll(
@@ -467,7 +498,7 @@ def partial_nll(
     backend: str = "auto",
     checkpoint: int | None = None,
 ) -> Tensor:
-    """Negative log-likelihood of partially known labels, (B,):
+    """Negative log-likelihood of partially known labels, (B,) float64:
     ``log Z - log Z(label_mask)`` >= 0, the log-probability mass of all segmentations
     consistent with ``label_mask`` (B, T, C) bool -- one-hot where the gold label is known,
     all True where it is not (masked genes, unlabelled stretches). Differentiable. With

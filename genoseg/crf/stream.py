@@ -24,6 +24,7 @@ from genoseg.crf.api import (
     _raise_forbidden,
     allowed_runs,
     default_checkpoint,
+    result_dtype,
 )
 from genoseg.crf.inputs import check_inputs
 
@@ -315,6 +316,6 @@ class PosteriorStream(_TwoPass, ForwardStream):
                 *arrays, A, preds, D, Kc, tail, init, self.R, block, *cks, start, n,
                 galpha[b], gG[b], gP[b], carry[b], gh[b], gss[b], gse[b], gA, gD, g1, g1.copy(),
             )  # fmt: skip
-        dt = x.emissions.dtype
+        dt = result_dtype(x)
         pos, st, en = (torch.from_numpy(v).to(dt) for v in (gh, gss, gse))
-        return Marginals(pos, st, en, st.sum(-1), en.sum(-1), torch.from_numpy(log_z).to(dt))
+        return Marginals(pos, st, en, st.sum(-1), en.sum(-1), torch.from_numpy(log_z))
