@@ -464,3 +464,12 @@ def test_fill_boundary_posteriors_chunk_by_chunk(gold):
         lo, up = boundary_posteriors(g, start[a:b], end[a:b])
         fill_boundary_posteriors(chunked, lo, up, offset=a)
     assert chunked == whole
+
+
+def test_check_gff3_accepts_augustus_output():
+    """Another tool's valid gene models pass the same checks (AUGUSTUS 3.5.0, Chr5)."""
+    from tests.shared_data import shared
+
+    genome = shared("athaliana_1pct", "genome.fa")
+    peer = SAMPLE_GFF.parents[1] / "benchmarks" / "peers" / "augustus_athaliana_chr5.gff3"
+    assert check_gff3(peer, genome) == []

@@ -217,9 +217,9 @@ def boundary_posteriors(grammar: Grammar, start, end) -> tuple[np.ndarray, np.nd
     C = grammar.num_labels
     start = _as2d(start, "start", C)
     end = _as2d(end, "end", C)
-    M = _class_matrix(grammar)
-    lower = (np.asarray(start, dtype=np.float64) @ M).astype(np.float32)
-    upper = (np.asarray(end, dtype=np.float64) @ M).astype(np.float32)
+    member, class_of = _classes(grammar)
+    lower = (np.asarray(start, dtype=np.float32) @ member)[:, class_of]
+    upper = (np.asarray(end, dtype=np.float32) @ member)[:, class_of]
     return lower, upper
 
 
@@ -255,11 +255,12 @@ def fill_boundary_posteriors(
         k += 1
 
 
-def _class_matrix(grammar: Grammar) -> np.ndarray:
-    """(C, C) 0/1: M[a, b] = 1 when labels a and b are of the same class and strand."""
-
-    def cls(lab) -> tuple:
-        return (lab.strand, "exon" if lab.is_exon else lab.kind)
-
-    keys = [cls(lab) for lab in grammar.labels]
-    return np.array([[float(a == b) for b in keys] for a in keys])
+def _classes(grammar: Grammar) -> tuple[np.ndarray, np.ndarray]:
+    """(member (C, K) float32 0/1, class_of (C,) int64): the K boundary classes (strand and
+    exon / intron / intergenic) and the class of every label."""
+    keys = [(lab.strand, "exon" if lab.is_exon else lab.kind) for lab in grammar.labels]
+    uniq = sorted(set(keys))
+    class_of = np.array([uniq.index(k) for k in keys], dtype=np.int64)
+    member = np.zeros((len(keys), len(uniq)), dtype=np.float32)
+    member[np.arange(len(keys)), class_of] = 1.0
+    return member, class_of
