@@ -47,6 +47,10 @@ COMMANDS: dict[str, tuple[str, str]] = {
         "genoseg.data.cli:prepare_command",
         "Label a genome from its annotation and write training windows to HDF5.",
     ),
+    "train": (
+        "genoseg.train.cli:train_command",
+        "Train a gene model from prepared HDF5 windows (CNN encoder + exact semi-CRF).",
+    ),
     "eval": (
         "genoseg.eval.cli:eval_command",
         "Accuracy of PREDICTION against REFERENCE (GFF3 or GTF, any tool).",

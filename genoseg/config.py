@@ -195,9 +195,22 @@ def _rebase(obj: Any, base: Path, file_keys: set[str], prefix: str) -> Any:
         key = prefix + f.name
         if dataclasses.is_dataclass(v):
             changes[f.name] = _rebase(v, base, file_keys, key + ".")
+        elif isinstance(v, list) and key in file_keys and any(map(dataclasses.is_dataclass, v)):
+            # a list of sections from the file (e.g. data.train): every relative path in
+            # it is relative to the file (a list given as an override replaces it whole)
+            changes[f.name] = [_rebase(x, base, _all_keys(x, key + "."), key + ".") for x in v]
         elif isinstance(v, Path) and key in file_keys and not v.is_absolute() and str(v) != "-":
             changes[f.name] = base / v
     return dataclasses.replace(obj, **changes) if changes else obj
+
+
+def _all_keys(obj: Any, prefix: str) -> set[str]:
+    return {prefix + f.name for f in dataclasses.fields(obj)} | {
+        k
+        for f in dataclasses.fields(obj)
+        if dataclasses.is_dataclass(getattr(obj, f.name))
+        for k in _all_keys(getattr(obj, f.name), prefix + f.name + ".")
+    }
 
 
 def config_to_dict(obj: Any) -> Any:

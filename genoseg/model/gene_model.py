@@ -115,13 +115,15 @@ class GeneModel(nn.Module):
         *,
         offset: int = 0,
         carry: Tensor | None = None,
+        tables: dict[str, Tensor] | None = None,
     ) -> tuple[dict[str, Tensor], Tensor]:
         """Engine inputs of rows whose network outputs are ``out`` (B, T, N_OUTPUTS).
 
         ``structural``: ``seg_start``, ``seg_end`` (B, T, C) and ``max_dur`` (B, T, C) from
         :func:`compile_rows` (the grammar's hard rules). ``offset``/``carry``: the
         absolute position of row 0 and the frame prefix sums carried from the previous
-        chunk (:func:`genoseg.model.heads.frame_terms`). Returns (kwargs for genoseg.crf:
+        chunk (:func:`genoseg.model.heads.frame_terms`). ``tables``: a precomputed
+        ``self.structure.tables()`` to share between calls. Returns (kwargs for genoseg.crf:
         emissions, transitions, durations, init, final, tail, seg_start, seg_end, max_dur;
         the carry after the last row).
         """
@@ -131,7 +133,7 @@ class GeneModel(nn.Module):
         )
         ss = structural["seg_start"].to(torch.float64) + ss_add
         se = structural["seg_end"].to(torch.float64) + se_add
-        kw = dict(self.structure.tables())
+        kw = dict(tables if tables is not None else self.structure.tables())
         kw.update(emissions=h, seg_start=ss, seg_end=se, max_dur=structural["max_dur"])
         return kw, carry
 

@@ -75,9 +75,8 @@ class Structure(nn.Module):
         D = torch.where(torch.isfinite(self.D0), self.D0 + delta, self.D0)
         has_tail = torch.isfinite(self.tail0)
         # slope = prior * exp(delta): stays negative, starts at the prior
-        tail = torch.where(
-            has_tail, self.tail0.clamp(max=-1e-6) * torch.exp(self.tail_delta), self.tail0
-        )
+        finite_tail = torch.where(has_tail, self.tail0, -1.0).clamp(max=-1e-6)
+        tail = torch.where(has_tail, finite_tail * torch.exp(self.tail_delta), self.tail0)
         return {"transitions": A, "durations": D, "init": self.init, "final": self.final,
                 "tail": tail}  # fmt: skip
 

@@ -1,0 +1,212 @@
+"""`genoseg train`: a tiny run learns, resume is bit for bit, DDP on gloo, config errors."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import yaml
+
+from genoseg.data.prepare import load_prepare_config, prepare
+from genoseg.train.config import load_train_config, parse_overrides
+from genoseg.train.train import EXIT_REQUEUE, Trainer, flank_unlabel
+from tests.shared_data import shared
+
+REPO = Path(__file__).resolve().parents[1]
+GENOSEG = [sys.executable, "-m", "genoseg.cli"]
+# three KOG loci (chromosomes 1-3; the set has no chromosome-5 gene)
+LOCI = ["KOG0018_At3g54670.1", "KOG0025_At3g45770.1", "KOG0062_At1g64550.1"]
+
+
+@pytest.fixture(scope="module")
+def h5(tmp_path_factory) -> Path:
+    d = shared("athaliana_kog")
+    out = tmp_path_factory.mktemp("train_data") / "kog3.h5"
+    cfg = load_prepare_config(
+        None,
+        {"fasta": str(d / "genome.fa"), "gff3": str(d / "annotation.gff3"),
+         "output": str(out), "regions": LOCI, "windows": {"length": 3000, "halo": 60}},
+    )  # fmt: skip
+    prepare(cfg, log=lambda m: None)
+    return out
+
+
+def _config(tmp: Path, h5: Path, **over) -> Path:
+    cfg = {
+        "model": {
+            "encoder": {"width": 8, "kernel": 3, "stem_kernel": 5, "dilations": [1, 4],
+                        "mlp_ratio": 1},
+        },
+        "data": {"train": [{"path": str(h5)}], "valid": [{"path": str(h5)}],
+                 "valid_max_windows": 1},
+        "optim": {"lr": 1e-2, "warmup_steps": 1},
+        "steps": 6, "batch_size": 1, "max_window": 1500, "eval_every": 3,
+        "checkpoint_every": 2, "log_every": 1, "out_dir": str(tmp / "run"), "threads": 1,
+    }  # fmt: skip
+    for k, v in over.items():
+        cfg[k] = v
+    p = tmp / "train.yaml"
+    p.write_text(yaml.safe_dump(cfg))
+    return p
+
+
+def _weights(path: Path) -> dict[str, torch.Tensor]:
+    return torch.load(path, weights_only=True)["model"]
+
+
+def test_tiny_run_learns_and_writes_checkpoints(tmp_path, h5) -> None:
+    cfg = load_train_config(_config(tmp_path, h5), ["steps=12", "eval_every=12"])
+    tr = Trainer(cfg)
+    assert tr.run() == 0
+    losses = [r["train_nll_per_kb"] for r in tr.history]
+    assert len(losses) == 12
+    assert np.mean(losses[-4:]) < 0.8 * np.mean(losses[:4]), losses
+    run = tmp_path / "run"
+    ck = torch.load(run / "last.pt", weights_only=True)
+    assert ck["format"] == "genoseg-checkpoint" and ck["train_state"]["step"] == 12
+    assert ck["config"]["steps"] == 12  # the resolved config, overrides included
+    assert "train_state" not in torch.load(run / "best.pt", weights_only=True)
+    header = (run / "metrics.csv").read_text().splitlines()[0]
+    assert "exon_f1" in header and "train_nll_per_kb" in header
+    assert not list(run.glob(".*tmp*"))
+
+
+class _StopAt(Trainer):
+    """Simulates a scheduler's SIGTERM arriving during step ``stop_at``."""
+
+    stop_at = 3
+
+    def _record(self, row: dict) -> None:
+        super()._record(row)
+        if self.step == self.stop_at:
+            self._stop.append(signal.SIGTERM)
+
+
+def test_resume_is_bit_for_bit(tmp_path, h5) -> None:
+    (tmp_path / "a").mkdir()
+    a = load_train_config(_config(tmp_path / "a", h5))
+    assert Trainer(a).run() == 0
+    (tmp_path / "b").mkdir()
+    b = load_train_config(_config(tmp_path / "b", h5))
+    assert _StopAt(b).run() == EXIT_REQUEUE
+    assert torch.load(tmp_path / "b/run/last.pt", weights_only=True)["train_state"]["step"] == 3
+    assert Trainer(b, resume=True).run() == 0
+    wa, wb = _weights(tmp_path / "a/run/last.pt"), _weights(tmp_path / "b/run/last.pt")
+    assert wa.keys() == wb.keys()
+    for k in wa:
+        assert torch.equal(wa[k], wb[k]), k
+    sa = torch.load(tmp_path / "a/run/last.pt", weights_only=True)["train_state"]
+    sb = torch.load(tmp_path / "b/run/last.pt", weights_only=True)["train_state"]
+    assert [r["loss"] for r in sa["history"]] == [r["loss"] for r in sb["history"]]
+
+
+def test_sigterm_checkpoints_and_exits_for_requeue(tmp_path, h5) -> None:
+    cfg = _config(tmp_path, h5, steps=400, eval_every=400, checkpoint_every=400)
+    proc = subprocess.Popen(
+        [*GENOSEG, "train", "--config", str(cfg)], cwd=REPO, stderr=subprocess.PIPE, text=True
+    )
+    metrics = tmp_path / "run" / "metrics.csv"
+    deadline = time.monotonic() + 120
+    while not metrics.exists() and time.monotonic() < deadline and proc.poll() is None:
+        time.sleep(0.2)
+    assert proc.poll() is None, proc.stderr.read()
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == EXIT_REQUEUE, err
+    assert "--resume" in err
+    ck = torch.load(tmp_path / "run" / "last.pt", weights_only=True)
+    assert 1 <= ck["train_state"]["step"] < 400
+    assert not list((tmp_path / "run").glob(".*tmp*"))
+
+
+def test_ddp_two_processes_gloo(tmp_path, h5) -> None:
+    cfg = _config(tmp_path, h5, steps=3, eval_every=3)
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    r = subprocess.run(
+        [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2",
+         "--master-port", str(29500 + os.getpid() % 1000), "-m", "genoseg.cli", "train",
+         "--config", str(cfg), "--device", "cpu"],
+        cwd=REPO, capture_output=True, text=True, timeout=300, env=env,
+    )  # fmt: skip
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert "world size 2" in r.stderr
+    assert "parameters identical on all 2 ranks" in r.stderr
+    ck = torch.load(tmp_path / "run" / "last.pt", weights_only=True)
+    assert ck["train_state"]["world_size"] == 2 and ck["train_state"]["step"] == 3
+
+
+@pytest.mark.parametrize(
+    "mutate, message",
+    [
+        (lambda c: c.update(stepz=3), "unknown key 'stepz'"),
+        (lambda c: c.update(steps="many"), "'steps' must be an integer"),
+        (lambda c: c["model"]["encoder"].update(kernel=4), "kernel must be odd"),
+        (lambda c: c["data"]["train"][0].update(path="/nonexistent/x.h5"), "file not found"),
+        (lambda c: c["optim"].update(lr=-1), "optim.lr must be > 0"),
+        (lambda c: c.update(device="tpu"), "'device' must be"),
+    ],
+)
+def test_bad_config_is_one_line(tmp_path, h5, mutate, message) -> None:
+    p = _config(tmp_path, h5)
+    c = yaml.safe_load(p.read_text())
+    mutate(c)
+    p.write_text(yaml.safe_dump(c))
+    r = subprocess.run([*GENOSEG, "train", "--config", str(p)], capture_output=True, text=True)
+    assert r.returncode == 1
+    lines = r.stderr.strip().splitlines()
+    assert len(lines) == 1 and message in lines[0] and str(p) in lines[0], r.stderr
+    assert not (tmp_path / "run").exists()
+
+
+def test_set_overrides_and_bad_set(tmp_path, h5) -> None:
+    assert parse_overrides(["optim.lr=1e-3", "data.strands=[+]"]) == {
+        "optim": {"lr": 1e-3}, "data": {"strands": ["+"]}
+    }  # fmt: skip
+    cfg = load_train_config(_config(tmp_path, h5), ["optim.lr=0.5", "model.centering=none"])
+    assert cfg.optim.lr == 0.5 and cfg.model.centering == "none"
+    r = subprocess.run(
+        [*GENOSEG, "train", "--config", str(_config(tmp_path, h5)), "--set", "optim.lr"],
+        capture_output=True, text=True,
+    )  # fmt: skip
+    assert r.returncode == 1 and "expected key=value" in r.stderr
+    r = subprocess.run(
+        [*GENOSEG, "train", "--config", str(_config(tmp_path, h5)), "--set", "optim.lrr=1"],
+        capture_output=True, text=True,
+    )  # fmt: skip
+    assert r.returncode == 1 and "unknown key 'optim.lrr'" in r.stderr
+
+
+def test_relative_data_paths_are_relative_to_the_yaml(tmp_path, h5) -> None:
+    (tmp_path / "sub").mkdir()
+    link = tmp_path / "sub" / "data.h5"
+    link.symlink_to(h5)
+    p = _config(tmp_path, h5)
+    c = yaml.safe_load(p.read_text())
+    c["data"]["train"] = [{"path": "sub/data.h5"}]
+    p.write_text(yaml.safe_dump(c))
+    cfg = load_train_config(p)
+    assert cfg.data.train[0].path == tmp_path / "sub" / "data.h5"
+
+
+def test_resume_without_checkpoint_is_clear(tmp_path, h5) -> None:
+    r = subprocess.run(
+        [*GENOSEG, "train", "--config", str(_config(tmp_path, h5)), "--resume"],
+        capture_output=True, text=True,
+    )  # fmt: skip
+    assert r.returncode == 1 and "nothing to resume" in r.stderr
+
+
+def test_flank_unlabel() -> None:
+    ig, IGN = 0, 255
+    lab = np.array([0] * 10 + [5] * 3 + [0] * 10)
+    out = flank_unlabel(lab, ig, 4)
+    assert list(out[:6]) == [IGN] * 6 and list(out[6:17]) == list(lab[6:17])
+    assert list(out[17:]) == [IGN] * 6
+    assert (flank_unlabel(np.zeros(5, dtype=int), ig, 2) == IGN).all()  # no gene at all
