@@ -53,7 +53,6 @@ from genoseg.errors import GenosegError
 from genoseg.grammar.spec import Grammar, grammar_from_yaml
 from genoseg.model.checkpoint import load_checkpoint, model_from_checkpoint, save_checkpoint
 from genoseg.model.gene_model import GeneModel, compile_rows
-from genoseg.model.heads import AUX_CLASSES
 from genoseg.train.config import DataSource, TrainConfig
 
 __all__ = ["EXIT_REQUEUE", "Trainer", "train"]
@@ -480,7 +479,6 @@ class Trainer:
 
     def run(self) -> int:
         """Train until ``cfg.steps``; returns the exit status (0, or EXIT_REQUEUE)."""
-        cfg = self.cfg
         handlers = {}
         for sig in (signal.SIGTERM, signal.SIGUSR1):
             handlers[sig] = signal.signal(sig, lambda s, f: self._stop.append(s))
@@ -536,9 +534,14 @@ class Trainer:
             self.opt.step()
             self.sched.step()
             self.step += 1
-            row = {"step": self.step, "loss": float(loss.detach()), "train_nll_per_kb": stats["nll_per_kb"],
-                   "lr": self.sched.get_last_lr()[0], "grad_norm": gn,
-                   "seconds": time.monotonic() - t_enc}  # fmt: skip
+            row = {
+                "step": self.step,
+                "loss": float(loss.detach()),
+                "train_nll_per_kb": stats["nll_per_kb"],
+                "lr": self.sched.get_last_lr()[0],
+                "grad_norm": gn,
+                "seconds": time.monotonic() - t_enc,
+            }
             prog.update(self.step - 1, row["loss"], f"nll {stats['nll_per_kb']:.2f}/kb")
             last = self.step == cfg.steps
             if self.step % cfg.eval_every == 0 or last:
