@@ -47,6 +47,10 @@ COMMANDS: dict[str, tuple[str, str]] = {
         "genoseg.data.cli:prepare_command",
         "Label a genome from its annotation and write training windows to HDF5.",
     ),
+    "predict": (
+        "genoseg.predict.cli:predict_command",
+        "Annotate genes in GENOME (FASTA) with exact posteriors: GFF3, BED, tracks.",
+    ),
     "train": (
         "genoseg.train.cli:train_command",
         "Train a gene model from prepared HDF5 windows (CNN encoder + exact semi-CRF).",

@@ -46,6 +46,7 @@ class Prediction:
             segment BED; optional.
         grammar: the grammar of the labels (needed for the segment BED's label names).
         model, command: recorded in the GFF3 header.
+        comments: further GFF3 header comment lines (without the leading ``#``).
         source: GFF3 source column.
     """
 
@@ -55,6 +56,7 @@ class Prediction:
     grammar: Grammar | None = None
     model: str | None = None
     command: str | None = None
+    comments: list[str] = field(default_factory=list)
     source: str = "genoseg"
 
     def add(
@@ -87,6 +89,7 @@ class Prediction:
             source=self.source,
             model=self.model,
             command=self.command,
+            comments=self.comments,
             digits=digits,
             option=option,
             inputs=inputs,

@@ -144,9 +144,16 @@ def compile_rows(
     left: int,
     right: int,
     valid: np.ndarray | None = None,
+    *,
+    open_start: bool = False,
+    open_end: bool = False,
 ) -> dict[str, np.ndarray]:
     """Grammar rules for ``codes[left : len(codes) - right]`` (the context on either side
     is read by the motif rules): ``seg_start``, ``seg_end`` (T, C) float32, ``max_dur``
-    (T, C) int32."""
-    arr = compile_window_np(grammar, codes, valid, left_context=left, right_context=right)
+    (T, C) int32. ``open_start`` / ``open_end``: the rows do not start / end at a contig
+    end or an intergenic cut (genoseg.grammar.compile_window)."""
+    arr = compile_window_np(
+        grammar, codes, valid, left_context=left, right_context=right,
+        open_start=open_start, open_end=open_end,
+    )  # fmt: skip
     return {k: arr[k] for k in ("seg_start", "seg_end", "max_dur")}

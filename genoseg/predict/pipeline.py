@@ -1,0 +1,414 @@
+"""Whole-contig prediction: model -> engine streams -> gene models with exact posteriors.
+
+For every stretch of a contig that is decoded (the whole contig, or a shard's share plus
+flanks), positions are cut into chunks of ``window`` bases. Chunk ``[c0, c1)`` (0-based,
+half-open, forward strand) is scored from:
+
+* the encoder over ``[c0 - halo, c1 + halo]`` (clipped at the contig ends, where the
+  encoder's zero padding is the contig end), so its scores do not depend on where chunks
+  fall (window invariance of the encoder);
+* the grammar's hard rules compiled over ``[c0 - G, c1 + halo]`` with G = the longest
+  allowed exon (+3): an exon ending in the chunk may reach back that far, and its open
+  reading frame bound (max_dur) needs the bases it covers;
+* the frame prefix sums carried from the previous chunk (genoseg.model.heads).
+
+The engine streams carry their exact state from chunk to chunk, so the decoded contig is
+exactly the one-call result whatever ``window`` is (tested with several windows and
+offsets). Passes over the chunks:
+
+1. Viterbi forward, 2. Viterbi traceback (chunks in reverse) -> the best path;
+3. posterior forward with the path's exons, introns and transcripts as chains,
+4. posterior backward (chunks in reverse) -> per-position and boundary posteriors (tracks)
+   and the exact chain marginals: P(this exon / intron / whole transcript is in the path).
+
+Network outputs of a chunk are computed once and kept for the later passes
+(``cache="memory"``), spilled to a temporary memory-mapped file (``"spill"``), or recomputed
+(``"recompute"``); see docs/predict.md for the measured trade-off.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from genoseg.crf.stream import PosteriorStream, ViterbiStream
+from genoseg.data.bam import Evidence
+from genoseg.data.fasta import Genome
+from genoseg.decode.genes import Gene, Segment, genes_from_path
+from genoseg.decode.tracks import boundary_posteriors, fill_boundary_posteriors, posterior_tracks
+from genoseg.model.gene_model import GeneModel, compile_rows
+from genoseg.model.heads import N_OUTPUTS
+
+__all__ = ["ContigResult", "Predictor", "Span"]
+
+
+@dataclass(frozen=True)
+class Span:
+    """A stretch to decode: contig rows ``[start, end)`` (0-based half-open), of which the
+    genes whose lowest coordinate lies in ``[keep_start, keep_end)`` are kept."""
+
+    contig: str
+    start: int
+    end: int
+    keep_start: int
+    keep_end: int
+
+
+@dataclass
+class ContigResult:
+    """Decoded genes and path segments of one span (contig coordinates)."""
+
+    span: Span
+    genes: list[Gene] = field(default_factory=list)
+    segments: list[Segment] = field(default_factory=list)
+    log_z: float | None = None
+
+
+class _Progress:
+    """Bases done across all passes, bp/s and ETA on stderr (a bar on a TTY, lines
+    otherwise, nothing when quiet)."""
+
+    def __init__(self, total_bp: int, passes: int, quiet: bool):
+        self.total = max(1, total_bp * passes)
+        self.done = 0
+        self.t0 = time.monotonic()
+        self.last = 0.0
+        self.quiet = quiet
+        self.tty = sys.stderr.isatty()
+
+    def add(self, bp: int) -> None:
+        self.done += bp
+        if self.quiet:
+            return
+        now = time.monotonic()
+        if now - self.last < (0.5 if self.tty else 30.0) and self.done < self.total:
+            return
+        self.last = now
+        el = max(now - self.t0, 1e-9)
+        rate = self.done / el
+        eta = (self.total - self.done) / max(rate, 1e-9)
+        msg = (f"genoseg predict: {100 * self.done / self.total:5.1f}% {rate / 1e3:8.1f} kb/s "
+               f"(all passes) ETA {eta:6.0f} s")  # fmt: skip
+        if self.tty:
+            print("\r" + msg, end="", file=sys.stderr, flush=True)
+        else:
+            print(msg, file=sys.stderr, flush=True)
+
+    def close(self) -> None:
+        if self.tty and not self.quiet:
+            print(file=sys.stderr, flush=True)
+
+
+class Predictor:
+    """Decode contigs with a :class:`GeneModel` (library entry point of ``genoseg predict``).
+
+    Args:
+        model: the model (eval mode, on ``device``).
+        genome: the opened FASTA.
+        evidence: the opened BAM (only when the model reads evidence), or None.
+        window: chunk length in bases (results do not depend on it).
+        posteriors: compute exact posteriors (4 passes) or only the Viterbi path (2).
+        cache: ``auto`` | ``memory`` | ``spill`` | ``recompute`` (module doc); ``auto`` keeps
+            spans up to 20 Mb in memory (68 bytes per base) and spills longer ones.
+        on_tracks: called with (contig, {track: TrackChunk}) for every chunk of posteriors.
+    """
+
+    def __init__(
+        self,
+        model: GeneModel,
+        genome: Genome,
+        evidence: Evidence | None = None,
+        *,
+        window: int = 100_000,
+        posteriors: bool = True,
+        cache: str = "auto",
+        on_tracks: Callable[[str, dict], None] | None = None,
+        quiet: bool = False,
+    ):
+        if window < 1:
+            raise ValueError(f"window must be >= 1, got {window}")
+        if cache not in ("auto", "memory", "spill", "recompute"):
+            raise ValueError(f"cache must be auto, memory, spill or recompute, got {cache!r}")
+        self.model = model
+        self.grammar = model.grammar
+        self.genome = genome
+        self.evidence = evidence
+        self.window = window
+        self.posteriors = posteriors
+        self.cache = cache
+        self.on_tracks = on_tracks
+        self.quiet = quiet
+        self.device = next(model.parameters()).device
+        with torch.no_grad():
+            tabs = model.structure.tables()
+        self.tables = {k: v.detach().float().cpu() for k, v in tabs.items()}
+        D = self.tables["durations"].numpy()
+        C = self.grammar.num_labels
+        exon = [c for c in range(C) if self.grammar.labels[c].is_exon]
+        longest = max(int(np.flatnonzero(np.isfinite(D[c]))[-1]) + 1 for c in exon)
+        self.grammar_context = longest + 3
+        self.timing = {"encoder": 0.0, "engine": 0.0, "compile": 0.0}
+
+    # -- one chunk ------------------------------------------------------------------
+
+    def _outputs(self, contig: str, c0: int, c1: int) -> np.ndarray:
+        """Network outputs (c1 - c0, N_OUTPUTS) float32 of contig rows [c0, c1)."""
+        L = self.genome.length(contig)
+        h = self.model.halo
+        lo, hi = max(0, c0 - h), min(L, c1 + h)
+        t0 = time.monotonic()
+        codes, soft = self.genome.encode(contig, lo, hi)
+        seq = torch.from_numpy(codes.astype(np.int64)).unsqueeze(0).to(self.device)
+        sm = torch.from_numpy(soft).unsqueeze(0).to(self.device)
+        ev = None
+        if self.model.uses_evidence and self.evidence is not None:
+            ev = torch.from_numpy(self.evidence.track(contig, lo, hi)).unsqueeze(0)
+            ev = ev.to(self.device)
+        with torch.no_grad():
+            out = self.model.outputs(seq, sm, ev)[0, c0 - lo : c1 - lo]
+        self.timing["encoder"] += time.monotonic() - t0
+        return out.float().cpu().numpy()
+
+    def _structural(self, contig: str, c0: int, c1: int, open_start: bool, open_end: bool):
+        L = self.genome.length(contig)
+        lo = max(0, c0 - self.grammar_context)
+        hi = min(L, c1 + max(self.model.halo, 8))
+        t0 = time.monotonic()
+        codes, _ = self.genome.encode(contig, lo, hi)
+        st = compile_rows(
+            self.grammar, codes, c0 - lo, hi - c1, open_start=open_start, open_end=open_end
+        )
+        self.timing["compile"] += time.monotonic() - t0
+        return {k: torch.from_numpy(np.ascontiguousarray(v)).unsqueeze(0) for k, v in st.items()}
+
+    def _chunk_inputs(self, span: Span, c0: int, c1: int, out: np.ndarray, carry: Tensor):
+        """(engine inputs of the chunk, frame carry after it)."""
+        structural = self._structural(
+            span.contig, c0, c1, open_start=c0 == span.start and span.start > 0,
+            open_end=c1 == span.end and span.end < self.genome.length(span.contig),
+        )  # fmt: skip
+        with torch.no_grad():
+            kw, carry = self.model.crf_inputs(
+                torch.from_numpy(out).unsqueeze(0), structural, offset=c0, carry=carry,
+                tables=self.tables,
+            )  # fmt: skip
+        chunk = (kw["emissions"].float(), kw["seg_start"], kw["seg_end"], kw["max_dur"])
+        return chunk, carry
+
+    # -- chunk output cache -----------------------------------------------------------
+
+    def _chunks(self, span: Span) -> list[tuple[int, int]]:
+        return [
+            (a, min(a + self.window, span.end)) for a in range(span.start, span.end, self.window)
+        ]
+
+    def _pass(self, span: Span, store, reverse: bool, prog: _Progress) -> Iterator[tuple]:
+        """Yield (c0, c1, engine inputs) for every chunk, in order or reversed."""
+        chunks = self._chunks(span)
+        order = range(len(chunks) - 1, -1, -1) if reverse else range(len(chunks))
+        for k in order:
+            c0, c1 = chunks[k]
+            out = store.get(k, c0, c1)
+            carry = store.carries[k]
+            inputs, nxt = self._chunk_inputs(span, c0, c1, out, carry)
+            if k + 1 < len(chunks) and store.carries[k + 1] is None:
+                store.carries[k + 1] = nxt
+            yield c0, c1, inputs
+            prog.add(c1 - c0)
+
+    # -- a span -----------------------------------------------------------------------
+
+    def predict_span(self, span: Span, prog: _Progress | None = None) -> ContigResult:
+        """Decode one span (see :class:`Span`)."""
+        own = prog is None
+        if own:
+            prog = _Progress(span.end - span.start, 4 if self.posteriors else 2, self.quiet)
+        mode = self.cache
+        if mode == "auto":
+            mode = "memory" if span.end - span.start <= 20_000_000 else "spill"
+        store = _OutputStore(self, span, mode)
+        try:
+            res = self._decode(span, store, prog)
+        finally:
+            store.close()
+            if own:
+                prog.close()
+        return res
+
+    def _stream_args(self, open_start: bool, open_end: bool):
+        t = self.tables
+        init = torch.zeros_like(t["init"]) if open_start else t["init"]
+        final = torch.zeros_like(t["final"]) if open_end else t["final"]
+        return (t["transitions"], t["durations"], init, final, t["tail"])
+
+    def _decode(self, span: Span, store, prog: _Progress) -> ContigResult:
+        L = self.genome.length(span.contig)
+        args = self._stream_args(span.start > 0, span.end < L)
+        # passes 1-2: Viterbi
+        vs = ViterbiStream(*args)
+        for _, _, inp in self._pass(span, store, False, prog):
+            t0 = time.monotonic()
+            vs.forward(*inp)
+            self.timing["engine"] += time.monotonic() - t0
+        pieces: list[list[tuple[int, int, int]]] = []
+        for _, _, inp in self._pass(span, store, True, prog):
+            t0 = time.monotonic()
+            pieces.append(vs.backward(*inp)[0])
+            self.timing["engine"] += time.monotonic() - t0
+        path = [
+            (s + span.start, e + span.start, c) for piece in reversed(pieces) for s, e, c in piece
+        ]
+        path = _complete_genes(path, self.grammar.intergenic)
+        segments = [Segment(s, e, c) for s, e, c in path]
+        if not self.posteriors:
+            return self._finish(span, segments, None, None)
+        # passes 3-4: posteriors, with the path's segments and transcripts as chains
+        genes_probe = genes_from_path(self.grammar, span.contig, segments)
+        chains, chain_of = _chains(segments, genes_probe, span.start, self.grammar.intergenic)
+        try:
+            ps = PosteriorStream(*args, chains=[chains])
+        except TypeError:  # TEMPORARY until the engine's chain marginals land
+            ps = PosteriorStream(*args)
+        for _, _, inp in self._pass(span, store, False, prog):
+            t0 = time.monotonic()
+            ps.forward(*inp)
+            self.timing["engine"] += time.monotonic() - t0
+        seg_list = list(segments)
+        for c0, c1, inp in self._pass(span, store, True, prog):
+            t0 = time.monotonic()
+            m = ps.backward(*inp)
+            self.timing["engine"] += time.monotonic() - t0
+            pos = m.position[0].numpy()
+            st, en = m.start[0].numpy(), m.end[0].numpy()
+            lower, upper = boundary_posteriors(self.grammar, st, en)
+            seg_list = _fill(seg_list, lower, upper, c0)
+            if self.on_tracks is not None:
+                self.on_tracks(
+                    span.contig,
+                    posterior_tracks(self.grammar, pos, st, en, offset=c0,
+                                     contig_length=L if c1 == L else None),
+                )  # fmt: skip
+        marg = ps.chain_marginals()[0].numpy() if hasattr(ps, "chain_marginals") else None
+        log_z = float(ps.log_z()[0])
+        return self._finish(span, seg_list, marg, chain_of, log_z)
+
+    def _finish(self, span, segments, marg, chain_of, log_z=None) -> ContigResult:
+        if marg is not None:
+            segments = [
+                Segment(s.start, s.end, s.label, float(marg[chain_of[("seg", i)]]),
+                        s.start_posterior, s.end_posterior)
+                if ("seg", i) in chain_of else s
+                for i, s in enumerate(segments)
+            ]  # fmt: skip
+        genes = genes_from_path(self.grammar, span.contig, segments)
+        kept = [g for g in genes if span.keep_start <= g.start < span.keep_end]
+        if marg is not None:
+            for g in kept:
+                for tx in g.transcripts:
+                    key = ("tx", tx.start, tx.end)
+                    if key in chain_of:
+                        tx.posterior = float(marg[chain_of[key]])
+        segs = [s for s in segments if span.keep_start <= s.start < span.keep_end]
+        return ContigResult(span, kept, segs, log_z)
+
+
+def _fill(segments: list[Segment], lower, upper, offset: int) -> list[Segment]:
+    fill_boundary_posteriors(segments, lower, upper, offset=offset)
+    return segments
+
+
+def _complete_genes(path: list[tuple[int, int, int]], ig: int) -> list[tuple[int, int, int]]:
+    """Drop a gene cut by the end of a decoded stretch (open boundaries of a shard's
+    flank): everything before the first and after the last intergenic segment."""
+    idx = [i for i, (_, _, c) in enumerate(path) if c == ig]
+    if not idx:
+        return []
+    return path[idx[0] : idx[-1] + 1]
+
+
+def _chains(segments: list[Segment], genes: list[Gene], origin: int, ig: int):
+    """Chains (span-relative coordinates) whose marginals are wanted: every non-intergenic
+    segment, and every transcript as the run of its segments. Returns (chains, index of
+    ("seg", i) / ("tx", start, end) in chains)."""
+    chains: list[list[tuple[int, int, int]]] = []
+    where: dict = {}
+    for i, s in enumerate(segments):
+        if s.label != ig:
+            where[("seg", i)] = len(chains)
+            chains.append([(s.start - origin, s.end - origin, s.label)])
+    starts = {s.start: i for i, s in enumerate(segments)}
+    for g in genes:
+        for tx in g.transcripts:
+            i = starts[tx.start]
+            run = []
+            while i < len(segments) and segments[i].end <= tx.end:
+                s = segments[i]
+                run.append((s.start - origin, s.end - origin, s.label))
+                i += 1
+            where[("tx", tx.start, tx.end)] = len(chains)
+            chains.append(run)
+    return chains, where
+
+
+class _OutputStore:
+    """Network outputs of a span's chunks for the later passes (module doc), plus the frame
+    carry at every chunk start."""
+
+    def __init__(self, pred: Predictor, span: Span, mode: str):
+        self.pred, self.span, self.mode = pred, span, mode
+        n = len(pred._chunks(span))
+        self.carries: list[Tensor | None] = [None] * n
+        self.carries[0] = None if n == 0 else torch.zeros(1, 2, 3, dtype=torch.float64)
+        self.mem: dict[int, np.ndarray] = {}
+        self.mm = None
+        self.tmpdir = None
+        if mode == "spill" and n:
+            self.tmpdir = tempfile.TemporaryDirectory(prefix="genoseg-predict-")
+            self.mm = np.lib.format.open_memmap(
+                os.path.join(self.tmpdir.name, "outputs.npy"), mode="w+", dtype=np.float32,
+                shape=(span.end - span.start, N_OUTPUTS),
+            )  # fmt: skip
+        self.have: set[int] = set()
+
+    def get(self, k: int, c0: int, c1: int) -> np.ndarray:
+        if self.mode == "memory" and k in self.mem:
+            return self.mem[k]
+        if self.mode == "spill" and k in self.have:
+            return np.asarray(self.mm[c0 - self.span.start : c1 - self.span.start])
+        out = self.pred._outputs(self.span.contig, c0, c1)
+        if self.mode == "memory":
+            self.mem[k] = out
+        elif self.mode == "spill":
+            self.mm[c0 - self.span.start : c1 - self.span.start] = out
+            self.have.add(k)
+        return out
+
+    def close(self) -> None:
+        self.mem.clear()
+        self.mm = None
+        if self.tmpdir is not None:
+            self.tmpdir.cleanup()
+
+
+def genome_digest(contigs: dict[str, int]) -> str:
+    """sha256 of the genome's contig names and lengths (FASTA order)."""
+    text = "\n".join(f"{n}\t{L}" for n, L in contigs.items())
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def file_digest(path: str | os.PathLike) -> str:
+    h = hashlib.sha256()
+    with open(Path(path), "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()

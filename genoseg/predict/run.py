@@ -1,0 +1,248 @@
+"""``genoseg predict`` end to end: options -> genome, model, evidence -> spans -> Predictor
+-> outputs. Every output path is checked before any work starts (not an input, its folder
+exists); every file is written atomically (genoseg.io.atomic), so an error or a SIGTERM
+leaves no partial file.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+
+from genoseg.config import load_config
+from genoseg.errors import GenosegError
+
+__all__ = ["PredictConfig", "PredictOptions", "plan_spans", "run_predict"]
+
+
+@dataclass
+class EvidenceOptions:
+    strandedness: str = "auto"  # auto | unstranded | fr-firststrand (rf) | fr-secondstrand (fr)
+    min_mapq: int = 0
+
+
+@dataclass
+class PredictConfig:
+    """``configs/predict.yaml``."""
+
+    window: int = 100_000  # chunk length (bases); results do not depend on it
+    flank: int = 100_000  # sequence decoded past each end of a region or shard piece
+    cache: str = "auto"  # auto | memory | spill | recompute (network outputs between passes)
+    device: str = "auto"
+    threads: int = 0
+    evidence: EvidenceOptions = field(default_factory=EvidenceOptions)
+
+    def __post_init__(self) -> None:
+        if self.window < 1000:
+            raise ValueError(f"'window' must be >= 1000, got {self.window}")
+        if self.flank < 0:
+            raise ValueError(f"'flank' must be >= 0, got {self.flank}")
+        if self.cache not in ("auto", "memory", "spill", "recompute"):
+            raise ValueError(
+                f"'cache' must be auto, memory, spill or recompute, got {self.cache!r}"
+            )
+        if not (self.device in ("auto", "cpu", "cuda") or self.device.startswith("cuda:")):
+            raise ValueError(f"'device' must be auto, cpu, cuda or cuda:N, got {self.device!r}")
+
+
+@dataclass
+class PredictOptions:
+    genome: str
+    output: str
+    bam: str | None = None
+    model: str | None = None
+    config: str | None = None
+    regions: list[str] = field(default_factory=list)
+    regions_file: str | None = None
+    shard: str | None = None
+    bed: str | None = None
+    segments_bed: str | None = None
+    tracks: str | None = None
+    tracks_format: str = "bedgraph"
+    cds_fasta: str | None = None
+    protein_fasta: str | None = None
+    posteriors: bool = True
+    window: int | None = None
+    device: str | None = None
+    threads: int | None = None
+    quiet: bool = False
+    command: str | None = None
+
+
+def log(msg: str, quiet: bool = False) -> None:
+    if not quiet:
+        print(f"genoseg predict: {msg}", file=sys.stderr, flush=True)
+
+
+def plan_spans(contigs: dict[str, int], targets, shard: tuple[int, int] | None, flank: int):
+    """Spans to decode: the target regions (default: every contig), or shard i of n of
+    them (genoseg.data.regions.shard_plan); a piece that does not start / end at its
+    contig's end is decoded with ``flank`` extra bases on that side and keeps the genes
+    that start inside it."""
+    from genoseg.data.regions import shard_plan, whole_genome
+    from genoseg.predict.pipeline import Span
+
+    if isinstance(targets, dict):
+        targets = [r for r in whole_genome(targets) if r.end > r.start]
+    pieces = targets if shard is None else shard_plan(targets, shard[1])[shard[0] - 1]
+    spans = []
+    for r in pieces:
+        L = contigs[r.contig]
+        spans.append(Span(r.contig, max(0, r.start - flank), min(L, r.end + flank), r.start, r.end))
+    return spans
+
+
+def _device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise GenosegError(f"--device {name}: CUDA is not available on this machine")
+    return torch.device(name)
+
+
+def _check_outputs(outputs: dict[str, str | None], inputs: dict[str, str | None]) -> None:
+    from genoseg.io.atomic import check_not_input
+
+    given = {k: v for k, v in outputs.items() if v is not None}
+    check_not_input(given, inputs)
+    stdout = [k for k, v in given.items() if v == "-"]
+    if len(stdout) > 1:
+        raise GenosegError(f"only one output can go to stdout ('-'), got {', '.join(stdout)}")
+    seen: dict[str, str] = {}
+    for opt, path in given.items():
+        if path == "-":
+            continue
+        probe = Path(path + ".x") if opt == "--tracks" else Path(path)
+        real = str(probe.resolve())
+        if real in seen:
+            raise GenosegError(f"{opt} and {seen[real]} name the same file {path}")
+        seen[real] = opt
+        parent = probe.resolve().parent
+        if not parent.is_dir():
+            raise GenosegError(f"{opt} {path}: folder {parent} does not exist")
+        if not os.access(parent, os.W_OK):
+            raise GenosegError(f"{opt} {path}: folder {parent} is not writable")
+        if probe.is_dir():
+            raise GenosegError(f"{opt} {path}: is a folder")
+
+
+def run_predict(o: PredictOptions) -> None:
+    """The whole command (see the module doc)."""
+    from genoseg.data.bam import Evidence
+    from genoseg.data.fasta import Genome
+    from genoseg.data.regions import merge_regions, parse_region, parse_shard, read_bed_regions
+    from genoseg.io.bedgraph import TrackWriter
+    from genoseg.io.prediction import Prediction
+    from genoseg.model.checkpoint import default_model_path, load_model
+    from genoseg.predict.pipeline import Predictor, file_digest, genome_digest
+
+    over = {"window": o.window, "device": o.device, "threads": o.threads}
+    cfg = load_config(PredictConfig, o.config, {k: v for k, v in over.items() if v is not None})
+    shard = parse_shard(o.shard) if o.shard else None
+    inputs = {"GENOME": o.genome, "--bam": o.bam, "--model": o.model, "--config": o.config,
+              "--regions-file": o.regions_file}  # fmt: skip
+    outputs = {"-o": o.output, "--bed": o.bed, "--segments-bed": o.segments_bed,
+               "--tracks": o.tracks, "--cds-fasta": o.cds_fasta,
+               "--protein-fasta": o.protein_fasta}  # fmt: skip
+    _check_outputs(outputs, inputs)
+    if o.tracks and not o.posteriors:
+        raise GenosegError("--tracks needs posteriors: drop --no-posteriors")
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
+    device = _device(cfg.device)
+
+    genome = Genome.open(o.genome)
+    contigs = dict(genome.contigs)
+    if not contigs or sum(contigs.values()) == 0:
+        raise GenosegError(f"{o.genome}: no sequence records")
+    model_path = Path(o.model) if o.model else default_model_path()
+    if o.model is None and not model_path.is_file():
+        raise GenosegError("no default model is installed with this genoseg; pass --model")
+    model = load_model(model_path, device=str(device))
+    evidence = None
+    if o.bam:
+        if not model.uses_evidence:
+            log(f"the model {model_path.name} does not read RNA-seq evidence: --bam ignored",
+                o.quiet)  # fmt: skip
+        else:
+            evidence = Evidence.open(o.bam, contigs, strandedness=cfg.evidence.strandedness,
+                                     min_mapq=cfg.evidence.min_mapq)  # fmt: skip
+    elif model.uses_evidence:
+        log(f"the model {model_path.name} was trained with RNA-seq evidence; without --bam "
+            "it sees no coverage (expect lower accuracy)", o.quiet)  # fmt: skip
+
+    regions = [parse_region(r, contigs, source=o.genome) for r in o.regions]
+    if o.regions_file:
+        regions += read_bed_regions(o.regions_file, contigs, source=o.genome)
+    targets = merge_regions(regions, contigs) if regions else contigs
+    spans = plan_spans(contigs, targets, shard, cfg.flank)
+
+    run_info = {
+        "genome": genome_digest(contigs), "model": file_digest(model_path),
+        "shard": list(shard) if shard else [1, 1], "posteriors": o.posteriors,
+        "bam": evidence is not None,
+    }  # fmt: skip
+    pred = Prediction(
+        contigs, grammar=model.grammar, model=str(model_path), command=o.command,
+        comments=[f" genoseg-run: {json.dumps(run_info, sort_keys=True)}"],
+    )  # fmt: skip
+    track_writer = None
+    if o.tracks:
+        track_writer = TrackWriter(o.tracks, contigs, fmt=o.tracks_format, inputs=inputs)
+
+    def on_tracks(contig: str, chunks: dict, span) -> None:
+        clipped = {}
+        for name, ch in chunks.items():
+            lo, hi = max(ch.start, span.keep_start), min(ch.end, span.keep_end)
+            if hi > lo:
+                clipped[name] = type(ch)(ch.name, lo, ch.values[lo - ch.start : hi - ch.start])
+        if clipped:
+            track_writer.add(contig, clipped)
+
+    total = sum(s.end - s.start for s in spans)
+    log(f"{len(spans)} stretch(es), {total:,} bp; model {model_path.name} (halo "
+        f"{model.halo} bp); device {device}; {'posteriors' if o.posteriors else 'Viterbi only'}",
+        o.quiet)  # fmt: skip
+    t0 = time.monotonic()
+    predictor = Predictor(model, genome, evidence, window=cfg.window, posteriors=o.posteriors,
+                          cache=cfg.cache, quiet=o.quiet)  # fmt: skip
+    from genoseg.predict.pipeline import _Progress
+
+    prog = _Progress(total, 4 if o.posteriors else 2, o.quiet)
+    try:
+        for span in spans:
+            if track_writer is not None:
+                predictor.on_tracks = lambda c, ch, span=span: on_tracks(c, ch, span)
+            res = predictor.predict_span(span, prog)
+            pred.add(span.contig, res.genes, res.segments)
+        prog.close()
+        el = time.monotonic() - t0
+        n_genes = len(pred.genes)
+        t = predictor.timing
+        log(f"{n_genes} genes in {el:.1f} s ({total / max(el, 1e-9) / 1e3:.1f} kb/s; encoder "
+            f"{t['encoder']:.1f} s, engine {t['engine']:.1f} s, grammar {t['compile']:.1f} s)",
+            o.quiet)  # fmt: skip
+        t1 = time.monotonic()
+        pred.write_gff3(o.output, inputs=inputs)
+        if o.bed:
+            pred.write_bed(o.bed, inputs=inputs)
+        if o.segments_bed:
+            pred.write_segments_bed(o.segments_bed, inputs=inputs)
+        if o.cds_fasta:
+            pred.write_fasta(o.cds_fasta, genome, kind="cds", option="--cds-fasta", inputs=inputs)
+        if o.protein_fasta:
+            pred.write_fasta(o.protein_fasta, genome, kind="protein", option="--protein-fasta",
+                             inputs=inputs)  # fmt: skip
+        if track_writer is not None:
+            track_writer.close()
+            track_writer = None
+        log(f"outputs written in {time.monotonic() - t1:.1f} s", o.quiet)
+    finally:
+        if track_writer is not None:
+            track_writer.abort()
