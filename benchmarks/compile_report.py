@@ -4,7 +4,9 @@ and print registers, spills, stack and shared memory per kernel as a Markdown ta
     .venv/bin/python benchmarks/compile_report.py [--arch 80 90] [--jobs 2] [--docs]
 
 Uses ``triton.compile`` with ``GPUTarget("cuda", arch, 32)`` and the ptxas shipped in the
-triton wheel; resource numbers come from ``ptxas -v`` on the generated PTX. ``--docs``
+triton wheel; resource numbers come from ``ptxas -v`` on the generated PTX; "hazards" counts
+the unordered load/store pairs of one scratch address that ``genoseg.crf.barrier_check``
+finds in the TTGIR (must be 0). ``--docs``
 prints instead the compact table of docs/kernels.md (one row per kernel and BC; registers
 as fp32/fp64 emissions per arch; spill bytes summed and the largest stack over all builds).
 """
@@ -22,8 +24,11 @@ def _one(job: tuple[int, int]) -> tuple[str, int, dict]:
     from genoseg.crf import triton_kernels as tk
 
     spec = tk.specialisations()[index]
+    from genoseg.crf.barrier_check import scratch_hazards
+
     kernel = tk.compile_specialisation(spec, arch)
     usage = tk.resource_usage(kernel)
+    usage["hazards"] = len(scratch_hazards(kernel.asm["ttgir"]))
     usage["num_warps"] = spec["num_warps"]
     usage["cubin_bytes"] = len(kernel.asm["cubin"])
     return spec["name"], arch, usage
@@ -43,6 +48,8 @@ def _print_docs_table(rows: list[tuple[str, int, dict]], archs: list[int]) -> No
         spill = sum(u["spill_stores"] + u["spill_loads"] for u in d.values())
         stack = max(u["stack"] for u in d.values())
         print(f"| {kernel} | {bc} | " + " | ".join(regs) + f" | {spill} | {stack} |")
+    hazards = sum(u["hazards"] for _, _, u in rows)
+    print(f"\nbarrier check: {hazards} unordered scratch load/store pairs in {len(rows)} builds")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -61,13 +68,13 @@ def main(argv: list[str] | None = None) -> int:
         _print_docs_table(rows, args.arch)
         return 0
     print("| kernel | sm | warps | registers | spill stores (B) | spill loads (B) | stack (B) "
-          "| shared (B) | cubin (B) |")  # fmt: skip
-    print("|---|---|---|---|---|---|---|---|---|")
+          "| shared (B) | cubin (B) | hazards |")  # fmt: skip
+    print("|---|---|---|---|---|---|---|---|---|---|")
     spills = 0
     for name, arch, u in rows:
         spills += u["spill_stores"] + u["spill_loads"]
         cols = (name, arch, u["num_warps"], u["registers"], u["spill_stores"], u["spill_loads"],
-                u["stack"], u["shared"], u["cubin_bytes"])  # fmt: skip
+                u["stack"], u["shared"], u["cubin_bytes"], u["hazards"])  # fmt: skip
         print("| " + " | ".join(str(c) for c in cols) + " |")
     print(f"\n{len(rows)} kernels compiled; total spill traffic {spills} bytes", file=sys.stderr)
     return 0

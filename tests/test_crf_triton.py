@@ -5,7 +5,10 @@
    imported, so the cases run in one subprocess (this file with ``--worker``) that prints a
    JSON report; each pytest test below asserts on its part of that report.
 2. Compilation: every specialisation the dispatcher can launch is compiled for sm_80 and
-   sm_90 with ``triton.compile`` (ptxas from the triton wheel) and must yield a cubin.
+   sm_90 with ``triton.compile`` (ptxas from the triton wheel) and must yield a cubin, and
+   its TTGIR must order every load/store pair of one scratch address by a barrier
+   (:mod:`genoseg.crf.barrier_check`; the interpreter, which is sequential, cannot see
+   such races).
 """
 
 from __future__ import annotations
@@ -22,6 +25,7 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
+KERNELS_PY = ROOT / "genoseg" / "crf" / "triton_kernels.py"
 
 # ----------------------------------------------------------------------------------------
 # worker (runs in the subprocess, TRITON_INTERPRET=1)
@@ -356,20 +360,64 @@ def _worker() -> dict:
     return report
 
 
+def _sparse_empty(shape, dtype, device):
+    """An uninitialised tensor backed by a sparse file mapping: only the pages the kernel
+    touches take memory or disk, so a buffer of more than 2^31 elements costs nothing."""
+    import tempfile
+
+    import torch
+
+    n = math.prod(shape)
+    fd, path = tempfile.mkstemp(prefix="genoseg-sparse-")
+    try:
+        os.ftruncate(fd, n * torch.empty((), dtype=dtype).element_size())
+        return torch.from_file(path, shared=True, size=n, dtype=dtype).view(shape)
+    finally:
+        os.close(fd)
+        os.unlink(path)  # the mapping stays valid
+
+
+def _worker_int64() -> dict:
+    """The backward kernel with a checkpoint block of 120 million positions: scratch
+    offsets beyond 2^31 elements (int32 products of the interval wrap and crash or corrupt
+    the second sequence). The block buffers are sparse file mappings; only a few rows are
+    touched. Results must equal the default interval bit for bit."""
+    import torch
+
+    from genoseg.crf import triton_kernels as tk
+
+    assert tk.interpreted(), "TRITON_INTERPRET=1 was not honoured"
+    x = _make(torch, 2, 7, 3, 3, seed=21, tail=True, bnd=True, md=True, lengths=[7, 5])
+    ref = tk._gradients(x, None)
+    p, logz, ck_ring, ck_vec, ck, n_ck = tk._checkpointed_forward(x, None)
+    assert n_ck == 1  # one block: the saved state at position 0 serves any longer interval
+    big = 120_000_000
+    out = tk._gradients(x, None, (p, logz, ck_ring, ck_vec, big, 1), empty=_sparse_empty)
+    return {
+        "BC": p.BC,
+        "interval": big,
+        "diff": [float((a.double() - b.double()).abs().max()) for a, b in zip(ref, out)],
+    }
+
+
 # ----------------------------------------------------------------------------------------
 # pytest side
 
 
-@pytest.fixture(scope="module")
-def report() -> dict:
+def _run_worker(name: str, timeout: int) -> dict:
     env = dict(os.environ, TRITON_INTERPRET="1", TRITON_DEFAULT_FP_FUSION="1")
     env["PYTHONPATH"] = str(ROOT) + os.pathsep + env.get("PYTHONPATH", "")
     proc = subprocess.run(
-        [sys.executable, __file__, "--worker"], env=env, capture_output=True, text=True,
-        timeout=600, cwd=ROOT,
+        [sys.executable, __file__, "--worker", name], env=env, capture_output=True, text=True,
+        timeout=timeout, cwd=ROOT,
     )  # fmt: skip
-    assert proc.returncode == 0, proc.stderr[-4000:]
+    assert proc.returncode == 0, (proc.returncode, proc.stderr[-4000:])
     return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+@pytest.fixture(scope="module")
+def report() -> dict:
+    return _run_worker("main", 600)
 
 
 def _ok(report: dict, name: str) -> dict:
@@ -456,6 +504,37 @@ def test_hypothesis_cases(report):
     assert r["logz_rel"] < 1e-6
     assert max(r[k] for k in ("position", "start", "end")) < 1e-5
     assert r["viterbi_path"] < 1e-9
+
+
+def test_checkpoint_offsets_beyond_int32():
+    """Item: index products with the checkpoint interval are int64 (a block of 120 M
+    positions at BC = 4 puts keep-buffer offsets at 2.9e9 > 2^31)."""
+    r = _run_worker("int64", 120)
+    assert 6 * (r["interval"] + 1) * r["BC"] > 2**31  # the case really overflows int32
+    assert r["diff"] == [0.0] * 9, r["diff"]
+
+
+def test_per_position_inputs_on_another_device_are_a_clear_error():
+    """seg_start / seg_end / max_dur / label_mask on another device than the emissions:
+    ValueError naming the input before any launch (the "meta" device stands in for CPU vs
+    CUDA here; the check runs before the kernel, so no GPU is needed)."""
+    torch = pytest.importorskip("torch")
+    import dataclasses
+
+    from genoseg.crf import triton_kernels as tk
+    from genoseg.crf.inputs import check_inputs
+
+    B, T, C, K = 1, 5, 2, 3
+    z = torch.zeros(C)
+    x = check_inputs(torch.zeros(B, T, C), None, torch.zeros(C, C), torch.zeros(C, K), z, z,
+                     None, torch.zeros(B, T, C), torch.zeros(B, T, C),
+                     torch.full((B, T, C), K, dtype=torch.int32),
+                     torch.ones(B, T, C, dtype=torch.bool))  # fmt: skip
+    for name in ("seg_start", "seg_end", "max_dur", "label_mask"):
+        y = dataclasses.replace(x, **{name: getattr(x, name).to("meta")})
+        for call in (tk.log_partition, tk.marginals, tk.viterbi, tk.forward_chunk):
+            with pytest.raises(ValueError, match=f"{name} is on meta but emissions are on cpu"):
+                call(y)
 
 
 def test_triton_on_cpu_tensors_without_interpreter_is_a_clear_error():
@@ -545,25 +624,128 @@ def test_dispatcher_launches_only_compiled_specialisations(monkeypatch):
     assert {known[e] for e in launched} == set(known.values())
 
 
+def _source_line(text: str) -> int:
+    """1-based line of the unique line of triton_kernels.py containing ``text``."""
+    hits = [i for i, ln in enumerate(KERNELS_PY.read_text().splitlines(), 1) if text in ln]
+    assert len(hits) == 1, (text, hits)
+    return hits[0]
+
+
 def _compile_one(args):
     index, arch = args
     from genoseg.crf import triton_kernels as tk
+    from genoseg.crf.barrier_check import scratch_hazards
 
     spec = tk.specialisations()[index]
     k = tk.compile_specialisation(spec, arch)
-    return spec["name"], arch, len(k.asm["cubin"]), k.asm["cubin"][:4] == b"\x7fELF"
+    ttgir = k.asm["ttgir"]
+    hazards = [str(h) for h in scratch_hazards(ttgir)]
+    pairs = [(h.first_source, h.second_source) for h in scratch_hazards(ttgir, barriers=False)]
+    return spec["name"], arch, len(k.asm["cubin"]), k.asm["cubin"][:4] == b"\x7fELF", hazards, pairs
 
 
 def test_every_specialisation_compiles_for_sm80_and_sm90():
+    """Each build yields a cubin and its TTGIR has no unordered load/store pair of one
+    scratch address. In the backward, the start-adjoint row gq[s] is loaded by every
+    replica thread and then reset: the checker must see that pair and find a barrier
+    between the two (issue 8, item 1: the reset used to follow the load directly)."""
     from genoseg.crf import triton_kernels as tk
 
     jobs = [(i, arch) for i in range(len(tk.specialisations())) for arch in (80, 90)]
     with ProcessPoolExecutor(max_workers=max(1, min(4, os.cpu_count() or 1))) as ex:
         results = list(ex.map(_compile_one, jobs))
     assert len(results) == 2 * len(tk.specialisations())
-    for name, arch, size, is_elf in results:
+    load = f"triton_kernels.py:{_source_line('gqs = tl.load(gq + so)')}"
+    reset = f"triton_kernels.py:{_source_line('tl.store(gq + so, tl.zeros(')}"
+    for name, arch, size, is_elf, hazards, pairs in results:
         assert is_elf and size > 1000, (name, arch)
+        assert hazards == [], (name, arch, hazards)
+        if name.startswith("backward"):
+            assert (load, reset) in pairs, (name, arch, pairs)
+
+
+# small kernels with known answers: the barrier check must flag exactly the racy ones
+try:
+    import triton
+    import triton.language as tl
+
+    @triton.jit
+    def _racy(scratch, out, BC: tl.constexpr):
+        offs = tl.arange(0, BC)
+        v = tl.load(scratch + offs)
+        tl.store(scratch + offs, tl.zeros([BC], tl.float64))  # a replica may load 0 later
+        tl.store(out + offs, v * 2.0)
+
+    @triton.jit
+    def _ordered(scratch, out, BC: tl.constexpr):
+        offs = tl.arange(0, BC)
+        v = tl.load(scratch + offs)
+        tl.debug_barrier()
+        tl.store(scratch + offs, tl.zeros([BC], tl.float64))
+        tl.store(out + offs, v * 2.0)
+
+    @triton.jit
+    def _owner_rmw(scratch, out, BC: tl.constexpr):
+        offs = tl.arange(0, BC)
+        tl.store(scratch + offs, tl.load(scratch + offs) + 1.0)  # only the owner's copy
+
+    @triton.jit
+    def _read_after_write(scratch, out, BC: tl.constexpr):
+        offs = tl.arange(0, BC)
+        tl.store(scratch + offs, tl.load(out + offs))
+        tl.store(out + BC + offs, tl.load(scratch + offs))  # may run before the owner's store
+
+    @triton.jit
+    def _loop_carried(scratch, out, n, BC: tl.constexpr):
+        offs = tl.arange(0, BC)
+        for i in range(n):
+            v = tl.load(scratch + offs)  # reads the previous iteration's store
+            tl.store(out + i * BC + offs, v)
+            tl.debug_barrier()
+            tl.store(scratch + offs, v + 1.0)
+
+    @triton.jit
+    def _loop_ordered(scratch, out, n, BC: tl.constexpr):
+        offs = tl.arange(0, BC)
+        for i in range(n):
+            tl.debug_barrier()
+            v = tl.load(scratch + offs)
+            tl.store(out + i * BC + offs, v)
+            tl.debug_barrier()
+            tl.store(scratch + offs, v + 1.0)
+
+    _CONTROLS = {
+        "racy": (_racy, ["store after load"]),
+        "ordered": (_ordered, []),
+        "owner_rmw": (_owner_rmw, []),
+        "read_after_write": (_read_after_write, ["load after store"]),
+        "loop_carried": (_loop_carried, ["load after store"]),
+        "loop_ordered": (_loop_ordered, []),
+    }
+except ImportError:  # pragma: no cover - triton is a dependency
+    _CONTROLS = {}
+
+
+def _compile_control(name: str) -> list[str]:
+    from triton.backends.compiler import GPUTarget
+    from triton.compiler import ASTSource
+
+    from genoseg.crf.barrier_check import scratch_hazards
+
+    fn, _ = _CONTROLS[name]
+    sig = {"scratch": "*fp64", "out": "*fp64", "BC": "constexpr"}
+    if "n" in fn.arg_names:
+        sig = {"scratch": "*fp64", "out": "*fp64", "n": "i32", "BC": "constexpr"}
+    src = ASTSource(fn=fn, signature=sig, constexprs={"BC": 64})
+    k = triton.compile(src, target=GPUTarget("cuda", 90, 32), options={"num_warps": 8})
+    return sorted({h.kind for h in scratch_hazards(k.asm["ttgir"])})
+
+
+@pytest.mark.parametrize("name", sorted(_CONTROLS))
+def test_barrier_check_on_known_kernels(name):
+    assert _compile_control(name) == _CONTROLS[name][1]
 
 
 if __name__ == "__main__" and "--worker" in sys.argv:
-    print(json.dumps(_worker()))
+    _which = sys.argv[sys.argv.index("--worker") + 1]
+    print(json.dumps({"main": _worker, "int64": _worker_int64}[_which]()))

@@ -67,12 +67,13 @@ _K_ALPHA, _K_M, _K_S, _K_G, _K_MP, _K_SP = range(N_KEEP)
 
 
 @triton.jit
-def _row(p, kbase, R, LINEAR: tl.constexpr):
-    """Buffer row of position p: ring (p mod R) or linear block buffer (p - kbase + R)."""
+def _rowptr(q_ptr, p, kbase, R, BC: tl.constexpr, LINEAR: tl.constexpr):
+    """Pointer to the buffer row of position p: ring row p mod R, or linear block row
+    p - kbase + R (int64: a block may hold more than 2^31 / BC elements)."""
     if LINEAR:
-        return p - kbase + R
+        return q_ptr + (p - kbase + R).to(tl.int64) * BC
     else:
-        return p % R
+        return q_ptr + (p % R) * BC
 
 
 @triton.jit
@@ -113,9 +114,9 @@ def _advance(
             sp = tl.sum(tl.exp((x - mps[None, :]).to(tl.float32)).to(tl.float64), axis=0)
             v = tl.where(mp == NEG, NEG, mps + tl.log(sp))
             if KEEP:
-                ko = (s - kbase) * BC + offs_c
-                tl.store(keep_ptr + 4 * kst + ko, mp)
-                tl.store(keep_ptr + 5 * kst + ko, sp)
+                ks = keep_ptr + (s - kbase).to(tl.int64) * BC + offs_c
+                tl.store(ks + 4 * kst, mp)
+                tl.store(ks + 5 * kst, sp)
         else:
             v = mp
             arg = tl.argmax(x, axis=0)
@@ -123,9 +124,10 @@ def _advance(
         v = tl.where(s == 0, init, v)
         ssv = tl.load(ss_ptr + rowoff + offs_c, mask=offs_c < n_ss, other=0.0)
         q = v + ssv.to(tl.float64) - P
-        r1 = _row(s, kbase, R, LINEAR)
-        tl.store(q_ptr + r1 * BC + offs_c, q)
-        tl.store(q_ptr + (r1 + R) * BC + offs_c, q)
+        qs = _rowptr(q_ptr, s, kbase, R, BC, LINEAR) + offs_c
+        tl.store(qs, q)
+        if not LINEAR:  # the ring's second copy (a linear block needs none)
+            tl.store(qs + R * BC, q)
         tl.debug_barrier()
         # 2. prefix sums (fp64)
         hv = tl.load(h_ptr + rowoff + offs_c, mask=cmask, other=0.0)
@@ -138,7 +140,7 @@ def _advance(
         unbounded = mdv >= e
         j = e - Kc - 1
         upd = has_tail & (j >= 0)
-        xq = tl.load(q_ptr + _row(j, kbase, R, LINEAR) * BC + offs_c, mask=upd & (runv > Kc),
+        xq = tl.load(_rowptr(q_ptr, j, kbase, R, BC, LINEAR) + offs_c, mask=upd & (runv > Kc),
                      other=NEG)  # fmt: skip
         xq = xq + Dlast + tailv
         g = tl.where(runv > 0, G + tailv, NEG)
@@ -152,15 +154,16 @@ def _advance(
         G = tl.where(upd, gn, G)
         Gt = tl.where(unbounded & has_tail & (G > NEG), G, NEG)
         nmax = tl.max(nc, axis=0)
-        base = _row(e, kbase, R, LINEAR) + R
-        if LINEAR:
-            base = base - R
+        # row of position e - d is qe - d * BC (ring: the second copy keeps it contiguous)
+        qe = _rowptr(q_ptr, e, kbase, R, BC, LINEAR)
+        if not LINEAR:
+            qe += R * BC
         m = tl.full([BC], NEG, tl.float64)
         best = tl.zeros([BC], tl.int32)
         for d0 in range(0, nmax, BD):
             dd = d0 + 1 + dl
             valid = dd[:, None] <= nc[None, :]
-            xt = tl.load(q_ptr + (base - dd)[:, None] * BC + ac, mask=valid, other=NEG)
+            xt = tl.load(qe + (ac - dd[:, None] * BC), mask=valid, other=NEG)
             xt += tl.load(D_ptr + ac * K + dd[:, None] - 1, mask=valid, other=NEG)
             bm = tl.max(xt, axis=0)
             if MODE == 1:
@@ -174,15 +177,15 @@ def _advance(
             for d0 in range(0, nmax, BD):
                 dd = d0 + 1 + dl
                 valid = dd[:, None] <= nc[None, :]
-                xt = tl.load(q_ptr + (base - dd)[:, None] * BC + ac, mask=valid, other=NEG)
+                xt = tl.load(qe + (ac - dd[:, None] * BC), mask=valid, other=NEG)
                 xt += tl.load(D_ptr + ac * K + dd[:, None] - 1, mask=valid, other=NEG)
                 acc += tl.sum(tl.exp((xt - ms[None, :]).to(tl.float32)).to(tl.float64), axis=0)
             inner = tl.where(m == NEG, NEG, ms + tl.log(acc))
             if KEEP:
-                ko = (e - kbase) * BC + offs_c
-                tl.store(keep_ptr + 1 * kst + ko, m)
-                tl.store(keep_ptr + 2 * kst + ko, acc)
-                tl.store(keep_ptr + 3 * kst + ko, G)
+                ke = keep_ptr + (e - kbase).to(tl.int64) * BC + offs_c
+                tl.store(ke + 1 * kst, m)
+                tl.store(ke + 2 * kst, acc)
+                tl.store(ke + 3 * kst, G)
         else:
             best = tl.where(Gt > m, e - Gst, best)
             m = tl.maximum(m, Gt)
@@ -191,7 +194,7 @@ def _advance(
         sev = tl.load(se_ptr + rowoff + offs_c, mask=offs_c < n_se, other=0.0)
         alpha = tl.where(cmask, P + sev.to(tl.float64) + inner, NEG)
         if KEEP:
-            tl.store(keep_ptr + (e - kbase) * BC + offs_c, alpha)
+            tl.store(keep_ptr + (e - kbase).to(tl.int64) * BC + offs_c, alpha)
     return alpha, G, P, Gst
 
 
@@ -242,12 +245,12 @@ def _forward_kernel(
     G = tl.load(sb + BC + offs_c)
     P = tl.load(sb + 2 * BC + offs_c)
     Gst = tl.zeros([BC], tl.int32)
-    nblk = tl.cdiv(n, ck_every)
+    nblk = (n - 1) // ck_every + 1  # n >= 1; no overflow of n + ck_every
     for k in range(0, nblk):
         a = k * ck_every
         if n_ck > 0:
             tl.debug_barrier()
-            ck = (b * n_ck + k).to(tl.int64)
+            ck = b.to(tl.int64) * n_ck + k
             _copy_rows(q_ptr, ck_ring_ptr + ck * R * BC, R, BC, BD)
             vb = ck_vec_ptr + ck * 3 * BC
             tl.store(vb + offs_c, alpha)
@@ -261,6 +264,8 @@ def _forward_kernel(
             q_ptr, 0, 0, md_ptr, md_ptr,
             BC, BD, 0, False, False,
         )  # fmt: skip
+    # the state row was loaded above by every replica thread: order before overwriting
+    tl.debug_barrier()
     tl.store(sb + offs_c, alpha)
     tl.store(sb + BC + offs_c, G)
     tl.store(sb + 2 * BC + offs_c, P)
@@ -322,7 +327,9 @@ def _backward_kernel(
     then sweep ends e = a+n .. a+1 backwards. The start adjoints gQ are scattered into the
     ring gq (R, BC) fp64 (zeroed by the host); gD (B, C, K) fp64 is accumulated per program.
     Outputs: gh/gss/gse (B, T, C) position/start/end posteriors; gA (B, BC, BC);
-    gv (B, 4, BC) = d/d tail, init, final, scratch; logz (B,).
+    gv (B, 5, BC) = d/d tail, init, final, transition scratch, tail-entry accumulator (the
+    accumulators live in this row rather than in registers: the kernel is at the register
+    limit); logz (B,).
     """
     b = tl.program_id(0)
     offs_c = tl.arange(0, BC)
@@ -332,26 +339,25 @@ def _backward_kernel(
     n_all = tl.load(len_ptr + b).to(tl.int32)
     row0 = b.to(tl.int64) * T * C
     Kc, tailv, Dlast, has_tail, init = _label_params(Kc_ptr, tail_ptr, D_ptr, init_ptr, C, K, BC)
-    fin = tl.load(final_ptr + offs_c, mask=cmask, other=NEG)
-    kst = (ck_every + 1) * BC
-    qk = qk_ptr + b.to(tl.int64) * ((ck_every + 2 * R) * BC)
+    # scratch strides grow with the checkpoint interval: int64 (a block of a few million
+    # positions overflows int32 offsets)
+    ck64 = ck_every.to(tl.int64)
+    kst = (ck64 + 1) * BC
+    qk = qk_ptr + b.to(tl.int64) * ((ck64 + 2 * R) * BC)
     kp = keep_ptr + b.to(tl.int64) * (6 * kst)
     gq = gq_ptr + b.to(tl.int64) * (R * BC)
     gD = gD_ptr + b.to(tl.int64) * C * K
-    nblk = tl.cdiv(n_all, ck_every)
+    nblk = (n_all - 1) // ck_every + 1  # n_all >= 1; no overflow of n_all + ck_every
     galpha = tl.zeros([BC], tl.float64)
     gGc = tl.zeros([BC], tl.float64)
     gP = tl.zeros([BC], tl.float64)
-    gtail = tl.zeros([BC], tl.float64)
-    ginit = tl.zeros([BC], tl.float64)
-    gfinal = tl.zeros([BC], tl.float64)
-    gDt = tl.zeros([BC], tl.float64)
-    ga = gv_ptr + b * 4 * BC + 3 * BC
+    gv = gv_ptr + b * 5 * BC
+    ga = gv + 3 * BC
     for kk in range(0, nblk):
         k = nblk - 1 - kk
         a = k * ck_every
         n = tl.minimum(ck_every, n_all - a)
-        ck = (b * n_ck + k).to(tl.int64)
+        ck = b.to(tl.int64) * n_ck + k
         vb = ck_vec_ptr + ck * 3 * BC
         alpha = tl.load(vb + offs_c)
         G = tl.load(vb + BC + offs_c)
@@ -379,16 +385,18 @@ def _backward_kernel(
             BC, BD, 0, True, True,
         )  # fmt: skip
         tl.debug_barrier()
-        # seed the adjoint at the sequence end: galpha[L, c] = P(last segment has label c)
-        z = alpha + fin
-        mz = tl.max(z, axis=0)
-        mzs = tl.where(mz == NEG, 0.0, mz)
-        lz = tl.where(mz == NEG, NEG, mzs + tl.log(tl.sum(tl.exp(z - mzs), axis=0)))
-        g0 = tl.where(z > NEG, tl.exp(z - lz), 0.0)
-        galpha = tl.where(kk == 0, g0, galpha)
-        gfinal = tl.where(kk == 0, g0, gfinal)
         if kk == 0:
+            # seed the adjoint at the sequence end: galpha[L, c] = P(last segment has
+            # label c), normalised to sum to 1
+            fin = tl.load(final_ptr + offs_c, mask=cmask, other=NEG)
+            z = alpha + fin
+            mz = tl.max(z, axis=0)
+            mzs = tl.where(mz == NEG, 0.0, mz)
+            lz = tl.where(mz == NEG, NEG, mzs + tl.log(tl.sum(tl.exp(z - mzs), axis=0)))
+            galpha = tl.where(z > NEG, tl.exp(z - lz), 0.0)
+            galpha = galpha / tl.maximum(tl.sum(galpha, axis=0), 1e-300)
             tl.store(logz_ptr + b, lz)
+            tl.store(gv + 2 * BC + offs_c, galpha)  # d/d final
         for i in range(0, n):
             e = a + n - i
             s = e - 1
@@ -397,10 +405,11 @@ def _backward_kernel(
             g = galpha
             tl.store(gse_ptr + rowoff + offs_c, g.to(gse_ptr.dtype.element_ty), mask=cmask)
             gP += g
-            M = tl.load(kp + kst + r * BC + offs_c)
-            S = tl.load(kp + 2 * kst + r * BC + offs_c)
-            Ge = tl.load(kp + 3 * kst + r * BC + offs_c)
-            Gp = tl.load(kp + 3 * kst + (r - 1) * BC + offs_c)
+            kr = kp + r.to(tl.int64) * BC  # keep row of end e (int64 offsets)
+            M = tl.load(kr + kst + offs_c)
+            S = tl.load(kr + 2 * kst + offs_c)
+            Ge = tl.load(kr + 3 * kst + offs_c)
+            Gp = tl.load(kr + (3 * kst - BC) + offs_c)
             mdv = tl.load(md_ptr + rowoff + offs_c, mask=offs_c < n_md, other=BIGI)
             runv = tl.load(run_ptr + rowoff + offs_c, mask=offs_c < n_run, other=BIGI)
             nc = tl.where(cmask, tl.minimum(tl.minimum(tl.minimum(Kc, e), mdv), runv), 0)
@@ -408,12 +417,12 @@ def _backward_kernel(
             ms = tl.where(M == NEG, 0.0, M)
             coef = tl.where(g > 0, g / S, 0.0)
             nmax = tl.max(tl.where(g > 0, nc, 0), axis=0)
-            base = e - a + R
+            qe = qk + (e - a + R).to(tl.int64) * BC  # row of position e - d: qe - d * BC
             # segments (e - d, e, c): normalised weights, scattered to the start ring
             for d0 in range(0, nmax, BD):
                 dd = d0 + 1 + dl
                 valid = (dd[:, None] <= nc[None, :]) & (g[None, :] > 0)
-                xt = tl.load(qk + (base - dd)[:, None] * BC + ac, mask=valid, other=NEG)
+                xt = tl.load(qe + (ac - dd[:, None] * BC), mask=valid, other=NEG)
                 xt += tl.load(D_ptr + ac * K + dd[:, None] - 1, mask=valid, other=NEG)
                 w = coef[None, :] * tl.exp((xt - ms[None, :]).to(tl.float32)).to(tl.float64)
                 go = ((e - dd) % R)[:, None] * BC + ac
@@ -428,39 +437,48 @@ def _backward_kernel(
             # live through the length loop spills at BC = 64 on sm_90); the carried tail
             # needs run > 0, implied by G[e] > -inf (run = 0 empties the tail)
             runv = tl.load(run_ptr + rowoff + offs_c, mask=offs_c < n_run, other=BIGI)
-            xq = tl.load(qk + (j - a + R) * BC + offs_c, mask=upd & (runv > Kc), other=NEG)
+            xq = tl.load(qk + (j - a + R).to(tl.int64) * BC + offs_c, mask=upd & (runv > Kc),
+                         other=NEG)  # fmt: skip
             xq = xq + Dlast + tailv
             w2 = tl.where(upd, tl.exp(xq - tl.where(upd, Ge, 0.0)), 0.0)
             w1 = tl.where(upd & (Gp > NEG), tl.exp(Gp + tailv - tl.where(upd, Ge, 0.0)), 0.0)
-            t2 = gG * w2
+            # w1 + w2 = 1 only up to the rounding of G (ulp(|G|): 1e-7 when prefix sums
+            # reach 1e9), so split gG by the normalised w2 and carry the rest: the tail
+            # adjoint neither gains nor loses mass along a long segment
+            wt = w1 + w2
+            t2 = gG * tl.where(wt > 0, w2 / tl.where(wt > 0, wt, 1.0), 0.0)
             jo = (j % R) * BC + offs_c
             um = upd & (t2 > 0)
             tl.store(gq + jo, tl.load(gq + jo, mask=um, other=0.0) + t2, mask=um)
-            gDt += t2
-            gtail += tl.where(upd, gG, 0.0)
-            gGc = gG * w1
+            # d/d tail and the tail's share of d/d D[c, K_c-1]: owner read-modify-writes
+            gvt = gv + offs_c
+            tl.store(gvt, tl.load(gvt) + tl.where(upd, gG, 0.0))
+            gvd = gv + 4 * BC + offs_c
+            tl.store(gvd, tl.load(gvd) + t2)
+            gGc = tl.where(upd, tl.maximum(gG - t2, 0.0), 0.0)
             tl.debug_barrier()
-            # start position s: its adjoint is complete
+            # start position s: its adjoint is complete. Every replica thread loads the row;
+            # it is reset for start s - R only after the next barrier (below)
             so = (s % R) * BC + offs_c
             gqs = tl.load(gq + so)
-            tl.store(gq + so, tl.zeros([BC], tl.float64))
             dt = gh_ptr.dtype.element_ty
             tl.store(gh_ptr + rowoff + offs_c, gP.to(dt), mask=cmask)
             tl.store(gss_ptr + rowoff + offs_c, gqs.to(dt), mask=cmask)
             gP -= gqs
             if s == 0:
-                ginit += gqs
+                tl.store(gv + BC + offs_c, gqs)  # d/d init
                 galpha = tl.zeros([BC], tl.float64)
+                tl.debug_barrier()
             else:
-                Mp = tl.load(kp + 4 * kst + (s - a) * BC + offs_c)
-                Sp = tl.load(kp + 5 * kst + (s - a) * BC + offs_c)
+                Mp = tl.load(kr + (4 * kst - BC) + offs_c)
+                Sp = tl.load(kr + (5 * kst - BC) + offs_c)
                 mps = tl.where(Mp == NEG, 0.0, Mp)
                 cf = tl.where(gqs > 0, gqs / Sp, 0.0)
                 # source labels in chunks of CB rows (bounded registers for large C);
                 # galpha is assembled in the program's scratch row
                 for c0 in tl.static_range(0, BC, CB):
                     rows = c0 + tl.arange(0, CB)
-                    al = tl.load(kp + (r - 1) * BC + rows)
+                    al = tl.load(kp + (r - 1).to(tl.int64) * BC + rows)
                     At = tl.load(A_ptr + rows[:, None] * C + ac,
                                  mask=(rows[:, None] < C) & (ac < C), other=NEG)  # fmt: skip
                     x = al[:, None] + At
@@ -470,13 +488,12 @@ def _backward_kernel(
                     tl.store(gAc, tl.load(gAc) + w)
                 tl.debug_barrier()
                 galpha = tl.load(ga + offs_c)
+            # both branches passed a barrier since every thread loaded gq[s]
+            tl.store(gq + so, tl.zeros([BC], tl.float64))
         tl.debug_barrier()
     do = offs_c * K + Kc - 1
+    gDt = tl.load(gv + 4 * BC + offs_c)
     tl.store(gD + do, tl.load(gD + do, mask=has_tail, other=0.0) + gDt, mask=has_tail)
-    gv = gv_ptr + b * 4 * BC
-    tl.store(gv + offs_c, gtail)
-    tl.store(gv + BC + offs_c, ginit)
-    tl.store(gv + 2 * BC + offs_c, gfinal)
 
 
 # ----------------------------------------------------------------------------------------
@@ -567,6 +584,13 @@ def _prepare(x: CRFInputs, run_carry: Tensor | None = None) -> _Prepared:
     if not supports(x):
         block_labels(x.C)
     dev = x.emissions.device
+    for name in ("seg_start", "seg_end", "max_dur", "label_mask"):
+        t = getattr(x, name)
+        if t is not None and t.device != dev:
+            raise ValueError(
+                f"{name} is on {t.device} but emissions are on {dev}: give the per-position "
+                "inputs on the emissions' device"
+            )
     dt = torch.float64 if x.emissions.dtype == torch.float64 else torch.float32
 
     def aligned(t: Tensor) -> Tensor:
@@ -653,23 +677,24 @@ def _checkpointed_forward(x: CRFInputs, checkpoint: int | None):
     return p, logz, ck_ring, ck_vec, ck, n_ck
 
 
-def _gradients(x: CRFInputs, checkpoint: int | None, saved=None):
+def _gradients(x: CRFInputs, checkpoint: int | None, saved=None, empty=torch.empty):
     """Forward with checkpoints (or ``saved``, the result of :func:`_checkpointed_forward`),
     then the backward kernel. Returns the log Z (B,) fp64 and gradients: gh, gss, gse
     (B, T, C) in the emission dtype; gA (B, C, C), gD (B, C, K), gtail, ginit, gfinal (B, C)
-    fp64."""
+    fp64. ``empty(shape, dtype=, device=)`` allocates the two block buffers, whose size
+    grows with the checkpoint interval (tests map them to sparse files)."""
     p, logz, ck_ring, ck_vec, ck, n_ck = saved or _checkpointed_forward(x, checkpoint)
     dev = p.h.device
     f64 = torch.float64
-    qk = torch.empty((p.B, ck + 2 * p.R, p.BC), dtype=f64, device=dev)
-    keep = torch.empty((p.B, N_KEEP, ck + 1, p.BC), dtype=f64, device=dev)
+    qk = empty((p.B, ck + 2 * p.R, p.BC), dtype=f64, device=dev)
+    keep = empty((p.B, N_KEEP, ck + 1, p.BC), dtype=f64, device=dev)
     gq = torch.zeros((p.B, p.R, p.BC), dtype=f64, device=dev)
     gh = torch.zeros_like(p.h)
     gss = torch.zeros_like(p.h)
     gse = torch.zeros_like(p.h)
     gA = torch.zeros((p.B, p.BC, p.BC), dtype=f64, device=dev)
     gD = torch.zeros((p.B, p.C, p.K), dtype=f64, device=dev)
-    gv = torch.zeros((p.B, 4, p.BC), dtype=f64, device=dev)
+    gv = torch.zeros((p.B, 5, p.BC), dtype=f64, device=dev)
     logz2 = torch.empty((p.B,), dtype=f64, device=dev)
     _backward_kernel[(p.B,)](
         p.h, p.ss, p.se, p.md, p.run, p.lengths, p.T, p.C, p.K, p.R, *_params(p),
@@ -691,7 +716,8 @@ class _TritonLogPartition(torch.autograd.Function):
     def forward(ctx, x: CRFInputs, checkpoint, *tensors):
         ctx.x = x
         ctx.checkpoint = checkpoint
-        ctx.meta = [(t is not None, t.dtype if t is not None else None) for t in tensors]
+        ctx.meta = [(t is not None, t.dtype if t is not None else None,
+                     t.device if t is not None else None) for t in tensors]  # fmt: skip
         ctx.saved = _checkpointed_forward(x, checkpoint)
         return ctx.saved[1].to(x.emissions.dtype)
 
@@ -703,14 +729,14 @@ class _TritonLogPartition(torch.autograd.Function):
         grads = (gh, gA, gD, gi, gf, gt, gss, gse)
         per_pos = (True, False, False, False, False, False, True, True)
         out = []
-        for grad, pp, (present, dtype) in zip(grads, per_pos, ctx.meta):
+        for grad, pp, (present, dtype, device) in zip(grads, per_pos, ctx.meta):
             if not present:
                 out.append(None)
                 continue
             t = grad.to(torch.float64) * g64.view(-1, *([1] * (grad.dim() - 1)))
             if not pp:
                 t = t.sum(0)
-            out.append(t.to(dtype))
+            out.append(t.to(device=device, dtype=dtype))  # parameters may live elsewhere
         return (None, None, *out)
 
 
