@@ -63,6 +63,14 @@ COMMANDS: dict[str, tuple[str, str]] = {
         "genoseg.eval.cli:plot_command",
         "Draw REGION (chr:start-end, 1-based inclusive) with gene models and posterior tracks.",
     ),
+    "merge": (
+        "genoseg.workflow.cli:merge_command",
+        "Merge the outputs of genoseg predict --shard i/n into one GFF3 (BED, tracks).",
+    ),
+    "index": (
+        "genoseg.workflow.cli:index_command",
+        "Validate and index a FASTA once (before many predict jobs); list its contigs.",
+    ),
 }
 
 
