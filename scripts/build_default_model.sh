@@ -1,0 +1,23 @@
+#!/usr/bin/env bash
+# Build the shipped default model from the repository: prepare the training data from
+# ../shared/data (A. thaliana only, never chromosome 5), train with configs/train.yaml,
+# and copy the best checkpoint (weights only) to genoseg/models/default.pt.
+#   bash scripts/build_default_model.sh [--resume] [extra `genoseg train` options]
+# Resumable: rerun with --resume after an interruption (exit status 75 = checkpointed).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+G=.venv/bin/genoseg
+mkdir -p build/data build/runs
+for set in athaliana_1pct_train athaliana_1pct_valid athaliana_kog athaliana_pasa; do
+  [ -s "build/data/$set.h5" ] || "$G" prepare --config "configs/data/prepare_$set.yaml"
+done
+"$G" train --config configs/train.yaml "$@"
+.venv/bin/python - <<'PY'
+from genoseg.model.checkpoint import load_checkpoint, model_from_checkpoint, save_checkpoint
+src = "build/runs/default/best.pt"
+ck = load_checkpoint(src)
+model = model_from_checkpoint(ck, src)
+save_checkpoint("genoseg/models/default.pt", model, config=ck["config"],
+                calibration=ck.get("calibration"))
+print("wrote genoseg/models/default.pt")
+PY
