@@ -210,3 +210,22 @@ def test_flank_unlabel() -> None:
     assert list(out[:6]) == [IGN] * 6 and list(out[6:17]) == list(lab[6:17])
     assert list(out[17:]) == [IGN] * 6
     assert (flank_unlabel(np.zeros(5, dtype=int), ig, 2) == IGN).all()  # no gene at all
+
+
+def test_temperature_calibration(tmp_path, h5) -> None:
+    from genoseg.model.checkpoint import load_model
+    from genoseg.train.calibrate import fit_temperature, main as calibrate_main
+    from genoseg.train.train import Sources
+
+    cfg_path = _config(tmp_path, h5)
+    cfg = load_train_config(cfg_path, ["steps=4", "eval_every=4"])
+    assert Trainer(cfg).run() == 0
+    best = tmp_path / "run" / "best.pt"
+    model = load_model(best)
+    cal = fit_temperature(model, Sources(cfg.data.valid, ("+",), model.grammar), 1, iters=4)
+    assert 0.25 <= cal["temperature"] <= 4.0
+    assert cal["valid_nll_per_kb"] <= cal["valid_nll_per_kb_at_1"] + 1e-9
+    calibrate_main([str(best), "--config", str(cfg_path)])
+    ck = torch.load(best, weights_only=True)
+    assert ck["calibration"]["temperature"] > 0 and "valid_nll_per_kb" in ck["calibration"]
+    assert load_model(best).calibration["temperature"] == ck["calibration"]["temperature"]

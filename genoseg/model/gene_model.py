@@ -116,6 +116,7 @@ class GeneModel(nn.Module):
         offset: int = 0,
         carry: Tensor | None = None,
         tables: dict[str, Tensor] | None = None,
+        temperature: float = 1.0,
     ) -> tuple[dict[str, Tensor], Tensor]:
         """Engine inputs of rows whose network outputs are ``out`` (B, T, N_OUTPUTS).
 
@@ -123,7 +124,9 @@ class GeneModel(nn.Module):
         :func:`compile_rows` (the grammar's hard rules). ``offset``/``carry``: the
         absolute position of row 0 and the frame prefix sums carried from the previous
         chunk (:func:`genoseg.model.heads.frame_terms`). ``tables``: a precomputed
-        ``self.structure.tables()`` to share between calls. Returns (kwargs for genoseg.crf:
+        ``self.structure.tables()`` to share between calls. ``temperature``: every score
+        is divided by it (posterior calibration: the distribution becomes p^(1/T)/Z; the
+        Viterbi path does not change). Returns (kwargs for genoseg.crf:
         emissions, transitions, durations, init, final, tail, seg_start, seg_end, max_dur;
         the carry after the last row).
         """
@@ -134,7 +137,12 @@ class GeneModel(nn.Module):
         ss = structural["seg_start"].to(torch.float64) + ss_add
         se = structural["seg_end"].to(torch.float64) + se_add
         kw = dict(tables if tables is not None else self.structure.tables())
-        kw.update(emissions=h, seg_start=ss, seg_end=se, max_dur=structural["max_dur"])
+        kw.update(emissions=h, seg_start=ss, seg_end=se)
+        if temperature != 1.0:
+            if not temperature > 0:
+                raise ValueError(f"temperature must be > 0, got {temperature}")
+            kw = {k: v / temperature for k, v in kw.items()}
+        kw["max_dur"] = structural["max_dur"]
         return kw, carry
 
 

@@ -151,7 +151,9 @@ class Predictor:
         self.device = next(model.parameters()).device
         with torch.no_grad():
             tabs = model.structure.tables()
-        self.tables = {k: v.detach().float().cpu() for k, v in tabs.items()}
+        # posterior calibration (genoseg.train.calibrate): every score divided by T
+        self.temperature = float(getattr(model, "calibration", {}).get("temperature", 1.0))
+        self.tables = {k: v.detach().float().cpu() / self.temperature for k, v in tabs.items()}
         D = self.tables["durations"].numpy()
         C = self.grammar.num_labels
         exon = [c for c in range(C) if self.grammar.labels[c].is_exon]
@@ -200,7 +202,7 @@ class Predictor:
         with torch.no_grad():
             kw, carry = self.model.crf_inputs(
                 torch.from_numpy(out).unsqueeze(0), structural, offset=c0, carry=carry,
-                tables=self.tables,
+                tables=self.tables, temperature=self.temperature,
             )  # fmt: skip
         chunk = (kw["emissions"].float(), kw["seg_start"], kw["seg_end"], kw["max_dur"])
         return chunk, carry

@@ -163,9 +163,12 @@ class WindowLoss(nn.Module):
     used in ``forward``). ``forward(windows) -> (loss, stats)``: mean over windows of the
     NLL in nats per kb of core (+ aux + smoothness)."""
 
-    def __init__(self, model: GeneModel, aux_weight: float, smoothness: float):
+    def __init__(
+        self, model: GeneModel, aux_weight: float, smoothness: float, temperature: float = 1.0
+    ):
         super().__init__()
         self.model = model
+        self.temperature = temperature
         self.aux_weight = aux_weight
         self.smoothness = smoothness
 
@@ -195,7 +198,9 @@ class WindowLoss(nn.Module):
             L = len(w.sequence)
             st = compile_rows(model.grammar, w.sequence.astype(np.uint8), cs, L - ce)
             structural = {k: torch.from_numpy(v).unsqueeze(0).to(dev) for k, v in st.items()}
-            kw, _ = model.crf_inputs(out[b : b + 1, cs:ce], structural, tables=tables)
+            kw, _ = model.crf_inputs(
+                out[b : b + 1, cs:ce], structural, tables=tables, temperature=self.temperature
+            )
             lab = torch.from_numpy(w.labels[cs:ce]).to(dev)
             known = lab != IGNORE
             if bool(known.all()):
