@@ -214,7 +214,8 @@ def test_flank_unlabel() -> None:
 
 def test_temperature_calibration(tmp_path, h5) -> None:
     from genoseg.model.checkpoint import load_model
-    from genoseg.train.calibrate import fit_temperature, main as calibrate_main
+    from genoseg.train.calibrate import fit_temperature
+    from genoseg.train.calibrate import main as calibrate_main
     from genoseg.train.train import Sources
 
     cfg_path = _config(tmp_path, h5)
