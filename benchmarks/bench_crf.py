@@ -215,6 +215,32 @@ def bench_grammar(T: int, repeat: int) -> list[dict]:
     return rows
 
 
+def bench_stream_overhead(C: int = 8, K: int = 20, n_chunks: int = 2000) -> list[dict]:
+    """Fixed cost per chunk of the streams (1-row chunks, B = 1, one thread): what a
+    caller pays for feeding a contig in many small pieces on top of the per-position work."""
+    p = problem(1, n_chunks + 100, K, C)
+    params = {k: v for k, v in p.items() if k not in ("emissions", "lengths")}
+    h = p["emissions"]
+    rows = []
+    fs = crf.ForwardStream(**params)
+    fs.update(h[:, :100])  # compile outside the timing
+    t = time.perf_counter()
+    for k in range(100, 100 + n_chunks):
+        fs.update(h[:, k : k + 1])
+    rows.append(dict(op="ForwardStream.update", us=(time.perf_counter() - t) / n_chunks * 1e6))
+    ps = crf.PosteriorStream(**params)
+    n = n_chunks // 4
+    t = time.perf_counter()
+    for k in range(n):
+        ps.forward(h[:, k : k + 1])
+    rows.append(dict(op="PosteriorStream.forward", us=(time.perf_counter() - t) / n * 1e6))
+    t = time.perf_counter()
+    for k in reversed(range(n)):
+        ps.backward(h[:, k : k + 1])
+    rows.append(dict(op="PosteriorStream.backward", us=(time.perf_counter() - t) / n * 1e6))
+    return rows
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true", help="small grid only")
@@ -267,6 +293,12 @@ def main() -> None:
     print("|---|---|---|")
     for r in gram:
         print(f"| {r['op']} | {r['seconds']:.3f} | {r['bp_s']:,.0f} |")
+    overhead = bench_stream_overhead()
+    print("\nStream overhead per chunk (1-row chunks, B=1, K=20, C=8):\n")
+    print("| call | µs per chunk |")
+    print("|---|---|")
+    for r in overhead:
+        print(f"| {r['op']} | {r['us']:.0f} |")
     print("\n## CUDA (Triton kernels)\n")
     sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
     import bench_crf_cuda
@@ -280,7 +312,11 @@ def main() -> None:
         print("\nno CUDA device here: CUDA rows skipped (run this script on a GPU machine)")
     if a.json:
         with open(a.json, "w") as f:
-            json.dump(dict(grid=rows, memory=mem, peers=peers, grammar=gram), f, indent=1)
+            json.dump(
+                dict(grid=rows, memory=mem, peers=peers, grammar=gram, overhead=overhead),
+                f,
+                indent=1,
+            )
 
 
 if __name__ == "__main__":

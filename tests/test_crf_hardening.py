@@ -175,3 +175,102 @@ def test_float64_boundary_scores_are_not_downcast():
     m64 = crf.marginals(kw["emissions"].double(), None, **args, seg_start=ss, seg_end=se)
     assert m.position.dtype == torch.float32
     torch.testing.assert_close(m.start.double(), m64.start, atol=1e-7, rtol=0)
+
+
+@pytest.mark.parametrize("backend", ["cpu", "reference"])
+def test_padded_positions_are_ignored(backend):
+    """NaN/inf scores and negative max_dur at positions >= lengths[b] are ignored (the
+    contract says so), not rejected; results equal those with clean padding."""
+    B, T, C = 2, 9, 3
+    kw = _small(T, C, B=B)
+    g = torch.Generator().manual_seed(3)
+    kw["seg_start"] = torch.randn(B, T, C, generator=g, dtype=F64)
+    md = torch.randint(1, 4, (B, T, C), generator=g)
+    md[..., 0] = T + 1  # the tailed label: unbounded
+    lengths = torch.tensor([T, 5])
+    clean = dict(kw, max_dur=md)
+    dirty = {k: v.clone() for k, v in clean.items()}
+    dirty["emissions"][1, 5:] = float("nan")
+    dirty["emissions"][1, 6, 0] = float("inf")
+    dirty["seg_start"][1, 7:] = float("nan")
+    dirty["max_dur"][1, 5:] = -1
+    want = _logz(clean, lengths, backend)
+    assert torch.equal(_logz(dirty, lengths, backend), want)
+    args = {k: v for k, v in dirty.items() if k != "emissions"}
+    m = crf.marginals(dirty["emissions"], lengths, **args, backend=backend)
+    assert torch.isfinite(m.position).all() and m.position[1, 5:].abs().max() == 0
+    cargs = {k: v for k, v in clean.items() if k != "emissions"}
+    m0 = crf.marginals(clean["emissions"], lengths, **cargs, backend=backend)
+    torch.testing.assert_close(m.position, m0.position, atol=0, rtol=0)
+    assert (
+        crf.viterbi(dirty["emissions"], lengths, **args, backend=backend)[1]
+        == crf.viterbi(clean["emissions"], lengths, **cargs, backend=backend)[1]
+    )
+    h = dirty["emissions"].clone().requires_grad_(True)
+    crf.log_partition(h, lengths, **args, backend=backend).sum().backward()
+    assert torch.isfinite(h.grad).all() and h.grad[1, 5:].abs().max() == 0
+    # inside the valid range they are still errors
+    bad = {k: v.clone() for k, v in clean.items()}
+    bad["emissions"][1, 4, 0] = float("nan")
+    with pytest.raises(ValueError, match="emissions contains NaN"):
+        _logz(bad, lengths, backend)
+    bad = {k: v.clone() for k, v in clean.items()}
+    bad["max_dur"][1, 4, 1] = -1
+    with pytest.raises(ValueError, match="max_dur must be >= 0"):
+        _logz(bad, lengths, backend)
+
+
+def test_chunk_inputs_record_their_position():
+    """check_inputs records the absolute position it validated a chunk for, so a chunk
+    engine (Triton forward_chunk) can refuse a chunk validated elsewhere."""
+    kw = _small(6, 3)
+    args = {k: v for k, v in kw.items() if k != "emissions"}
+    x = crf.check_inputs(kw["emissions"], None, **args, position_offset=40)
+    assert x.position_offset == 40
+    crf.inputs.check_position(x, 40)
+    with pytest.raises(ValueError, match="position_offset=40, but the stream is at position 6"):
+        crf.inputs.check_position(x, 6)
+    assert crf.check_inputs(kw["emissions"], None, **args).position_offset == 0
+
+
+@pytest.mark.parametrize("name", ["seg_start", "max_dur", "label_mask", "transitions", "tail"])
+def test_inputs_on_another_device_name_the_argument(name):
+    """An input on another device than the emissions is a ValueError naming it (it used
+    to fail later, at launch, with an unrelated message)."""
+    T, C = 6, 3
+    kw = _small(T, C)
+    kw["seg_start"] = torch.zeros(1, T, C, dtype=F64)
+    kw["max_dur"] = torch.full((1, T, C), T + 1)
+    kw["label_mask"] = torch.ones(1, T, C, dtype=torch.bool)
+    kw[name] = kw[name].to("meta")
+    with pytest.raises(ValueError, match=rf"{name} is on device meta but emissions are on cpu"):
+        _logz(kw)
+
+
+def test_lengths_may_live_on_another_device():
+    kw = _small(6, 3)
+    want = _logz(kw, torch.tensor([4]))
+    x = crf.check_inputs(**kw, lengths=torch.tensor([4], dtype=torch.int32))
+    assert x.lengths.dtype == torch.int64 and torch.equal(_logz(kw, x.lengths), want)
+
+
+def test_viterbi_stream_first_pass_allocates_no_back_pointers():
+    """Pass 1 of ViterbiStream keeps states only: no (B, n, C) back-pointer array per chunk
+    (6.4 MB for this chunk)."""
+    import tracemalloc
+
+    T, C = 200_000, 8
+    kw = _small(T, C)
+    h = kw["emissions"].float()
+    params = {k: kw[k] for k in ("transitions", "durations", "init", "final", "tail")}
+    vs = crf.ViterbiStream(**params)
+    vs.forward(h[:, :100])  # compile and warm up outside the measurement
+    tracemalloc.start()
+    vs.forward(h[:, 100:])
+    _, peak = tracemalloc.get_traced_memory()
+    tracemalloc.stop()
+    assert peak < 2_000_000, peak
+    path = []
+    for part in (h[:, 100:], h[:, :100]):
+        path = vs.backward(part)[0] + path
+    assert path == crf.viterbi(h, None, **params)[1][0]

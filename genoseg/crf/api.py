@@ -103,9 +103,11 @@ def _backend_for(backend: str, x: CRFInputs) -> str:
 
 
 class _Arrays:
-    """numpy views of checked inputs for the numba engine (float64 parameters)."""
+    """numpy views of checked inputs for the numba engine (float64 parameters).
+    ``static``: an earlier instance for the same parameters, whose parameter arrays are
+    reused (streams convert them once, not per chunk)."""
 
-    def __init__(self, x: CRFInputs):
+    def __init__(self, x: CRFInputs, static: _Arrays | None = None):
         def f(t: Tensor | None, dtype) -> np.ndarray | None:
             if t is None:
                 return None
@@ -125,6 +127,10 @@ class _Arrays:
         self.has_run = x.label_mask is not None
         self.run = allowed_runs(f(x.label_mask, np.bool_)) if self.has_run else self.md[:1, :1, :1]
         self.lengths = f(x.lengths, np.int64)
+        if static is not None:
+            for k in ("A", "preds", "D", "Kc", "tail", "init", "final", "R"):
+                setattr(self, k, getattr(static, k))
+            return
         self.A = f(x.transitions, np.float64)
         self.preds = predecessors(self.A)
         self.D = f(x.durations, np.float64)

@@ -28,7 +28,9 @@ import numba as nb
 import numpy as np
 
 NEG = -np.inf
-LOG, MAX = 0, 1
+# semirings: LOG (log-sum-exp), MAX (max, writing back-pointers), SCORE (max without
+# back-pointers: the first pass of a two-pass Viterbi needs only the states)
+LOG, MAX, SCORE = 0, 1, 2
 # Length terms more than 50 nats below the running maximum (weight < 2e-22) are skipped in
 # the log-sum-exp and its adjoint: below float64 resolution even summed over thousands of
 # lengths, and most of an exon label's long lengths are that far down once emissions are
@@ -542,21 +544,124 @@ def traceback(
     return segs[::-1]
 
 
+@nb.njit(cache=True, nogil=True)
+def _advance_row(
+    b, h, ss, se, md, run, has_ss, has_se, has_md, has_run, off, A, preds, D, Kc, tail, init,
+    R, rings, G, alpha, P, e0, mode, bp_len, bp_prev, Gstart,
+):  # fmt: skip
+    """Advance sequence b of a batch over one chunk (see :func:`_advance_batch`)."""
+    f2 = np.zeros((1, 1))
+    bs, be, bm, br = optional_rows(b, has_ss, has_se, has_md, has_run)
+    bb = np.int64(b) if bp_len.shape[0] > 1 else np.int64(0)  # (prange index is unsigned)
+    _advance(
+        h[b], ss[bs], se[be], md[bm], run[br], has_ss, has_se, has_md, has_run, off,
+        A, preds, D, Kc, tail, init, R,
+        rings[b], G[b], alpha[b], P[b], e0, h.shape[1], mode,
+        False, 0, f2, f2, f2, f2, f2, f2,
+        bp_len[bb], bp_prev[bb], Gstart[b],
+    )  # fmt: skip
+
+
 @nb.njit(cache=True, parallel=True)
 def _advance_batch(
     h, ss, se, md, run, has_ss, has_se, has_md, has_run, off, A, preds, D, Kc, tail, init, R,
     rings, G, alpha, P, e0, mode, bp_len, bp_prev, Gstart,
 ):  # fmt: skip
     """Advance B sequences in lockstep over one chunk h (B, n, C) whose row 0 is absolute
-    position off == e0 (streaming). State arrays have a leading batch dimension."""
-    B, n, C = h.shape
-    f2 = np.zeros((1, 1))
-    for b in nb.prange(B):
-        bs, be, bm, br = optional_rows(b, has_ss, has_se, has_md, has_run)
-        _advance(
-            h[b], ss[bs], se[be], md[bm], run[br], has_ss, has_se, has_md, has_run, off,
-            A, preds, D, Kc, tail, init, R,
-            rings[b], G[b], alpha[b], P[b], e0, n, mode,
-            False, 0, f2, f2, f2, f2, f2, f2,
-            bp_len[b], bp_prev[b], Gstart[b],
+    position off == e0 (streaming), batch elements in parallel threads. State arrays have
+    a leading batch dimension; bp_len/bp_prev (B, n, C) in MAX mode, (1, 1, 1) otherwise."""
+    for b in nb.prange(h.shape[0]):
+        _advance_row(
+            b, h, ss, se, md, run, has_ss, has_se, has_md, has_run, off, A, preds, D, Kc,
+            tail, init, R, rings, G, alpha, P, e0, mode, bp_len, bp_prev, Gstart,
         )  # fmt: skip
+
+
+@nb.njit(cache=True, nogil=True)
+def _advance_serial(
+    h, ss, se, md, run, has_ss, has_se, has_md, has_run, off, A, preds, D, Kc, tail, init, R,
+    rings, G, alpha, P, e0, mode, bp_len, bp_prev, Gstart,
+):  # fmt: skip
+    """:func:`_advance_batch` in the calling thread: starting the thread pool costs about a
+    millisecond, more than a small chunk of one sequence."""
+    for b in range(h.shape[0]):
+        _advance_row(
+            b, h, ss, se, md, run, has_ss, has_se, has_md, has_run, off, A, preds, D, Kc,
+            tail, init, R, rings, G, alpha, P, e0, mode, bp_len, bp_prev, Gstart,
+        )  # fmt: skip
+
+
+def advance_chunk(*args) -> None:
+    """:func:`_advance_batch` (threads) for several sequences, :func:`_advance_serial` for
+    one."""
+    (_advance_serial if args[0].shape[0] == 1 else _advance_batch)(*args)
+
+
+@nb.njit(cache=True, nogil=True)
+def _reverse_row(
+    b, h, ss, se, md, run, has_ss, has_se, has_md, has_run, off, A, preds, D, Kc, tail, init,
+    R, block, rings, G, alpha, P, a0, galpha, gG, gP, carry, gh, gss, gse,
+):  # fmt: skip
+    """Reverse sweep of sequence b over one chunk (see :func:`_reverse_batch`)."""
+    C = h.shape[2]
+    n = h.shape[1]
+    bs, be, bm, br = optional_rows(b, has_ss, has_se, has_md, has_run)
+    hb, ssb, seb, mdb, runb = h[b], ss[bs], se[be], md[bm], run[br]
+    cks = _checkpoints(
+        hb, ssb, seb, mdb, runb, has_ss, has_se, has_md, has_run, off,
+        A, preds, D, Kc, tail, init, R,
+        rings[b].copy(), G[b].copy(), alpha[b].copy(), P[b].copy(), a0, n, block,
+    )  # fmt: skip
+    gA = np.zeros((C, C))
+    gD = np.zeros(D.shape)
+    _reverse(
+        hb, ssb, seb, mdb, runb, has_ss, has_se, has_md, has_run, off,
+        A, preds, D, Kc, tail, init, R, block, cks[0], cks[1], cks[2], cks[3], a0, n,
+        galpha[b], gG[b], gP[b], carry[b], gh[b], gss[b], gse[b], gA, gD, np.zeros(C),
+        np.zeros(C),
+    )  # fmt: skip
+
+
+@nb.njit(cache=True, parallel=True)
+def _reverse_batch(
+    h, ss, se, md, run, has_ss, has_se, has_md, has_run, off, A, preds, D, Kc, tail, init,
+    R, block, rings, G, alpha, P, a0, galpha, gG, gP, carry,
+):  # fmt: skip
+    """Posteriors of one chunk h (B, n, C) of B sequences (row 0 = absolute position
+    off == a0) from the forward states at its start (rings (B, C, 2R), G, alpha, P (B, C)),
+    continuing the carried adjoint state (galpha, gG, gP (B, C), carry (B, R, C); updated
+    in place). Batch elements in parallel threads. Returns gh, gss, gse (B, n, C)."""
+    B, n, C = h.shape
+    gh = np.zeros((B, n, C))
+    gss = np.zeros((B, n, C))
+    gse = np.zeros((B, n, C))
+    for b in nb.prange(B):
+        _reverse_row(
+            b, h, ss, se, md, run, has_ss, has_se, has_md, has_run, off, A, preds, D, Kc,
+            tail, init, R, block, rings, G, alpha, P, a0, galpha, gG, gP, carry, gh, gss, gse,
+        )  # fmt: skip
+    return gh, gss, gse
+
+
+@nb.njit(cache=True, nogil=True)
+def _reverse_serial(
+    h, ss, se, md, run, has_ss, has_se, has_md, has_run, off, A, preds, D, Kc, tail, init,
+    R, block, rings, G, alpha, P, a0, galpha, gG, gP, carry,
+):  # fmt: skip
+    """:func:`_reverse_batch` in the calling thread."""
+    B, n, C = h.shape
+    gh = np.zeros((B, n, C))
+    gss = np.zeros((B, n, C))
+    gse = np.zeros((B, n, C))
+    for b in range(B):
+        _reverse_row(
+            b, h, ss, se, md, run, has_ss, has_se, has_md, has_run, off, A, preds, D, Kc,
+            tail, init, R, block, rings, G, alpha, P, a0, galpha, gG, gP, carry, gh, gss, gse,
+        )  # fmt: skip
+    return gh, gss, gse
+
+
+def reverse_chunk(*args):
+    """:func:`_reverse_batch` (threads) for several sequences, :func:`_reverse_serial` for
+    one."""
+    return (_reverse_serial if args[0].shape[0] == 1 else _reverse_batch)(*args)

@@ -33,6 +33,7 @@ class CRFInputs:
     durations (C, K); init, final (C,); tail (C,) or None; seg_start, seg_end (B, T, C) or
     None; max_dur (B, T, C) int32 or None; label_mask (B, T, C) bool or None (a label-c
     segment may cover only positions where it is True). ``label_k`` (C,) int64 holds ``K_c``.
+    ``position_offset``: absolute position of row 0 the inputs were checked for (chunks).
     """
 
     emissions: Tensor
@@ -47,6 +48,7 @@ class CRFInputs:
     max_dur: Tensor | None = None
     label_k: Tensor | None = None
     label_mask: Tensor | None = None
+    position_offset: int = 0
 
     @property
     def B(self) -> int:  # noqa: N802
@@ -102,20 +104,85 @@ def clamp_max_dur(max_dur: Tensor) -> Tensor:
     return max_dur.to(torch.int32)
 
 
-def _check_float(name: str, x: Tensor, shape: tuple[int, ...], allow_neg_inf: bool) -> None:
+def _check_tensor(name: str, x, shape: tuple[int, ...], device: torch.device) -> None:
     if not isinstance(x, Tensor):
         raise ValueError(f"{name} must be a torch.Tensor, got {type(x).__name__}")
-    if not x.is_floating_point():
-        raise ValueError(f"{name} must be a floating-point tensor, got {x.dtype}")
+    if x.device != device:
+        raise ValueError(
+            f"{name} is on device {x.device} but emissions are on {device}: "
+            "put every input on the emissions' device"
+        )
     if tuple(x.shape) != shape:
         raise ValueError(f"{name} must have shape {shape}, got {tuple(x.shape)}")
-    if torch.isnan(x).any():
-        raise ValueError(f"{name} contains NaN")
-    if allow_neg_inf:
-        if (x == float("inf")).any():
+
+
+def _check_float(
+    name: str,
+    x: Tensor,
+    shape: tuple[int, ...],
+    allow_neg_inf: bool,
+    device: torch.device,
+    valid: Tensor | None = None,
+) -> Tensor:
+    """Check a float input; returns it, with entries at padded positions (``valid`` (B, T)
+    False: t >= lengths[b]) replaced by 0 if they are not finite -- the contract ignores
+    them, the engines must not see them."""
+    if isinstance(x, Tensor) and not x.is_floating_point():
+        raise ValueError(f"{name} must be a floating-point tensor, got {x.dtype}")
+    _check_tensor(name, x, shape, device)
+    nan = torch.isnan(x)
+    bad = nan | (x == float("inf")) if allow_neg_inf else ~torch.isfinite(x)
+    if not bool(bad.any()):
+        return x
+    inside = bad if valid is None else bad & valid.unsqueeze(-1)
+    if bool(inside.any()):
+        if bool((nan if valid is None else nan & valid.unsqueeze(-1)).any()):
+            raise ValueError(f"{name} contains NaN")
+        if allow_neg_inf:
             raise ValueError(f"{name} contains +inf (only -inf, meaning forbidden, is allowed)")
-    elif not torch.isfinite(x).all():
         raise ValueError(f"{name} contains inf (emission scores must be finite)")
+    return torch.where(valid.unsqueeze(-1), x, torch.zeros((), dtype=x.dtype, device=x.device))
+
+
+@dataclass
+class CRFParams:
+    """Checked per-label parameters (shared by every position and batch element):
+    transitions (C, C), durations (C, K), init, final (C,), tail (C,) or None, label_k
+    (C,) int64 (``K_c``)."""
+
+    transitions: Tensor
+    durations: Tensor
+    init: Tensor
+    final: Tensor
+    tail: Tensor | None
+    label_k: Tensor
+
+
+def check_params(
+    transitions: Tensor,
+    durations: Tensor,
+    init: Tensor,
+    final: Tensor,
+    tail: Tensor | None,
+    C: int,
+    device: torch.device,
+) -> CRFParams:
+    """Validate the per-label parameters for C labels on ``device`` (ValueError naming the
+    argument)."""
+    if not isinstance(durations, Tensor) or durations.dim() != 2:
+        shape = tuple(durations.shape) if isinstance(durations, Tensor) else type(durations)
+        raise ValueError(f"durations must have shape (C, K), got {shape}")
+    K = durations.shape[1]
+    if K < 1:
+        raise ValueError(f"durations must have K >= 1 columns, got K={K}")
+    _check_float("durations", durations, (C, K), True, device)
+    _check_float("transitions", transitions, (C, C), True, device)
+    _check_float("init", init, (C,), True, device)
+    _check_float("final", final, (C,), True, device)
+    if tail is not None:
+        _check_float("tail", tail, (C,), True, device)
+    label_k = label_table_lengths(durations.detach())
+    return CRFParams(transitions, durations, init, final, tail, label_k)
 
 
 def check_inputs(
@@ -132,63 +199,70 @@ def check_inputs(
     label_mask: Tensor | None = None,
     *,
     position_offset: int = 0,
+    params: CRFParams | None = None,
 ) -> CRFInputs:
     """Validate the DESIGN.md §1 inputs and return them as :class:`CRFInputs`.
 
     ``emissions`` may be (T, C) for a single sequence (a batch of one is made);
     ``lengths=None`` means every sequence is T long. Raises ``ValueError`` naming the
-    argument for wrong shapes or dtypes, NaN anywhere, inf in emissions, +inf in score
-    tables, lengths outside [1, T], K < 1, a negative ``max_dur`` or a non-bool
-    ``label_mask``.
-    ``position_offset``: absolute position of row 0 (for chunks of a longer sequence).
+    argument for wrong shapes, dtypes or devices (every tensor but ``lengths`` must be on
+    the emissions' device), NaN, inf in emissions, +inf in score tables, lengths outside
+    [1, T], K < 1, a negative ``max_dur`` or a non-bool ``label_mask``. Values at padded
+    positions (t >= lengths[b]) are ignored, as the contract says: NaN/inf scores and
+    negative ``max_dur`` there are replaced by 0 instead of rejected.
+    ``position_offset``: absolute position of row 0 (for chunks of a longer sequence;
+    recorded in the result, see :func:`check_position`). ``params``: the result of
+    :func:`check_params` for (transitions, durations, init, final, tail), which are then
+    not checked again (streams check them once, not per chunk).
     """
     if not isinstance(emissions, Tensor):
         raise ValueError(f"emissions must be a torch.Tensor, got {type(emissions).__name__}")
     if emissions.dim() == 2:
         emissions = emissions.unsqueeze(0)
-        seg_start = (
-            seg_start.unsqueeze(0) if seg_start is not None and seg_start.dim() == 2 else seg_start
+
+        def batch1(t):
+            return t.unsqueeze(0) if isinstance(t, Tensor) and t.dim() == 2 else t
+
+        seg_start, seg_end, max_dur, label_mask = map(
+            batch1, (seg_start, seg_end, max_dur, label_mask)
         )
-        seg_end = seg_end.unsqueeze(0) if seg_end is not None and seg_end.dim() == 2 else seg_end
-        max_dur = max_dur.unsqueeze(0) if max_dur is not None and max_dur.dim() == 2 else max_dur
-        if label_mask is not None and label_mask.dim() == 2:
-            label_mask = label_mask.unsqueeze(0)
     if emissions.dim() != 3:
         raise ValueError(f"emissions must have shape (B, T, C), got {tuple(emissions.shape)}")
     B, T, C = emissions.shape
     if B < 1 or T < 1 or C < 1:
         raise ValueError(f"emissions must be non-empty, got shape {tuple(emissions.shape)}")
-    _check_float("emissions", emissions, (B, T, C), allow_neg_inf=False)
+    if not emissions.is_floating_point():
+        raise ValueError(f"emissions must be a floating-point tensor, got {emissions.dtype}")
+    dev = emissions.device
 
     if lengths is None:
-        lengths = torch.full((B,), T, dtype=torch.int64, device=emissions.device)
+        lengths = torch.full((B,), T, dtype=torch.int64, device=dev)
     if not isinstance(lengths, Tensor):
         lengths = torch.as_tensor(lengths)
     if lengths.dtype.is_floating_point or lengths.dtype == torch.bool:
         raise ValueError(f"lengths must be an integer tensor, got {lengths.dtype}")
     if tuple(lengths.shape) != (B,):
         raise ValueError(f"lengths must have shape ({B},), got {tuple(lengths.shape)}")
-    lengths = lengths.to(torch.int64)
+    lengths = lengths.to(device=dev, dtype=torch.int64)  # lengths alone may be anywhere
     if (lengths < 1).any() or (lengths > T).any():
         raise ValueError(f"lengths must lie in [1, T={T}], got {lengths.tolist()}")
+    valid = None  # (B, T) bool: t < lengths[b], only when some sequence is padded
+    if bool((lengths < T).any()):
+        valid = torch.arange(T, device=dev).unsqueeze(0) < lengths.unsqueeze(1)
 
-    if not isinstance(durations, Tensor) or durations.dim() != 2:
-        shape = tuple(durations.shape) if isinstance(durations, Tensor) else type(durations)
-        raise ValueError(f"durations must have shape (C, K), got {shape}")
-    K = durations.shape[1]
-    if K < 1:
-        raise ValueError(f"durations must have K >= 1 columns, got K={K}")
-    _check_float("durations", durations, (C, K), allow_neg_inf=True)
-    _check_float("transitions", transitions, (C, C), allow_neg_inf=True)
-    _check_float("init", init, (C,), allow_neg_inf=True)
-    _check_float("final", final, (C,), allow_neg_inf=True)
-    if tail is not None:
-        _check_float("tail", tail, (C,), allow_neg_inf=True)
+    if params is None:
+        params = check_params(transitions, durations, init, final, tail, C, dev)
+    elif params.transitions.shape != (C, C) or params.transitions.device != dev:
+        raise ValueError(
+            f"params were checked for {params.transitions.shape[0]} labels on "
+            f"{params.transitions.device}, but emissions have {C} labels on {dev}"
+        )
+    emissions = _check_float("emissions", emissions, (B, T, C), False, dev, valid)
     if seg_start is not None:
-        _check_float("seg_start", seg_start, (B, T, C), allow_neg_inf=True)
+        seg_start = _check_float("seg_start", seg_start, (B, T, C), True, dev, valid)
     if seg_end is not None:
-        _check_float("seg_end", seg_end, (B, T, C), allow_neg_inf=True)
-    label_k = label_table_lengths(durations.detach())
+        seg_end = _check_float("seg_end", seg_end, (B, T, C), True, dev, valid)
+    label_k = params.label_k
     if max_dur is not None:
         if (
             not isinstance(max_dur, Tensor)
@@ -197,29 +271,42 @@ def check_inputs(
             or max_dur.dtype == torch.bool
         ):
             raise ValueError("max_dur must be an integer tensor")
-        if tuple(max_dur.shape) != (B, T, C):
-            raise ValueError(f"max_dur must have shape {(B, T, C)}, got {tuple(max_dur.shape)}")
-        if (max_dur < 0).any():
-            raise ValueError("max_dur must be >= 0")
+        _check_tensor("max_dur", max_dur, (B, T, C), dev)
+        negative = max_dur < 0
+        if bool(negative.any()):
+            if valid is None or bool((negative & valid.unsqueeze(-1)).any()):
+                raise ValueError("max_dur must be >= 0")
+            max_dur = max_dur.masked_fill(negative, 0)  # only at padded positions
         max_dur = clamp_max_dur(max_dur)
-        if tail is not None:
-            _check_tail_max_dur(tail.detach(), label_k, max_dur, position_offset)
+        if params.tail is not None:
+            _check_tail_max_dur(params.tail.detach(), label_k, max_dur, position_offset, valid)
     if label_mask is not None:
         if not isinstance(label_mask, Tensor) or label_mask.dtype != torch.bool:
             raise ValueError("label_mask must be a bool tensor")
-        if tuple(label_mask.shape) != (B, T, C):
-            raise ValueError(
-                f"label_mask must have shape {(B, T, C)}, got {tuple(label_mask.shape)}"
-            )
+        _check_tensor("label_mask", label_mask, (B, T, C), dev)
     return CRFInputs(
-        emissions, lengths, transitions, durations, init, final,
-        tail, seg_start, seg_end, max_dur, label_k, label_mask,
+        emissions, lengths, params.transitions, params.durations, params.init, params.final,
+        params.tail, seg_start, seg_end, max_dur, label_k, label_mask, int(position_offset),
     )  # fmt: skip
 
 
-def _check_tail_max_dur(tail: Tensor, label_k: Tensor, max_dur: Tensor, offset: int = 0) -> None:
+def check_position(x: CRFInputs, position: int) -> None:
+    """Raise ValueError unless ``x`` was checked (:func:`check_inputs`) as the chunk whose
+    row 0 is absolute position ``position`` (the tail/max_dur rule depends on it)."""
+    if x.position_offset != position:
+        raise ValueError(
+            f"chunk inputs were checked with position_offset={x.position_offset}, but the "
+            f"stream is at position {position}: call check_inputs(..., "
+            f"position_offset={position})"
+        )
+
+
+def _check_tail_max_dur(
+    tail: Tensor, label_k: Tensor, max_dur: Tensor, offset: int = 0, valid: Tensor | None = None
+) -> None:
     """A tailed label's bound must either cut the tail off (max_dur <= K_c) or admit every
-    length that can end there (max_dur >= t + 1); partial tails are not supported."""
+    length that can end there (max_dur >= t + 1); partial tails are not supported. Padded
+    positions (``valid`` False) are not checked."""
     tailed = torch.isfinite(tail).to(max_dur.device)
     if not tailed.any():
         return
@@ -231,6 +318,8 @@ def _check_tail_max_dur(tail: Tensor, label_k: Tensor, max_dur: Tensor, offset: 
     partial = (
         (md > label_k.to(max_dur.device).view(1, 1, -1)) & (md < reach) & tailed.view(1, 1, -1)
     )
+    if valid is not None:
+        partial &= valid.unsqueeze(-1)
     if partial.any():
         b, t, c = (int(v) for v in partial.nonzero()[0])
         t += offset

@@ -26,7 +26,9 @@ from genoseg.crf.api import (
     default_checkpoint,
     result_dtype,
 )
-from genoseg.crf.inputs import check_inputs
+from genoseg.crf.inputs import check_inputs, check_params
+
+_NO_BP = np.zeros((1, 1, 1), dtype=np.int32)  # back-pointer placeholder outside MAX mode
 
 
 def _continue_runs(a: _Arrays, x, carry: np.ndarray | None, start: int, R: int):
@@ -62,12 +64,16 @@ class _Stream:
         *,
         batch: int = 1,
     ):
+        if not isinstance(transitions, Tensor) or transitions.dim() != 2:
+            raise ValueError("transitions must be a (C, C) tensor")
         C = transitions.shape[0]
+        dev = transitions.device
+        self._params = check_params(transitions, durations, init, final, tail, C, dev)
         probe = check_inputs(
-            torch.zeros(batch, 1, C), None, transitions, durations, init, final, tail
+            torch.zeros(batch, 1, C, device=dev), None, *[None] * 5, params=self._params
         )
-        self._params = (transitions, durations, init, final, tail)
         a = _Arrays(probe)
+        self._arrays = a  # parameter arrays, converted once
         self.B, self.C, self.R = batch, C, a.R
         self._static = (a.A, a.preds, a.D, a.Kc, a.tail, a.init)
         self._final = a.final
@@ -84,12 +90,12 @@ class _Stream:
         whose row 0 is position ``start``, as (CRFInputs, engine arrays, run carry after)."""
         emissions, seg_start, seg_end, max_dur, label_mask = inputs
         x = check_inputs(
-            emissions, None, *self._params[:4], self._params[4], seg_start, seg_end, max_dur,
-            label_mask, position_offset=start,
+            emissions, None, None, None, None, None, None, seg_start, seg_end, max_dur,
+            label_mask, position_offset=start, params=self._params,
         )  # fmt: skip
         if x.B != self.B:
             raise ValueError(f"emissions chunk has batch size {x.B}, stream was made for {self.B}")
-        a = _Arrays(x)
+        a = _Arrays(x, static=self._arrays)
         return x, a, _continue_runs(a, x, run_carry, start, self.R)
 
     def _state(self, n: int) -> tuple:
@@ -97,14 +103,15 @@ class _Stream:
         return (self.position, n, self.rings.copy(), self.G.copy(), self.alpha.copy(),
                 self.P.copy(), self.Gstart.copy(), self.run_carry)  # fmt: skip
 
-    def _step(self, emissions, seg_start, seg_end, max_dur, label_mask, bp_len, bp_prev) -> None:
+    def _step(self, emissions, seg_start, seg_end, max_dur, label_mask) -> None:
+        """Pass 1 over the next chunk (log-sum-exp, or max without back-pointers)."""
         inputs = (emissions, seg_start, seg_end, max_dur, label_mask)
         x, a, self.run_carry = self._chunk_inputs(inputs, self.position, self.run_carry)
-        cpu._advance_batch(
+        cpu.advance_chunk(
             a.h, a.ss, a.se, a.md, a.run, a.has_ss, a.has_se, a.has_md, a.has_run, self.position,
             *self._static,
             self.R, self.rings, self.G, self.alpha, self.P, self.position, self.mode,
-            bp_len, bp_prev, self.Gstart,
+            _NO_BP, _NO_BP, self.Gstart,
         )  # fmt: skip
         self.position += x.T
 
@@ -127,8 +134,7 @@ class ForwardStream(_Stream):
     ) -> None:
         """Consume the next chunk: emissions (B, n, C) or (n, C); optional boundary scores
         and max_dur for the same rows."""
-        dummy = np.zeros((self.B, 1, 1), dtype=np.int32)
-        self._step(emissions, seg_start, seg_end, max_dur, label_mask, dummy, dummy)
+        self._step(emissions, seg_start, seg_end, max_dur, label_mask)
 
     def log_z(self) -> Tensor:
         """log Z (B,) float64 of everything consumed so far, taken as complete sequences."""
@@ -162,8 +168,7 @@ class _TwoPass(_Stream):
             raise ValueError(f"forward() after backward(): start a new {type(self).__name__}")
         n = emissions.shape[-2]
         self._saved.append(self._state(n))
-        bp = np.zeros((self.B, n, self.C) if self.mode == cpu.MAX else (self.B, 1, 1), np.int32)
-        self._step(emissions, seg_start, seg_end, max_dur, label_mask, bp, bp)
+        self._step(emissions, seg_start, seg_end, max_dur, label_mask)
 
     update = forward
 
@@ -197,7 +202,7 @@ class ViterbiStream(_TwoPass):
     order they are exactly the path of one :func:`~genoseg.crf.api.viterbi` call.
     """
 
-    mode = cpu.MAX
+    mode = cpu.SCORE  # pass 1 keeps states only; pass 2 writes back-pointers (MAX)
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
@@ -229,9 +234,9 @@ class ViterbiStream(_TwoPass):
         (start, n, rings, G, alpha, P, Gstart, _), x, a = self._next_chunk(inputs)
         bp_len = np.zeros((self.B, n, self.C), dtype=np.int32)
         bp_prev = np.full((self.B, n, self.C), -1, dtype=np.int32)
-        cpu._advance_batch(
+        cpu.advance_chunk(
             a.h, a.ss, a.se, a.md, a.run, a.has_ss, a.has_se, a.has_md, a.has_run, start,
-            *self._static, self.R, rings, G, alpha, P, start, self.mode, bp_len, bp_prev, Gstart,
+            *self._static, self.R, rings, G, alpha, P, start, cpu.MAX, bp_len, bp_prev, Gstart,
         )  # fmt: skip
         out = []
         for b in range(self.B):
@@ -297,25 +302,11 @@ class PosteriorStream(_TwoPass, ForwardStream):
             self._adjoint = (galpha, np.zeros((self.B, self.C)), np.zeros((self.B, self.C)),
                              np.zeros((self.B, self.R, self.C)), log_z)  # fmt: skip
         galpha, gG, gP, carry, log_z = self._adjoint
-        A, preds, D, Kc, tail, init = self._static
         block = self.checkpoint or default_checkpoint(n, self.R)
-        gh, gss, gse = (np.zeros((self.B, n, self.C)) for _ in range(3))
-        gA, gD = np.zeros_like(A), np.zeros_like(D)
-        g1 = np.zeros(self.C)
-        for b in range(self.B):
-            bs, be, bm, br = cpu.optional_rows(b, a.has_ss, a.has_se, a.has_md, a.has_run)
-            arrays = (
-                a.h[b], a.ss[bs], a.se[be], a.md[bm], a.run[br],
-                a.has_ss, a.has_se, a.has_md, a.has_run, start,
-            )  # fmt: skip
-            state = (rings[b].copy(), G[b].copy(), alpha[b].copy(), P[b].copy())
-            cks = cpu._checkpoints(
-                *arrays, A, preds, D, Kc, tail, init, self.R, *state, start, n, block
-            )
-            cpu._reverse(
-                *arrays, A, preds, D, Kc, tail, init, self.R, block, *cks, start, n,
-                galpha[b], gG[b], gP[b], carry[b], gh[b], gss[b], gse[b], gA, gD, g1, g1.copy(),
-            )  # fmt: skip
+        gh, gss, gse = cpu.reverse_chunk(
+            a.h, a.ss, a.se, a.md, a.run, a.has_ss, a.has_se, a.has_md, a.has_run, start,
+            *self._static, self.R, block, rings, G, alpha, P, start, galpha, gG, gP, carry,
+        )  # fmt: skip
         dt = result_dtype(x)
         pos, st, en = (torch.from_numpy(v).to(dt) for v in (gh, gss, gse))
         return Marginals(pos, st, en, st.sum(-1), en.sum(-1), torch.from_numpy(log_z))
