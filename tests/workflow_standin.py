@@ -96,15 +96,11 @@ def main(argv: list[str]) -> int:
     )
     inputs = {"GENOME": str(fasta)}
     if args.tracks:
-        with BedGraphWriter(
-            track_file_name(args.tracks, "coding+"), "coding+", inputs=inputs
-        ) as w:
+        with BedGraphWriter(track_file_name(args.tracks, "coding+"), "coding+", inputs=inputs) as w:
             for r in pieces:
                 w.add(r.contig, r.start, coding[r.contig][r.start : r.end])
     if args.segments_bed:
-        write_segments_bed(
-            args.segments_bed, gold.grammar, list(contigs), segments, inputs=inputs
-        )
+        write_segments_bed(args.segments_bed, gold.grammar, list(contigs), segments, inputs=inputs)
     if args.bed:
         write_bed12(args.bed, list(contigs), genes, inputs=inputs)
     write_gff3(

@@ -624,15 +624,14 @@ def merge_outputs(
         if out is not None and not kinds[kind]:
             raise GenosegError(f"{opt} {out}: no {kind} inputs given")
     n_gff = len(kinds["gff3"])
+    shards = [read_shard_gff3(p) for p in kinds["gff3"]]
+    shards.sort(key=lambda s: (s.run.shard, str(s.path)))
+    _check_one_run(shards)  # before the counts below: "missing shards 3 of 3" says more
     for kind in ("bed12", "segments"):
         if kinds[kind] and len(kinds[kind]) != n_gff:
             raise GenosegError(
                 f"{n_gff} GFF3 inputs but {len(kinds[kind])} {kind} inputs: give one per GFF3"
             )
-
-    shards = [read_shard_gff3(p) for p in kinds["gff3"]]
-    shards.sort(key=lambda s: (s.run.shard, str(s.path)))
-    _check_one_run(shards)
     first = shards[0]
     report = MergeReport(inputs=n_gff, shards=first.run.shards)
     genes = _merge_genes(shards, report)
