@@ -10,3 +10,5 @@ if ! .venv/bin/python -c "import torch" >/dev/null 2>&1; then
   .venv/bin/python -m pip install -q "${GENOSEG_TORCH:-torch==2.13.0}"
 fi
 .venv/bin/python -m pip install -q -e ".[test]"
+# The batch workflows (workflows/, tests/test_workflow.py): Snakemake and its SLURM plugin.
+.venv/bin/python -m pip install -q "snakemake==9.27.1" "snakemake-executor-plugin-slurm==2.8.0"

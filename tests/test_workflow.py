@@ -31,8 +31,6 @@ PROFILE = REPO / "workflows" / "profiles" / "slurm"
 ARRAY = REPO / "workflows" / "slurm" / "predict_array.sh"
 SAMPLE = REPO / "data_samples" / "athaliana_chr5_60k"
 
-pytest.importorskip("snakemake", reason="snakemake is installed by scripts/install.sh")
-
 
 def _exe(path: Path, text: str) -> Path:
     path.write_text(textwrap.dedent(text).lstrip())
@@ -82,8 +80,12 @@ def _env(work: Path) -> dict[str, str]:
 def _snakemake(work: Path, *args: str, check: bool = True) -> subprocess.CompletedProcess:
     cmd = [sys.executable, "-m", "snakemake", "-s", str(SNAKEFILE), *args]
     res = subprocess.run(cmd, cwd=work, env=_env(work), capture_output=True, text=True, timeout=600)
-    if check:
-        assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
+    if check and res.returncode != 0:
+        logs = "".join(
+            f"--- {p}:\n{p.read_text()[-2000:]}\n"
+            for p in sorted(work.glob("results/logs/**/*.log"))
+        )
+        pytest.fail(f"snakemake failed:\n{res.stdout[-3000:]}{res.stderr[-3000:]}\n{logs}")
     return res
 
 
@@ -129,6 +131,9 @@ def test_config_is_validated_against_the_schema(work):
     _config(work, shards=0)
     res = _snakemake(work, "-n", "--configfile", "config.yaml", check=False)
     assert res.returncode != 0 and "0 is less than the minimum of 1" in res.stdout
+    _config(work, posteriors=False, outputs={"tracks": True})
+    res = _snakemake(work, "-n", "--configfile", "config.yaml", check=False)
+    assert res.returncode != 0 and "outputs.tracks needs posteriors: true" in res.stdout
 
 
 def test_dry_run_plans_scatter_gather_and_eval(work):

@@ -84,6 +84,7 @@ done
 genome=${positional[0]}
 outdir=${positional[1]%/}
 [[ $shards =~ ^[1-9][0-9]*$ ]] || die "--shards $shards: expected a positive integer"
+[[ $tracks -eq 0 || $posteriors -eq 1 ]] || die "--tracks needs posteriors: drop --no-posteriors"
 [[ $gpus =~ ^[0-9]+$ ]] || die "--gpus $gpus: expected a number"
 [[ -z $max_running || $max_running =~ ^[1-9][0-9]*$ ]] \
   || die "--max-running $max_running: expected a positive integer"
