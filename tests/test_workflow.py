@@ -349,3 +349,94 @@ def test_array_script_usage_errors(work):
     res = _array(work, "--shards", "2", "--dry-run", "data/genome.fa", "out")
     assert res.returncode == 0 and "--array=1-2" in res.stdout
     assert not (work / "sbatch" / "calls").exists()
+
+
+# ----------------------------------------------------------------- SLURM training recipe
+
+TRAIN = REPO / "workflows" / "slurm" / "train_torchrun.sh"
+
+FAKE_TRAIN_TOOLS = {
+    # srun: drop its options, run the command (one "node")
+    "srun": r"""
+        #!/usr/bin/env bash
+        echo "srun $*" >> "$FAKE_STATE/calls"
+        while [[ $# -gt 0 && $1 == -* ]]; do shift; done
+        exec "$@"
+        """,
+    "scontrol": r"""
+        #!/usr/bin/env bash
+        echo "scontrol $*" >> "$FAKE_STATE/calls"
+        if [[ $1 == show && $2 == hostnames ]]; then echo gpu-a17; echo gpu-a18; fi
+        """,
+    # torchrun stand-in: records its arguments; FAKE_MODE=stop: checkpoint and exit 75 at
+    # once; FAKE_MODE=wait: run until SIGTERM, then checkpoint and exit 75; else finish (0)
+    "torchrun": r"""
+        #!/usr/bin/env bash
+        echo "torchrun $*" >> "$FAKE_STATE/calls"
+        out=$(sed -n 's/.*--out-dir \([^ ]*\).*/\1/p' <<< "$*")
+        case $FAKE_MODE in
+          stop) touch "$out/last.pt"; exit 75 ;;
+          wait)
+            trap 'touch "$out/last.pt"; exit 75' TERM
+            touch "$FAKE_STATE/started"
+            for _ in $(seq 300); do sleep 0.1; done
+            exit 3 ;;
+          *) exit 0 ;;
+        esac
+        """,
+}
+
+
+def _train(work: Path, mode: str, *, background: bool = False):
+    for name, text in FAKE_TRAIN_TOOLS.items():
+        _exe(work / "bin" / name, text)
+    state = work / "train_state"
+    state.mkdir(exist_ok=True)
+    (work / "train.yaml").write_text("steps: 10\n")
+    env = _env(work)
+    env.update(FAKE_STATE=str(state), FAKE_MODE=mode, SLURM_JOB_ID="4242", SLURM_NNODES="2",
+               SLURM_JOB_NODELIST="gpu-a[17-18]", SLURM_GPUS_ON_NODE="4")  # fmt: skip
+    cmd = ["bash", str(TRAIN), "train.yaml", "runs/big", "--set", "steps=20"]
+    if background:
+        return subprocess.Popen(cmd, cwd=work, env=env, stderr=subprocess.PIPE, text=True)
+    return subprocess.run(cmd, cwd=work, env=env, capture_output=True, text=True, timeout=60)
+
+
+def _calls(work: Path) -> list[str]:
+    return (work / "train_state" / "calls").read_text().splitlines()
+
+
+def test_train_torchrun_rendezvous_requeue_and_resume(work):
+    res = _train(work, "stop")  # genoseg train exits 75 (signal -> last.pt written)
+    assert res.returncode == 0, res.stderr
+    torchrun = [c for c in _calls(work) if c.startswith("torchrun")]
+    assert len(torchrun) == 1
+    train = "-m genoseg.cli train --config train.yaml --out-dir runs/big --set steps=20"
+    for part in ("--nnodes=2", "--nproc-per-node=4", "--rdzv-backend=c10d",
+                 "--rdzv-endpoint=gpu-a17:29742", "--rdzv-id=4242", train):  # fmt: skip
+        assert part in torchrun[0], part
+    assert "--resume" not in torchrun[0]
+    assert "scontrol requeue 4242" in _calls(work)
+    # the requeued job resumes from last.pt and, finishing, is not requeued again
+    res = _train(work, "done")
+    assert res.returncode == 0, res.stderr
+    assert "--out-dir runs/big --resume --set steps=20" in _calls(work)[-1]
+    assert _calls(work).count("scontrol requeue 4242") == 1
+
+
+def test_train_torchrun_time_limit_signal_checkpoints_and_requeues(work):
+    import signal
+    import time
+
+    proc = _train(work, "wait", background=True)
+    started = work / "train_state" / "started"
+    for _ in range(200):
+        if started.exists():
+            break
+        time.sleep(0.05)
+    assert started.exists()
+    proc.send_signal(signal.SIGUSR1)  # what --signal=B:USR1@300 sends before the limit
+    _, err = proc.communicate(timeout=30)
+    assert proc.returncode == 0, err
+    assert "got SIGUSR1" in err and (work / "runs" / "big" / "last.pt").exists()
+    assert "scontrol requeue 4242" in _calls(work)
