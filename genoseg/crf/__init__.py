@@ -1,6 +1,7 @@
 """Exact semi-Markov CRF engine (DESIGN.md §1).
 
-Public operations: :func:`log_partition`, :func:`marginals`, :func:`viterbi`, :func:`nll`
+Public operations: :func:`log_partition`, :func:`marginals`, :func:`viterbi`, :func:`nll`,
+:func:`partial_nll`, :func:`chain_marginals` (exact segment/chain posteriors)
 (dispatching to the CPU engine or the Triton kernels), the streaming
 :class:`ForwardStream`, :class:`ViterbiStream` and :class:`PosteriorStream` for
 contigs processed chunk by chunk, and the float64
@@ -9,6 +10,7 @@ contigs processed chunk by chunk, and the float64
 
 from genoseg.crf.api import (
     Marginals,
+    chain_marginals,
     log_partition,
     marginals,
     nll,
@@ -25,6 +27,7 @@ __all__ = [
     "PosteriorStream",
     "ViterbiStream",
     "Marginals",
+    "chain_marginals",
     "check_inputs",
     "log_partition",
     "marginals",

@@ -204,9 +204,9 @@ def _cpu_gradients(x: CRFInputs, checkpoint: int | None):
     block = checkpoint or default_checkpoint(x.T, a.R)
     if block < 1:
         raise ValueError(f"checkpoint must be >= 1, got {block}")
-    out = cpu._backward_batch(*a.common(), block)
+    out = cpu._backward_batch(*a.common(), block, np.zeros((x.B, 0), np.int64))
     _raise_forbidden(out[0])
-    return out
+    return out[:-1]
 
 
 class _CPULogPartition(torch.autograd.Function):
@@ -486,6 +486,70 @@ def nll(
     gold = torch.stack([segmentation_score(x, b, gold_segments[b]) for b in range(x.B)])
     # log Z >= score(gold) exactly; clamp the last-bit rounding of a near-certain path
     return (logz - gold).clamp_min(0.0)
+
+
+def chain_marginals(
+    emissions: Tensor,
+    lengths: Tensor | None,
+    transitions: Tensor,
+    durations: Tensor,
+    init: Tensor,
+    final: Tensor,
+    tail: Tensor | None = None,
+    seg_start: Tensor | None = None,
+    seg_end: Tensor | None = None,
+    max_dur: Tensor | None = None,
+    label_mask: Tensor | None = None,
+    *,
+    chains: Sequence[Sequence[Sequence[tuple[int, int, int]]]],
+    backend: str = "auto",
+    checkpoint: int | None = None,
+) -> list[Tensor]:
+    """Exact marginals of chains of consecutive segments: P(every segment of the chain is a
+    segment of the path).
+
+    ``chains[b]``: the chains of batch element b, each a list of segments
+    ``[(s1, e1, c1), (s2 = e1, e2, c2), ...]`` (0-based half-open, consecutive, inside
+    [0, L_b)); a single segment is a chain of length 1. Returns, per batch element, a CPU
+    float64 tensor (n_chains,); a chain forbidden by the model gets 0. Equivalently
+    exp(alpha_in(s1, c1) + sum of segment scores + sum of A[c_k, c_k+1] + beta_out(en, cn)
+    - log Z) (docs/crf.md). Cost: one forward with probes at the chain boundaries and one
+    reverse sweep (about one :func:`marginals` call), plus O(number of chain segments);
+    not O(T) per chain. ``backend``: the CPU engine ("auto", "cpu"; CUDA tensors are copied
+    to the CPU) or "reference". Raises ValueError naming a malformed chain.
+    """
+    from genoseg.crf import chains as chainsmod
+
+    x = check_inputs(
+        emissions, lengths, transitions, durations, init, final, tail, seg_start, seg_end,
+        max_dur, label_mask,
+    )  # fmt: skip
+    if len(chains) != x.B:
+        raise ValueError(
+            f"chains must have {x.B} entries (one list per sequence), got {len(chains)}"
+        )
+    if backend not in BACKENDS:
+        raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
+    if backend == "reference":
+        return ref.chain_marginals(x, chains=chains)
+    if backend == "triton":
+        raise ValueError("chain_marginals runs on backend 'cpu' (or 'auto') or 'reference'")
+    flats = [
+        chainsmod.flatten(chains[b], int(x.lengths[b]), x.C, f"chains[{b}]") for b in range(x.B)
+    ]
+    a = _Arrays(x)
+    block = checkpoint or default_checkpoint(x.T, a.R)
+    if block < 1:
+        raise ValueError(f"checkpoint must be >= 1, got {block}")
+    out = cpu._backward_batch(*a.common(), block, chainsmod.probe_rows(flats))
+    _raise_forbidden(out[0])
+    gse, pv = out[3], out[-1]
+    result = []
+    for b, fc in enumerate(flats):
+        end = gse[b, fc.last_e - 1, fc.last_c]
+        p = chainsmod.probabilities(fc, pv[b], end, a.A, a.D, a.Kc, a.tail)
+        result.append(torch.from_numpy(p))
+    return result
 
 
 def partial_nll(

@@ -36,6 +36,14 @@ LOG, MAX, SCORE = 0, 1, 2
 # lengths, and most of an exon label's long lengths are that far down once emissions are
 # informative.
 NEGLIGIBLE = -50.0
+NO_PP = np.zeros(0, dtype=np.int64)  # no probe positions (see _advance)
+PROBE_PAD = 2**62  # pads probe position rows: never reached
+
+
+@nb.njit(cache=True, nogil=True)
+def no_pv(C):
+    """Probe values placeholder (0, 5, C) for calls without probes."""
+    return np.zeros((0, 5, C))
 
 
 @nb.njit(cache=True, nogil=True)
@@ -44,7 +52,7 @@ def _advance(
     A, preds, D, Kc, tail, init, R,
     ring, G, alpha, P, e0, n_steps, mode,
     keep, k0, Qk, Ak, Ik, Gk, Mk, Ek,
-    bp_len, bp_prev, Gstart,
+    bp_len, bp_prev, Gstart, pp, pv, pptr,
 ):  # fmt: skip
     """Advance one sequence's forward state from end position e0 to e0 + n_steps.
 
@@ -58,13 +66,28 @@ def _advance(
     of exp(term - m)), and for s = e-1 rows s - k0 + R of Qk and s - k0 of Ek (enter score
     without seg_start).
     mode MAX: fills bp_len/bp_prev rows (local position of the segment's last/first base).
+    Probes (chain marginals): pp (n_p,) ascending absolute positions; at each, pv (n_p, 5, C)
+    gets row 0 = Q (start score minus prefix sum, as in the ring), and, as an end position,
+    rows 1 = alpha, 2 = m and 3 = log-sum of the length log-sum-exp (as Mk/Ik), 4 = the
+    length bound min(max_dur, run) of a segment ending there (inf if none); pptr (2,) int64
+    holds the next probe index as start and as end (carried across chunks).
     """
     C = alpha.shape[0]
     tmp = np.empty(C)
+    npp = pp.shape[0]
     for step in range(n_steps):
         e = e0 + step + 1
         s = e - 1
         ls = s - off
+        rec_q = False
+        rec_a = False
+        if npp > 0:
+            while pptr[0] < npp and pp[pptr[0]] < s:
+                pptr[0] += 1
+            rec_q = pptr[0] < npp and pp[pptr[0]] == s
+            while pptr[1] < npp and pp[pptr[1]] < e:
+                pptr[1] += 1
+            rec_a = pptr[1] < npp and pp[pptr[1]] == e
         # 1. close start position s
         for c in range(C):
             if s == 0:
@@ -98,6 +121,8 @@ def _advance(
             ring[c, i + R] = q
             if keep:
                 Qk[s - k0 + R, c] = q
+            if rec_q:
+                pv[pptr[0], 0, c] = q
             if mode == MAX:
                 bp_prev[ls, c] = arg
         # 2. prefix sums
@@ -165,11 +190,22 @@ def _advance(
             if keep:
                 Mk[e - k0, c] = m
                 Ik[e - k0, c] = lacc
+            if rec_a:
+                pv[pptr[1], 2, c] = m
+                pv[pptr[1], 3, c] = lacc
+                bnd = np.inf
+                if has_md:
+                    bnd = min(bnd, md[ls, c])
+                if has_run:
+                    bnd = min(bnd, run[ls, c])
+                pv[pptr[1], 4, c] = bnd
             m = m + lacc
             a = P[c] + m
             if has_se:
                 a += se[ls, c]
             alpha[c] = a
+            if rec_a:
+                pv[pptr[1], 1, c] = a
             if keep:
                 Ak[e - k0, c] = a
                 Gk[e - k0, c] = G[c]
@@ -220,11 +256,12 @@ def final_weights(alpha, final, logz):
 @nb.njit(cache=True, nogil=True)
 def _checkpoints(
     h, ss, se, md, run, has_ss, has_se, has_md, has_run, off,
-    A, preds, D, Kc, tail, init, R, ring, G, alpha, P, a0, n_total, block,
+    A, preds, D, Kc, tail, init, R, ring, G, alpha, P, a0, n_total, block, pp, pv, pptr,
 ):  # fmt: skip
     """Advance the state (ring, G, alpha, P; in place) over end positions (a0, a0+n_total],
-    saving it at the start of every block of ``block`` positions. Returns the saved states
-    (cr (nb, C, 2R), cG, ca, cP (nb, C))."""
+    saving it at the start of every block of ``block`` positions, recording the probes
+    pp/pv/pptr (see :func:`_advance`). Returns the saved states (cr (nb, C, 2R), cG, ca, cP
+    (nb, C))."""
     C = alpha.shape[0]
     f2 = np.zeros((1, 1))
     i2 = np.zeros((1, 1), dtype=np.int32)
@@ -246,7 +283,7 @@ def _checkpoints(
             A, preds, D, Kc, tail, init, R,
             ring, G, alpha, P, a, n, LOG,
             False, 0, f2, f2, f2, f2, f2, f2,
-            i2, i2, i1,
+            i2, i2, i1, pp, pv, pptr,
         )  # fmt: skip
     return cr, cG, ca, cP
 
@@ -306,7 +343,7 @@ def _reverse(
             A, preds, D, Kc, tail, init, R,
             ring, G, alpha, P, a, n, LOG,
             True, a, Qk, Ak, Ik, Gk, Mk, Ek,
-            i2, i2, i1,
+            i2, i2, i1, NO_PP, no_pv(C), i1,
         )  # fmt: skip
         for e in range(a + n, a, -1):
             s = e - 1
@@ -405,12 +442,13 @@ def _reverse(
 def _backward_one(
     h, ss, se, md, run, has_ss, has_se, has_md, has_run, L,
     A, preds, D, Kc, tail, init, final, R, block,
-    gh, gss, gse, gA, gD, gtail, ginit, gfinal,
+    gh, gss, gse, gA, gD, gtail, ginit, gfinal, pp, pv,
 ):  # fmt: skip
     """Gradient of log Z for one sequence (length L) by checkpointed recomputation.
 
     Writes gh/gss/gse (T, C) rows < L and accumulates gA (C, C), gD (C, K), gtail, ginit,
     gfinal (C,). Returns log Z. gh[t, c] = P(t has label c); gss/gse = start/end posteriors.
+    Records the forward probes pp/pv (see :func:`_advance`) on the way.
     """
     C = h.shape[1]
     ring = np.full((C, 2 * R), NEG)
@@ -419,7 +457,7 @@ def _backward_one(
     P = np.zeros(C)
     cr, cG, ca, cP = _checkpoints(
         h, ss, se, md, run, has_ss, has_se, has_md, has_run, 0, A, preds, D, Kc, tail, init, R,
-        ring, G, alpha, P, 0, L, block,
+        ring, G, alpha, P, 0, L, block, pp, pv, np.zeros(2, dtype=np.int64),
     )  # fmt: skip
     logz = _finish(alpha, final)
     if logz == NEG:
@@ -457,9 +495,14 @@ def _backward_batch(
     final,
     R,
     block,
+    pp,
 ):
+    """Gradients of log Z for a batch (see :func:`_backward_one`), batch elements in
+    parallel. pp (B, n_p) int64: probe positions per sequence, ascending (pad with
+    :data:`PROBE_PAD`; n_p = 0 for none); their values come back as pv (B, n_p, 5, C)."""
     B, T, C = h.shape
     K = D.shape[1]
+    pv = np.full((B, pp.shape[1], 5, C), NEG)
     gh = np.zeros((B, T, C))
     gss = np.zeros((B, T, C))
     gse = np.zeros((B, T, C))
@@ -475,9 +518,9 @@ def _backward_batch(
             h[b], ss[bs], se[be], md[bm], run[br],
             has_ss, has_se, has_md, has_run, lengths[b],
             A, preds, D, Kc, tail, init, final, R, block,
-            gh[b], gss[b], gse[b], gA[b], gD[b], gt[b], gi[b], gf[b],
+            gh[b], gss[b], gse[b], gA[b], gD[b], gt[b], gi[b], gf[b], pp[b], pv[b],
         )  # fmt: skip
-    return logz, gh, gss, gse, gA, gD, gt, gi, gf
+    return logz, gh, gss, gse, gA, gD, gt, gi, gf, pv
 
 
 @nb.njit(cache=True, parallel=True)
@@ -508,7 +551,7 @@ def _forward_batch(
             has_ss, has_se, has_md, has_run, 0, A, preds, D, Kc, tail, init, R,
             ring, G, alpha, P, 0, lengths[b], mode,
             False, 0, f2, f2, f2, f2, f2, f2,
-            bp_len[b], bp_prev[b], Gstart,
+            bp_len[b], bp_prev[b], Gstart, NO_PP, no_pv(C), np.zeros(2, dtype=np.int64),
         )  # fmt: skip
         if mode == LOG:
             scores[b] = _finish(alpha, final)
@@ -547,7 +590,7 @@ def traceback(
 @nb.njit(cache=True, nogil=True)
 def _advance_row(
     b, h, ss, se, md, run, has_ss, has_se, has_md, has_run, off, A, preds, D, Kc, tail, init,
-    R, rings, G, alpha, P, e0, mode, bp_len, bp_prev, Gstart,
+    R, rings, G, alpha, P, e0, mode, bp_len, bp_prev, Gstart, pp, pv, pptr,
 ):  # fmt: skip
     """Advance sequence b of a batch over one chunk (see :func:`_advance_batch`)."""
     f2 = np.zeros((1, 1))
@@ -558,36 +601,37 @@ def _advance_row(
         A, preds, D, Kc, tail, init, R,
         rings[b], G[b], alpha[b], P[b], e0, h.shape[1], mode,
         False, 0, f2, f2, f2, f2, f2, f2,
-        bp_len[bb], bp_prev[bb], Gstart[b],
+        bp_len[bb], bp_prev[bb], Gstart[b], pp[b], pv[b], pptr[b],
     )  # fmt: skip
 
 
 @nb.njit(cache=True, parallel=True)
 def _advance_batch(
     h, ss, se, md, run, has_ss, has_se, has_md, has_run, off, A, preds, D, Kc, tail, init, R,
-    rings, G, alpha, P, e0, mode, bp_len, bp_prev, Gstart,
+    rings, G, alpha, P, e0, mode, bp_len, bp_prev, Gstart, pp, pv, pptr,
 ):  # fmt: skip
     """Advance B sequences in lockstep over one chunk h (B, n, C) whose row 0 is absolute
     position off == e0 (streaming), batch elements in parallel threads. State arrays have
-    a leading batch dimension; bp_len/bp_prev (B, n, C) in MAX mode, (1, 1, 1) otherwise."""
+    a leading batch dimension; bp_len/bp_prev (B, n, C) in MAX mode, (1, 1, 1) otherwise;
+    probes pp (B, n_p), pv (B, n_p, 5, C), pptr (B, 2) as in :func:`_advance`."""
     for b in nb.prange(h.shape[0]):
         _advance_row(
             b, h, ss, se, md, run, has_ss, has_se, has_md, has_run, off, A, preds, D, Kc,
-            tail, init, R, rings, G, alpha, P, e0, mode, bp_len, bp_prev, Gstart,
+            tail, init, R, rings, G, alpha, P, e0, mode, bp_len, bp_prev, Gstart, pp, pv, pptr,
         )  # fmt: skip
 
 
 @nb.njit(cache=True, nogil=True)
 def _advance_serial(
     h, ss, se, md, run, has_ss, has_se, has_md, has_run, off, A, preds, D, Kc, tail, init, R,
-    rings, G, alpha, P, e0, mode, bp_len, bp_prev, Gstart,
+    rings, G, alpha, P, e0, mode, bp_len, bp_prev, Gstart, pp, pv, pptr,
 ):  # fmt: skip
     """:func:`_advance_batch` in the calling thread: starting the thread pool costs about a
     millisecond, more than a small chunk of one sequence."""
     for b in range(h.shape[0]):
         _advance_row(
             b, h, ss, se, md, run, has_ss, has_se, has_md, has_run, off, A, preds, D, Kc,
-            tail, init, R, rings, G, alpha, P, e0, mode, bp_len, bp_prev, Gstart,
+            tail, init, R, rings, G, alpha, P, e0, mode, bp_len, bp_prev, Gstart, pp, pv, pptr,
         )  # fmt: skip
 
 
@@ -611,6 +655,7 @@ def _reverse_row(
         hb, ssb, seb, mdb, runb, has_ss, has_se, has_md, has_run, off,
         A, preds, D, Kc, tail, init, R,
         rings[b].copy(), G[b].copy(), alpha[b].copy(), P[b].copy(), a0, n, block,
+        NO_PP, no_pv(C), np.zeros(2, dtype=np.int64),
     )  # fmt: skip
     gA = np.zeros((C, C))
     gD = np.zeros(D.shape)

@@ -343,3 +343,112 @@ def _log_identity(n: int, dtype) -> Tensor:
 def label_table_lengths_list(durations: Tensor) -> list[int]:
     """K_c per label as Python ints (see :func:`genoseg.crf.inputs.label_table_lengths`)."""
     return [int(k) for k in label_table_lengths(durations)]
+
+
+Chain = Sequence[tuple[int, int, int]]
+
+
+def check_chain(chain: Chain, length: int | None, n_labels: int, where: str) -> None:
+    """Raise ValueError unless ``chain`` is a non-empty list of consecutive segments
+    ``(start, end, label)`` (0-based half-open, each starting where the previous ends)
+    inside [0, length) (``None``: length not known yet) with labels < n_labels. ``where``
+    names it in the message."""
+    if len(chain) == 0:
+        raise ValueError(f"{where} is empty: a chain has at least one segment")
+    prev = None
+    for i, seg in enumerate(chain):
+        if len(seg) != 3:
+            raise ValueError(f"{where}[{i}] = {seg!r} is not (start, end, label)")
+        s, e, c = (int(v) for v in seg)
+        inside = 0 <= s < e and (length is None or e <= length)
+        if not inside or not 0 <= c < n_labels:
+            span = "a segment" if length is None else f"a segment of [0, {length})"
+            raise ValueError(f"{where}[{i}] = {(s, e, c)} is not {span} with a label < {n_labels}")
+        if prev is not None and s != prev:
+            raise ValueError(f"{where}[{i}] starts at {s}, but the previous segment ends at {prev}")
+        prev = e
+
+
+def _outside(x: CRFInputs, b: int, P: Tensor, dur: Tensor, bound: Tensor | None) -> list[Tensor]:
+    """beta[e] (C,) float64 for e = 0..L: log-sum over continuations [e, L) after a label-c
+    segment ending at e (final[c] at e = L): the mirror image of :func:`_chart`, looping
+    over every next segment (e, e + d, c2)."""
+    f64 = torch.float64
+    L = int(x.lengths[b])
+    C = x.C
+    A, final = x.transitions.detach().to(f64), x.final.detach().to(f64)
+    zeros = torch.zeros(L, C, dtype=f64)
+    ss = x.seg_start[b, :L].detach().to(f64) if x.seg_start is not None else zeros
+    se = x.seg_end[b, :L].detach().to(f64) if x.seg_end is not None else zeros
+    W = dur.shape[1]
+    beta: list[Tensor] = [torch.empty(0)] * (L + 1)
+    beta[L] = final
+    for e in range(L - 1, -1, -1):
+        n = min(L - e, W)
+        d = torch.arange(1, n + 1)
+        # row d-1: a label-c2 segment [e, e + d) and everything after it
+        seg = ss[e] + (P[e + 1 : e + n + 1] - P[e]) + dur[:, :n].T + se[e : e + n]
+        if bound is not None:
+            seg = seg.masked_fill(d.unsqueeze(1) > bound[e : e + n], NEG_INF)
+        after = torch.stack(beta[e + 1 : e + n + 1])
+        nxt = torch.logsumexp(seg + after, 0)  # (C,) suffixes starting with c2 at e
+        beta[e] = torch.logsumexp(A + nxt.unsqueeze(0), 1)  # (C,) from source label c
+    return beta
+
+
+def chain_marginals(*args, chains: Sequence[Sequence[Chain]], **kwargs) -> list[Tensor]:
+    """P(every segment of the chain is a segment of the path), per chain, by an explicit
+    inside-outside computation: for a chain [(s1, e1, c1), ..., (sn, en, cn)] (consecutive
+    segments, 0-based half-open), log P = alpha_in(s1, c1) + sum of the segments' scores +
+    sum of A[c_k, c_k+1] + beta_out(en, cn) - log Z, with alpha_in the forward sum of
+    prefixes ending at s1 followed by a label-c1 start (init at 0) and beta_out the sum of
+    continuations after en (final at L). ``chains[b]``: list of chains of batch element b.
+    Returns one float64 tensor (n_chains,) per batch element; forbidden chains get 0."""
+    x = _as_inputs(*args, **kwargs)
+    if len(chains) != x.B:
+        raise ValueError(
+            f"chains must have {x.B} entries (one list per sequence), got {len(chains)}"
+        )
+    f64 = torch.float64
+    out = []
+    with torch.no_grad():
+        for b in range(x.B):
+            L = int(x.lengths[b])
+            for i, ch in enumerate(chains[b]):
+                check_chain(ch, L, x.C, f"chains[{b}][{i}]")
+            logz, alpha, _, dur, P, _, bound = _chart(LogSemiring, x, b)
+            if not math.isfinite(float(logz)):
+                raise ValueError(
+                    f"no segmentation has a finite score for batch element(s) [{b}]: every "
+                    "path is forbidden"
+                )
+            beta = _outside(x, b, P, dur, bound)
+            A, init = x.transitions.to(f64), x.init.to(f64)
+            probs = []
+            for ch in chains[b]:
+                s1, _, c1 = ch[0]
+                total = init[c1] if s1 == 0 else torch.logsumexp(alpha[s1] + A[:, c1], 0)
+                for k, (s, e, c) in enumerate(ch):
+                    total = total + _segment_score(x, b, s, e, c, dur, P, bound)
+                    if k + 1 < len(ch):
+                        total = total + A[c, ch[k + 1][2]]
+                en, cn = ch[-1][1], ch[-1][2]
+                total = total + beta[en][cn] - logz
+                probs.append(math.exp(float(total)) if math.isfinite(float(total)) else 0.0)
+            out.append(torch.tensor(probs, dtype=f64))
+    return out
+
+
+def _segment_score(x: CRFInputs, b: int, s, e, c, dur: Tensor, P: Tensor, bound) -> Tensor:
+    """Score of one segment (s, e, c) without init/final/transitions: content, length,
+    boundary scores; -inf if forbidden by max_dur/label_mask or its length."""
+    f64 = torch.float64
+    d = e - s
+    if d > dur.shape[1] or (bound is not None and d > int(bound[e - 1, c])):
+        return torch.tensor(NEG_INF, dtype=f64)
+    total = P[e, c] - P[s, c] + dur[c, d - 1]
+    if x.seg_start is not None:
+        total = total + x.seg_start[b, s, c].to(f64)
+    if x.seg_end is not None:
+        total = total + x.seg_end[b, e - 1, c].to(f64)
+    return total

@@ -12,10 +12,13 @@ batch element advances by the same ``n``.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import numpy as np
 import torch
 from torch import Tensor
 
+from genoseg.crf import chains as chainsmod
 from genoseg.crf import cpu
 from genoseg.crf.api import (
     Marginals,
@@ -84,6 +87,10 @@ class _Stream:
         self.Gstart = np.zeros((batch, C), dtype=np.int64)
         self.run_carry: np.ndarray | None = None  # (B, C) once a label_mask was given
         self.position = 0
+        # forward probes at chain boundaries (PosteriorStream chains; none by default)
+        self._pp = np.zeros((batch, 0), dtype=np.int64)
+        self._pv = np.zeros((batch, 0, 5, C))
+        self._pptr = np.zeros((batch, 2), dtype=np.int64)
 
     def _chunk_inputs(self, inputs: tuple, start: int, run_carry):
         """Checked inputs (emissions, seg_start, seg_end, max_dur, label_mask) of the chunk
@@ -111,7 +118,7 @@ class _Stream:
             a.h, a.ss, a.se, a.md, a.run, a.has_ss, a.has_se, a.has_md, a.has_run, self.position,
             *self._static,
             self.R, self.rings, self.G, self.alpha, self.P, self.position, self.mode,
-            _NO_BP, _NO_BP, self.Gstart,
+            _NO_BP, _NO_BP, self.Gstart, self._pp, self._pv, self._pptr,
         )  # fmt: skip
         self.position += x.T
 
@@ -237,6 +244,7 @@ class ViterbiStream(_TwoPass):
         cpu.advance_chunk(
             a.h, a.ss, a.se, a.md, a.run, a.has_ss, a.has_se, a.has_md, a.has_run, start,
             *self._static, self.R, rings, G, alpha, P, start, cpu.MAX, bp_len, bp_prev, Gstart,
+            self._pp, self._pv, self._pptr,  # (no probes in a ViterbiStream)
         )  # fmt: skip
         out = []
         for b in range(self.B):
@@ -272,15 +280,57 @@ class PosteriorStream(_TwoPass, ForwardStream):
     Only one chunk's emissions are needed at a time, so a chromosome's posteriors never
     need its whole (T, C) score matrix in memory.
 
+    ``chains``: optional, per sequence a list of chains of consecutive segments
+    ``[(s1, e1, c1), (s2 = e1, e2, c2), ...]`` in whole-sequence coordinates (0-based
+    half-open; a chain may span many chunks); after the last :meth:`backward`,
+    :meth:`chain_marginals` gives their exact marginals, equal to
+    :func:`~genoseg.crf.api.chain_marginals` on the whole sequence. Pass 1 records the
+    engine's quantities at the chain boundaries (5·C float64 per boundary), pass 2 the end
+    posteriors of the chains' last segments.
+
     >>> ps = PosteriorStream(A, D, init, final, tail)   # doctest: +SKIP
     >>> for ch in chunks: ps.forward(ch)
     >>> for ch in reversed(chunks): post = ps.backward(ch)
     """
 
-    def __init__(self, *args, checkpoint: int | None = None, **kwargs):
+    def __init__(
+        self,
+        *args,
+        checkpoint: int | None = None,
+        chains: Sequence[Sequence[Sequence[tuple[int, int, int]]]] | None = None,
+        **kwargs,
+    ):
         super().__init__(*args, **kwargs)
         self.checkpoint = checkpoint
         self._adjoint: tuple | None = None
+        self._chains: list[chainsmod.FlatChains] | None = None
+        if chains is not None:
+            if len(chains) != self.B:
+                raise ValueError(
+                    f"chains must have {self.B} entries (one list per sequence), got {len(chains)}"
+                )
+            self._chains = [
+                chainsmod.flatten(chains[b], None, self.C, f"chains[{b}]") for b in range(self.B)
+            ]
+            self._pp = chainsmod.probe_rows(self._chains)
+            self._pv = np.full((*self._pp.shape, 5, self.C), -np.inf)
+            self._chain_end = [np.zeros(fc.n_chains) for fc in self._chains]
+
+    def chain_marginals(self) -> list[Tensor]:
+        """Per sequence, the (n_chains,) float64 marginals of the chains given to the
+        constructor: P(every segment of the chain is a segment of the path). Call after
+        the last :meth:`backward` chunk."""
+        if self._chains is None:
+            raise ValueError("this PosteriorStream was made without chains=")
+        if not self._backward_started or self._saved:
+            raise ValueError("chain_marginals() needs every chunk of pass 2 (backward) first")
+        A, _, D, Kc, tail, _ = self._static
+        return [
+            torch.from_numpy(
+                chainsmod.probabilities(fc, self._pv[b], self._chain_end[b], A, D, Kc, tail)
+            )
+            for b, fc in enumerate(self._chains)
+        ]
 
     def backward(
         self,
@@ -293,6 +343,9 @@ class PosteriorStream(_TwoPass, ForwardStream):
         """Pass 2: the posteriors of the last chunk not yet returned; give the chunks of
         pass 1 again, last first."""
         inputs = (emissions, seg_start, seg_end, max_dur, label_mask)
+        if self._adjoint is None and self._chains is not None:
+            for b, fc in enumerate(self._chains):
+                chainsmod.check_ends(fc, self.position, f"chains[{b}]")
         (start, n, rings, G, alpha, P, _, _), x, a = self._next_chunk(inputs)
         if self._adjoint is None:
             log_z = self.log_z().numpy()
@@ -307,6 +360,11 @@ class PosteriorStream(_TwoPass, ForwardStream):
             a.h, a.ss, a.se, a.md, a.run, a.has_ss, a.has_se, a.has_md, a.has_run, start,
             *self._static, self.R, block, rings, G, alpha, P, start, galpha, gG, gP, carry,
         )  # fmt: skip
+        if self._chains is not None:  # end posteriors of the chains ending in this chunk
+            for b, fc in enumerate(self._chains):
+                last = fc.last_e - 1
+                sel = np.flatnonzero((last >= start) & (last < start + n))
+                self._chain_end[b][sel] = gse[b, last[sel] - start, fc.last_c[sel]]
         dt = result_dtype(x)
         pos, st, en = (torch.from_numpy(v).to(dt) for v in (gh, gss, gse))
         return Marginals(pos, st, en, st.sum(-1), en.sum(-1), torch.from_numpy(log_z))
