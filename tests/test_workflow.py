@@ -334,9 +334,9 @@ def test_array_job_skips_finished_shards_restarts_unfinished_and_merges(work):
     assert not merged.exists()
 
     # a finished shard asked for with other options is not "done": it runs again
-    res = _array(work, "--task", "--no-posteriors", *args, env_extra=env)
+    res = _array(work, "--task", "--segments-bed", *args, env_extra=env)
     assert res.returncode == 0 and len(_predict_calls(work)) == 5
-    assert "--no-posteriors" in _predict_calls(work)[-1]
+    assert "--segments-bed out/shards/shard-2-of-3.segments.bed" in _predict_calls(work)[-1]
 
 
 def test_array_script_usage_errors(work):
