@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Build the shipped default model from the repository: prepare the training data from
 # ../shared/data (A. thaliana only, never chromosome 5), train with configs/train.yaml,
-# and copy the best checkpoint (weights only) to genoseg/models/default.pt.
+# fit the posterior temperature on the validation set, and copy the best checkpoint
+# (weights, config, calibration; no optimizer state) to genoseg/models/default.pt.
 #   bash scripts/build_default_model.sh [--resume] [extra `genoseg train` options]
 # Resumable: rerun with --resume after an interruption (exit status 75 = checkpointed).
 set -euo pipefail
@@ -12,6 +13,7 @@ for set in athaliana_1pct_train athaliana_1pct_valid athaliana_kog athaliana_pas
   [ -s "build/data/$set.h5" ] || "$G" prepare --config "configs/data/prepare_$set.yaml"
 done
 "$G" train --config configs/train.yaml "$@"
+.venv/bin/python -m genoseg.train.calibrate build/runs/default/best.pt --config configs/train.yaml
 .venv/bin/python - <<'PY'
 from genoseg.model.checkpoint import load_checkpoint, model_from_checkpoint, save_checkpoint
 src = "build/runs/default/best.pt"

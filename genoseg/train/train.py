@@ -558,6 +558,11 @@ class Trainer:
                         self.best_score = m["exon_f1"]
                         self.save(self.best, with_state=False)
             self._record(row)
+            if self.world > 1:  # a signal to any rank stops every rank at the same step
+                flag = torch.tensor([float(bool(self._stop))], device=self.device)
+                torch.distributed.all_reduce(flag, op=torch.distributed.ReduceOp.MAX)
+                if flag.item() and not self._stop:
+                    self._stop.append(signal.SIGTERM)
             if self.step % cfg.checkpoint_every == 0 or last or self._stop:
                 self.save(self.last)
             if self._stop:
