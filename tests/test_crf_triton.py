@@ -400,6 +400,185 @@ def _worker_int64() -> dict:
     }
 
 
+# streaming on CUDA: the chunk entry points against the CPU streams (genoseg.crf.stream)
+
+# chunkings of a 20-position contig: boundaries inside long (tail) segments, a one-row
+# chunk, one chunk given without label_mask (None: its rows are all True in the contig's
+# mask), and the whole contig as one chunk
+_CHUNKINGS = {
+    "three": ([(0, 6), (6, 12), (12, 20)], {(6, 12)}),
+    "one_row": ([(0, 10), (10, 11), (11, 20)], set()),
+    "whole": ([(0, 20)], set()),
+}
+
+
+def _stream_case(torch):
+    """B = 2 sequences of 20 positions, C = 3, per-label K (2, 3, 3), tails on labels 0 and
+    1, seg_start/seg_end, max_dur and a random label_mask (runs shorter and longer than
+    K_c), plus one long favoured stretch per sequence (label 0 on [3, 17), label 1 on
+    [2, 19); no self-transitions for them) so that the best path has tail segments crossing
+    chunk boundaries."""
+    from genoseg.crf.inputs import check_inputs
+
+    x = _make(torch, 2, 20, 3, 3, seed=31, tail=True, bnd=True, md=True, mask=True,
+              lengths=[20, 20])  # fmt: skip
+    h, lm, md = x.emissions.clone(), x.label_mask.clone(), x.max_dur.clone()
+    A = x.transitions.clone()
+    for b, c, a, e in ((0, 0, 3, 17), (1, 1, 2, 19)):
+        h[b, a:e, c] += 4.0
+        lm[b, a:e, c] = True
+        md[b, a:e, c] = 1 << 30
+        A[c, c] = -math.inf
+    lm[:, 6:12] = True
+    return check_inputs(h, x.lengths, A, x.durations, x.init, x.final, x.tail, x.seg_start,
+                        x.seg_end, md, lm)  # fmt: skip
+
+
+def _chunk_args(x, a, b, no_mask):
+    def cut(t):
+        return None if t is None else t[:, a:b]
+
+    return (cut(x.emissions), cut(x.seg_start), cut(x.seg_end), cut(x.max_dur),
+            None if (a, b) in no_mask else cut(x.label_mask))  # fmt: skip
+
+
+def _chunk_inputs(x, a, b, no_mask):
+    from genoseg.crf.inputs import check_inputs
+
+    em, ss, se, md, lm = _chunk_args(x, a, b, no_mask)
+    return check_inputs(em, None, x.transitions, x.durations, x.init, x.final, x.tail, ss, se,
+                        md, lm, position_offset=a)  # fmt: skip
+
+
+def _trace(cursor: list, vc) -> list:
+    """Segments of the best path ending in one chunk, from its back-pointers (the traceback
+    of genoseg.crf.stream.ViterbiStream.backward); ``cursor`` per sequence
+    [end, label, label resolved] is updated."""
+    start = vc.start
+    bl, bp = vc.bp_len.cpu().numpy(), vc.bp_prev.cpu().numpy()
+    out = []
+    for b, (e, c, resolved) in enumerate(cursor):
+        segs = []
+        while e > 0:
+            if not resolved:
+                if e < start:
+                    break
+                c, resolved = int(bp[b, e - start, c]), True
+            if e - 1 < start:
+                break
+            d = int(bl[b, e - 1 - start, c])
+            assert d > 0, ("broken back-pointer", b, e - 1, c)
+            segs.append((e - d, e, c))
+            e, resolved = e - d, False
+        cursor[b] = [e, c, resolved]
+        out.append(segs[::-1])
+    return out
+
+
+def _worker_stream_viterbi() -> dict:
+    """forward_chunk (log Z) and two-pass viterbi_chunk against ForwardStream and
+    ViterbiStream on the CPU, for every chunking."""
+    import torch
+
+    from genoseg.crf import triton_kernels as tk
+    from genoseg.crf.stream import ForwardStream, ViterbiStream
+
+    assert tk.interpreted(), "TRITON_INTERPRET=1 was not honoured"
+    x = _stream_case(torch)
+    params = (x.transitions, x.durations, x.init, x.final, x.tail)
+    _, whole_path = tk.viterbi(x)
+    whole_logz = tk.log_partition(x)
+    out = {}
+    for name, (pieces, no_mask) in _CHUNKINGS.items():
+        r: dict = {}
+        # log Z: forward_chunk over the chunks, the last with last=True
+        fs = ForwardStream(*params, batch=2)
+        state, kept = None, []
+        for i, (a, b) in enumerate(pieces):
+            kept.append(state)
+            lz, state = tk.forward_chunk(_chunk_inputs(x, a, b, no_mask), state,
+                                         last=i == len(pieces) - 1)  # fmt: skip
+            fs.update(*_chunk_args(x, a, b, no_mask))
+        cpu_lz = fs.log_z()
+        r["logz_vs_cpu"] = float(((lz - cpu_lz) / cpu_lz.abs()).abs().max())
+        r["logz_vs_one_call"] = float((lz - whole_logz).abs().max())
+        r["state_logz"] = float((state.log_z(x.final) - lz).abs().max())
+        # Viterbi, pass 1 without back-pointers, pass 2 in reverse from the kept states
+        vs = ViterbiStream(*params, batch=2)
+        state, kept = None, []
+        for a, b in pieces:
+            kept.append(state)
+            _, state = tk.viterbi_chunk(_chunk_inputs(x, a, b, no_mask), state, pointers=False)
+            vs.forward(*_chunk_args(x, a, b, no_mask))
+        score, last = state.best(x.final)
+        r["score_vs_cpu"] = float((score - vs.score()).abs().max())
+        snapshots = [None if s is None else s.clone() for s in kept]
+        cursor = [[pieces[-1][1], int(c), True] for c in last]
+        same, ours = True, [[] for _ in range(2)]
+        for (a, b), s0 in zip(reversed(pieces), reversed(kept)):
+            vc, _ = tk.viterbi_chunk(_chunk_inputs(x, a, b, no_mask), s0, pointers=True)
+            segs = _trace(cursor, vc)
+            same &= segs == vs.backward(*_chunk_args(x, a, b, no_mask))
+            for k in range(2):
+                ours[k] = segs[k] + ours[k]
+        r["segments_equal_cpu_stream"] = bool(same)
+        r["states_untouched"] = all(
+            s is None
+            or all(torch.equal(getattr(s, k), getattr(c, k)) for k in ("ring", "vec", "gst", "run"))
+            for s, c in zip(kept, snapshots)
+        )
+        r["path_equals_one_call"] = ours == [list(p) for p in whole_path]
+        cuts = {a for a, _ in pieces[1:]}
+        r["long_segment_across_boundary"] = any(
+            e - s > 3 and any(s < c < e for c in cuts) for segs in ours for s, e, _ in segs
+        )
+        out[name] = r
+    return out
+
+
+def _worker_stream_posterior() -> dict:
+    """Two-pass posterior_chunk against PosteriorStream on the CPU and against one
+    whole-contig marginals call, for two chunkings."""
+    import torch
+
+    from genoseg.crf import triton_kernels as tk
+    from genoseg.crf.stream import PosteriorStream
+
+    assert tk.interpreted(), "TRITON_INTERPRET=1 was not honoured"
+    x = _stream_case(torch)
+    whole = tk.marginals(x)
+    out = {}
+    for name in ("three", "one_row"):
+        pieces, no_mask = _CHUNKINGS[name]
+        r = {"vs_cpu": 0.0, "vs_one_call": 0.0}
+        ps = PosteriorStream(x.transitions, x.durations, x.init, x.final, x.tail, batch=2)
+        state, kept = None, []
+        for a, b in pieces:
+            kept.append(state)
+            _, state = tk.forward_chunk(_chunk_inputs(x, a, b, no_mask), state, last=False)
+            ps.forward(*_chunk_args(x, a, b, no_mask))
+        adjoint = None
+        for (a, b), s0 in zip(reversed(pieces), reversed(kept)):
+            m, adjoint = tk.posterior_chunk(_chunk_inputs(x, a, b, no_mask), s0, adjoint,
+                                            checkpoint=4)  # fmt: skip
+            mc = ps.backward(*_chunk_args(x, a, b, no_mask))
+            for k in ("position", "start", "end", "start_any", "end_any"):
+                mine = getattr(m, k).double()
+                r["vs_cpu"] = max(r["vs_cpu"], float((mine - getattr(mc, k)).abs().max()))
+                one = getattr(whole, k)[:, a:b].double()
+                r["vs_one_call"] = max(r["vs_one_call"], float((mine - one).abs().max()))
+        r["log_z"] = float((m.log_z - whole.log_z).abs().max())
+        r["done"] = adjoint.position == 0
+        out[name] = r
+    # the sweep refuses a chunk given out of order
+    try:
+        tk.posterior_chunk(_chunk_inputs(x, 0, 7, set()), None, adjoint)
+        out["order_msg"] = ""
+    except ValueError as exc:
+        out["order_msg"] = str(exc)
+    return out
+
+
 # ----------------------------------------------------------------------------------------
 # pytest side
 
@@ -418,6 +597,16 @@ def _run_worker(name: str, timeout: int) -> dict:
 @pytest.fixture(scope="module")
 def report() -> dict:
     return _run_worker("main", 600)
+
+
+@pytest.fixture(scope="module")
+def stream_viterbi() -> dict:
+    return _run_worker("stream_viterbi", 300)
+
+
+@pytest.fixture(scope="module")
+def stream_posterior() -> dict:
+    return _run_worker("stream_posterior", 300)
 
 
 def _ok(report: dict, name: str) -> dict:
@@ -506,6 +695,33 @@ def test_hypothesis_cases(report):
     assert r["viterbi_path"] < 1e-9
 
 
+@pytest.mark.parametrize("name", sorted(_CHUNKINGS))
+def test_forward_and_viterbi_chunks_match_cpu_streams(stream_viterbi, name):
+    r = stream_viterbi[name]
+    assert r["logz_vs_cpu"] < 1e-7
+    assert r["logz_vs_one_call"] < 1e-12  # bit for bit with one whole-contig call
+    assert r["state_logz"] < 1e-9  # ChunkState.log_z == the kernel's final log-sum-exp
+    assert r["states_untouched"]
+    assert r["score_vs_cpu"] < 1e-9
+    assert r["segments_equal_cpu_stream"]
+    assert r["path_equals_one_call"]
+    if name != "whole":
+        assert r["long_segment_across_boundary"]
+
+
+@pytest.mark.parametrize("name", ["three", "one_row"])
+def test_posterior_chunks_match_cpu_stream(stream_posterior, name):
+    r = stream_posterior[name]
+    assert r["vs_cpu"] < 1e-6
+    assert r["vs_one_call"] < 1e-12
+    assert r["log_z"] < 1e-12
+    assert r["done"]
+
+
+def test_posterior_chunk_out_of_order_is_an_error(stream_posterior):
+    assert "give the chunks of pass 1 in reverse order" in stream_posterior["order_msg"]
+
+
 def test_checkpoint_offsets_beyond_int32():
     """Item: index products with the checkpoint interval are int64 (a block of 120 M
     positions at BC = 4 puts keep-buffer offsets at 2.9e9 > 2^31)."""
@@ -549,7 +765,8 @@ def test_triton_on_cpu_tensors_without_interpreter_is_a_clear_error():
 
 def test_dispatcher_launches_only_compiled_specialisations(monkeypatch):
     """Bind the arguments of every launch the host code makes (each kernel, label counts
-    1..64, fp32/fp64 emissions, every optional input on or off, misaligned views, chunks)
+    1..64, fp32/fp64 emissions, every optional input on or off, misaligned views, the chunk
+    entry points)
     with triton's own binder for a CUDA target: each launch's signature, constexprs and
     alignment attributes must be one of ``specialisations()``, which the compile test
     builds; none may add a specialisation."""
@@ -593,7 +810,12 @@ def test_dispatcher_launches_only_compiled_specialisations(monkeypatch):
     capture("backward", tk._backward_kernel, False)
 
     def launch_all(x):
-        for call in (tk.log_partition, tk.viterbi, tk.forward_chunk):
+        calls = (
+            tk.log_partition, tk.viterbi, tk.forward_chunk, tk.viterbi_chunk,
+            lambda x: tk.viterbi_chunk(x, None, pointers=False),
+            lambda x: tk.posterior_chunk(x, None, None),  # stops at its forward
+        )  # fmt: skip
+        for call in calls:
             with pytest.raises(Launched):
                 call(x)
         p = tk._prepare(x)
@@ -617,7 +839,7 @@ def test_dispatcher_launches_only_compiled_specialisations(monkeypatch):
         x = check_inputs(h, None, torch.zeros(C, C), torch.zeros(C, K), z, z, z - 1, bnd, bnd,
                          md, lm)  # fmt: skip
         launch_all(x)
-    assert len(launched) == 18 * 4
+    assert len(launched) == 18 * 7
     for entry in launched:
         assert entry in known, entry
     # every BC and both dtypes were reached, so the compile test's set is the launched set
@@ -748,4 +970,10 @@ def test_barrier_check_on_known_kernels(name):
 
 if __name__ == "__main__" and "--worker" in sys.argv:
     _which = sys.argv[sys.argv.index("--worker") + 1]
-    print(json.dumps({"main": _worker, "int64": _worker_int64}[_which]()))
+    _workers = {
+        "main": _worker,
+        "int64": _worker_int64,
+        "stream_viterbi": _worker_stream_viterbi,
+        "stream_posterior": _worker_stream_posterior,
+    }
+    print(json.dumps(_workers[_which]()))

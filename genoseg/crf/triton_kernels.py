@@ -21,8 +21,10 @@ geometric tail ``G``, length loop cut at ``min(K_c, e, max_dur[e-1, c], run[e-1,
   which the host sums over the batch.
 
 Public functions take checked :class:`genoseg.crf.inputs.CRFInputs`:
-:func:`log_partition` (differentiable), :func:`marginals`, :func:`viterbi`, and the
-streaming :func:`forward_chunk` with its :class:`ChunkState`.
+:func:`log_partition` (differentiable), :func:`marginals`, :func:`viterbi`, and for one
+contig chunk by chunk (state carried across chunks, exactly equal to one call):
+:func:`forward_chunk`, :func:`viterbi_chunk` and :func:`posterior_chunk` with their
+:class:`ChunkState` / :class:`AdjointState` (the CUDA side of ``genoseg.crf.stream``).
 """
 
 from __future__ import annotations
@@ -47,9 +49,9 @@ from genoseg.crf.inputs import CRFInputs  # noqa: E402
 _INT_ARGS = {
     "_forward_kernel": ("e0", "T", "C", "K", "R", "n_ss", "n_se", "n_md", "n_run",
                         "do_final", "ck_every", "n_ck"),
-    "_viterbi_kernel": ("T", "C", "K", "R", "n_ss", "n_se", "n_md", "n_run"),
-    "_backward_kernel": ("T", "C", "K", "R", "n_ss", "n_se", "n_md", "n_run", "ck_every",
-                         "n_ck"),
+    "_viterbi_kernel": ("e0", "T", "C", "K", "R", "n_ss", "n_se", "n_md", "n_run", "n_bp"),
+    "_backward_kernel": ("e0", "T", "C", "K", "R", "n_ss", "n_se", "n_md", "n_run", "ck_every",
+                         "n_ck", "seed"),
 }  # fmt: skip
 
 NEG: tl.constexpr = tl.constexpr(float("-inf"))
@@ -78,17 +80,19 @@ def _rowptr(q_ptr, p, kbase, R, BC: tl.constexpr, LINEAR: tl.constexpr):
 
 @triton.jit
 def _advance(
-    h_ptr, ss_ptr, se_ptr, md_ptr, run_ptr, row0, e0, n_ss, n_se, n_md, n_run,
+    h_ptr, ss_ptr, se_ptr, md_ptr, run_ptr, row0, n_ss, n_se, n_md, n_run,
     A_ptr, D_ptr, C, K, Kc, tailv, Dlast, has_tail, init,
     q_ptr, R, alpha, G, P, Gst, ebeg, nsteps,
-    keep_ptr, kst, kbase, bpl_ptr, bpp_ptr,
+    keep_ptr, kst, kbase, bpl_ptr, bpp_ptr, n_bp,
     BC: tl.constexpr, BD: tl.constexpr, MODE: tl.constexpr, LINEAR: tl.constexpr,
     KEEP: tl.constexpr,
 ):  # fmt: skip
     """Advance one sequence's forward state from end position ``ebeg`` by ``nsteps``.
 
-    Per-position inputs are read at ``row0 + (s - e0) * C`` (s absolute). State vectors
-    (BC,) fp64: alpha, G, P; Gst (BC,) int32 (Viterbi: start of the best tail segment).
+    Per-position inputs (and Viterbi back-pointers) of absolute position s are at
+    ``row0 + s * C`` (row0 int64: the sequence's first row minus the chunk start e0).
+    State vectors (BC,) fp64: alpha, G, P; Gst (BC,) int32 (Viterbi: absolute start of the
+    best tail segment). n_bp: C to store back-pointers (MODE 1), 0 not to.
     n_ss, n_se, n_md, n_run: C when the optional input is given, else 0 (its loads are
     masked off). run[s, c] (label_mask): consecutive allowed positions ending at s; it cuts
     the length loop, a tail start j joins only if run > K_c, the carried tail only if run > 0.
@@ -104,7 +108,7 @@ def _advance(
     for step in range(nsteps):
         e = ebeg + step + 1
         s = e - 1
-        rowoff = row0 + (s - e0).to(tl.int64) * C
+        rowoff = row0 + s.to(tl.int64) * C
         # 1. close start position s: S[s, c] = ss + (init | LSE_c' alpha[c'] + A[c', c])
         At = tl.load(A_ptr + ar * C + ac, mask=amask, other=NEG)
         x = alpha[:, None] + At
@@ -120,7 +124,7 @@ def _advance(
         else:
             v = mp
             arg = tl.argmax(x, axis=0)
-            tl.store(bpp_ptr + rowoff + offs_c, tl.where(s == 0, -1, arg), mask=cmask)
+            tl.store(bpp_ptr + rowoff + offs_c, tl.where(s == 0, -1, arg), mask=offs_c < n_bp)
         v = tl.where(s == 0, init, v)
         ssv = tl.load(ss_ptr + rowoff + offs_c, mask=offs_c < n_ss, other=0.0)
         q = v + ssv.to(tl.float64) - P
@@ -190,7 +194,7 @@ def _advance(
             best = tl.where(Gt > m, e - Gst, best)
             m = tl.maximum(m, Gt)
             inner = m
-            tl.store(bpl_ptr + rowoff + offs_c, tl.where(m > NEG, best, 0), mask=cmask)
+            tl.store(bpl_ptr + rowoff + offs_c, tl.where(m > NEG, best, 0), mask=offs_c < n_bp)
         sev = tl.load(se_ptr + rowoff + offs_c, mask=offs_c < n_se, other=0.0)
         alpha = tl.where(cmask, P + sev.to(tl.float64) + inner, NEG)
         if KEEP:
@@ -237,7 +241,7 @@ def _forward_kernel(
     offs_c = tl.arange(0, BC)
     cmask = offs_c < C
     n = tl.load(len_ptr + b).to(tl.int32)
-    row0 = b.to(tl.int64) * T * C
+    row0 = (b.to(tl.int64) * T - e0) * C  # row of absolute position s: row0 + s * C
     Kc, tailv, Dlast, has_tail, init = _label_params(Kc_ptr, tail_ptr, D_ptr, init_ptr, C, K, BC)
     q_ptr = ring_ptr + b.to(tl.int64) * (2 * R * BC)
     sb = st_ptr + b * 3 * BC
@@ -258,10 +262,10 @@ def _forward_kernel(
             tl.store(vb + 2 * BC + offs_c, P)
             tl.debug_barrier()
         alpha, G, P, Gst = _advance(
-            h_ptr, ss_ptr, se_ptr, md_ptr, run_ptr, row0, e0, n_ss, n_se, n_md, n_run,
+            h_ptr, ss_ptr, se_ptr, md_ptr, run_ptr, row0, n_ss, n_se, n_md, n_run,
             A_ptr, D_ptr, C, K, Kc, tailv, Dlast, has_tail, init,
             q_ptr, R, alpha, G, P, Gst, e0 + a, tl.minimum(ck_every, n - a),
-            q_ptr, 0, 0, md_ptr, md_ptr,
+            q_ptr, 0, 0, md_ptr, md_ptr, 0,
             BC, BD, 0, False, False,
         )  # fmt: skip
     # the state row was loaded above by every replica thread: order before overwriting
@@ -280,32 +284,43 @@ def _forward_kernel(
 
 @triton.jit(do_not_specialize=_INT_ARGS["_viterbi_kernel"])
 def _viterbi_kernel(
-    h_ptr, ss_ptr, se_ptr, md_ptr, run_ptr, len_ptr, T, C, K, R,
-    A_ptr, D_ptr, Kc_ptr, tail_ptr, init_ptr, final_ptr, n_ss, n_se, n_md, n_run,
-    ring_ptr, bpl_ptr, bpp_ptr, score_ptr, last_ptr,
+    h_ptr, ss_ptr, se_ptr, md_ptr, run_ptr, len_ptr, e0, T, C, K, R,
+    A_ptr, D_ptr, Kc_ptr, tail_ptr, init_ptr, final_ptr, n_ss, n_se, n_md, n_run, n_bp,
+    ring_ptr, st_ptr, gst_ptr, bpl_ptr, bpp_ptr, score_ptr, last_ptr,
     BC: tl.constexpr, BD: tl.constexpr,
 ):  # fmt: skip
-    """Max-semiring forward with back-pointers (grid (B,)). bpl/bpp (B, T, C) int32:
-    best length of the label-c segment whose last position is t / best label before a
-    label-c segment starting at t (-1 at t = 0). score (B,) fp64, last (B,) int32."""
+    """Max-semiring forward with back-pointers over positions [e0, e0 + lengths[b]) (grid
+    (B,)). Carried state in and out: ring (B, 2R, BC) fp64, st (B, 3, BC) fp64 (alpha, G,
+    P), gst (B, BC) int32 (absolute start of each label's best tail segment). n_bp = C:
+    bpl/bpp (B, T, C) int32, rows local to e0: best length of the label-c segment whose last
+    position is t / best label before a label-c segment starting at t (-1 at t = 0);
+    n_bp = 0: none stored. score (B,) fp64 = max_c alpha + final, last (B,) int32 = argmax."""
     b = tl.program_id(0)
     offs_c = tl.arange(0, BC)
     cmask = offs_c < C
     n = tl.load(len_ptr + b).to(tl.int32)
-    row0 = b.to(tl.int64) * T * C
+    row0 = (b.to(tl.int64) * T - e0) * C  # row of absolute position s: row0 + s * C
     Kc, tailv, Dlast, has_tail, init = _label_params(Kc_ptr, tail_ptr, D_ptr, init_ptr, C, K, BC)
     q_ptr = ring_ptr + b.to(tl.int64) * (2 * R * BC)
-    alpha = tl.full([BC], NEG, tl.float64)
-    G = tl.full([BC], NEG, tl.float64)
-    P = tl.zeros([BC], tl.float64)
-    Gst = tl.zeros([BC], tl.int32)
+    sb = st_ptr + b * 3 * BC
+    gb = gst_ptr + b * BC
+    alpha = tl.load(sb + offs_c)
+    G = tl.load(sb + BC + offs_c)
+    P = tl.load(sb + 2 * BC + offs_c)
+    Gst = tl.load(gb + offs_c)
     alpha, G, P, Gst = _advance(
-        h_ptr, ss_ptr, se_ptr, md_ptr, run_ptr, row0, 0, n_ss, n_se, n_md, n_run,
+        h_ptr, ss_ptr, se_ptr, md_ptr, run_ptr, row0, n_ss, n_se, n_md, n_run,
         A_ptr, D_ptr, C, K, Kc, tailv, Dlast, has_tail, init,
-        q_ptr, R, alpha, G, P, Gst, 0, n,
-        q_ptr, 0, 0, bpl_ptr, bpp_ptr,
+        q_ptr, R, alpha, G, P, Gst, e0, n,
+        q_ptr, 0, 0, bpl_ptr, bpp_ptr, n_bp,
         BC, BD, 1, False, False,
     )  # fmt: skip
+    # the state rows were loaded above by every replica thread: order before overwriting
+    tl.debug_barrier()
+    tl.store(sb + offs_c, alpha)
+    tl.store(sb + BC + offs_c, G)
+    tl.store(sb + 2 * BC + offs_c, P)
+    tl.store(gb + offs_c, Gst)
     fin = tl.load(final_ptr + offs_c, mask=cmask, other=NEG)
     z = tl.where(cmask, alpha + fin, NEG)
     tl.store(score_ptr + b, tl.max(z, axis=0))
@@ -314,19 +329,27 @@ def _viterbi_kernel(
 
 @triton.jit(do_not_specialize=_INT_ARGS["_backward_kernel"])
 def _backward_kernel(
-    h_ptr, ss_ptr, se_ptr, md_ptr, run_ptr, len_ptr, T, C, K, R,
+    h_ptr, ss_ptr, se_ptr, md_ptr, run_ptr, len_ptr, e0, T, C, K, R,
     A_ptr, D_ptr, Kc_ptr, tail_ptr, init_ptr, final_ptr, n_ss, n_se, n_md, n_run,
-    ck_ring_ptr, ck_vec_ptr, ck_every, n_ck,
-    qk_ptr, keep_ptr, gq_ptr, gh_ptr, gss_ptr, gse_ptr, gA_ptr, gD_ptr, gv_ptr, logz_ptr,
-    BC: tl.constexpr, BD: tl.constexpr, CB: tl.constexpr,
+    ck_ring_ptr, ck_vec_ptr, ck_every, n_ck, seed,
+    qk_ptr, keep_ptr, gq_ptr, adj_ptr, gh_ptr, gss_ptr, gse_ptr, gA_ptr, gD_ptr, gv_ptr,
+    logz_ptr, BC: tl.constexpr, BD: tl.constexpr, CB: tl.constexpr,
 ):  # fmt: skip
-    """Exact adjoint of log Z for one sequence per program (grid (B,)).
+    """Exact adjoint of log Z over positions [e0, e0 + lengths[b]), one sequence per
+    program (grid (B,)).
 
-    Blocks of ck_every positions are processed last to first: restore the checkpoint,
+    Blocks of ck_every positions are processed last to first: restore the checkpoint
+    (ck_ring (B, n_ck, R, BC), ck_vec (B, n_ck, 3, BC): the forward state at e0 + k ck_every),
     recompute the block into qk (ck_every + 2R, BC) and keep (6, ck_every + 1, BC) (fp64),
-    then sweep ends e = a+n .. a+1 backwards. The start adjoints gQ are scattered into the
-    ring gq (R, BC) fp64 (zeroed by the host); gD (B, C, K) fp64 is accumulated per program.
-    Outputs: gh/gss/gse (B, T, C) position/start/end posteriors; gA (B, BC, BC);
+    then sweep ends e = a+n .. a+1 backwards. Carried adjoint state (in and out, so a contig
+    can be swept chunk by chunk from its end): gq (B, R, BC) fp64, the start adjoints
+    accumulated so far, row p mod R for absolute position p (0 where nothing is pending);
+    adj (B, 3, BC) fp64: the adjoint of alpha at the sweep's current end, of the running
+    tail G there, and the running prefix-sum adjoint gP. seed != 0: the range ends the
+    sequence; the sweep starts from galpha = P(last label) of the recomputed alpha and
+    final (adj's galpha is ignored) and writes logz. gD (B, C, K) fp64 is accumulated per
+    program. Outputs (rows local to e0): gh/gss/gse (B, T, C) position/start/end posteriors;
+    gA (B, BC, BC);
     gv (B, 5, BC) = d/d tail, init, final, transition scratch, tail-entry accumulator (the
     accumulators live in this row rather than in registers: the kernel is at the register
     limit); logz (B,).
@@ -337,7 +360,7 @@ def _backward_kernel(
     ac = offs_c[None, :]
     dl = tl.arange(0, BD)
     n_all = tl.load(len_ptr + b).to(tl.int32)
-    row0 = b.to(tl.int64) * T * C
+    row0 = (b.to(tl.int64) * T - e0) * C  # row of absolute position s: row0 + s * C
     Kc, tailv, Dlast, has_tail, init = _label_params(Kc_ptr, tail_ptr, D_ptr, init_ptr, C, K, BC)
     # scratch strides grow with the checkpoint interval: int64 (a block of a few million
     # positions overflows int32 offsets)
@@ -348,15 +371,16 @@ def _backward_kernel(
     gq = gq_ptr + b.to(tl.int64) * (R * BC)
     gD = gD_ptr + b.to(tl.int64) * C * K
     nblk = (n_all - 1) // ck_every + 1  # n_all >= 1; no overflow of n_all + ck_every
-    galpha = tl.zeros([BC], tl.float64)
-    gGc = tl.zeros([BC], tl.float64)
-    gP = tl.zeros([BC], tl.float64)
+    adj = adj_ptr + b * 3 * BC
+    galpha = tl.load(adj + offs_c)
+    gGc = tl.load(adj + BC + offs_c)
+    gP = tl.load(adj + 2 * BC + offs_c)
     gv = gv_ptr + b * 5 * BC
     ga = gv + 3 * BC
     for kk in range(0, nblk):
         k = nblk - 1 - kk
-        a = k * ck_every
-        n = tl.minimum(ck_every, n_all - a)
+        n = tl.minimum(ck_every, n_all - k * ck_every)
+        a = e0 + k * ck_every
         ck = b.to(tl.int64) * n_ck + k
         vb = ck_vec_ptr + ck * 3 * BC
         alpha = tl.load(vb + offs_c)
@@ -378,14 +402,14 @@ def _backward_kernel(
         tl.store(kp + 3 * kst + offs_c, G)
         tl.debug_barrier()
         alpha, G, P, Gst = _advance(
-            h_ptr, ss_ptr, se_ptr, md_ptr, run_ptr, row0, 0, n_ss, n_se, n_md, n_run,
+            h_ptr, ss_ptr, se_ptr, md_ptr, run_ptr, row0, n_ss, n_se, n_md, n_run,
             A_ptr, D_ptr, C, K, Kc, tailv, Dlast, has_tail, init,
             qk, R, alpha, G, P, tl.zeros([BC], tl.int32), a, n,
-            kp, kst, a, md_ptr, md_ptr,
+            kp, kst, a, md_ptr, md_ptr, 0,
             BC, BD, 0, True, True,
         )  # fmt: skip
         tl.debug_barrier()
-        if kk == 0:
+        if (kk == 0) & (seed != 0):
             # seed the adjoint at the sequence end: galpha[L, c] = P(last segment has
             # label c), normalised to sum to 1
             fin = tl.load(final_ptr + offs_c, mask=cmask, other=NEG)
@@ -491,9 +515,13 @@ def _backward_kernel(
             # both branches passed a barrier since every thread loaded gq[s]
             tl.store(gq + so, tl.zeros([BC], tl.float64))
         tl.debug_barrier()
+    tl.debug_barrier()  # adj was loaded at the top by every replica thread
     do = offs_c * K + Kc - 1
     gDt = tl.load(gv + 4 * BC + offs_c)
     tl.store(gD + do, tl.load(gD + do, mask=has_tail, other=0.0) + gDt, mask=has_tail)
+    tl.store(adj + offs_c, galpha)
+    tl.store(adj + BC + offs_c, gGc)
+    tl.store(adj + 2 * BC + offs_c, gP)
 
 
 # ----------------------------------------------------------------------------------------
@@ -518,6 +546,10 @@ def block_sources(BC: int) -> int:
 
 
 NUM_WARPS = 8
+#: Register cap (ptx .maxnreg) per kernel; None = ptxas's choice. Without one, ptxas holds
+#: the Viterbi kernel to 128 registers (two CTAs per SM) and spills 24-52 bytes at
+#: BC = 8 and 16; with the full 255 it takes 136-176 and spills nothing.
+MAXNREG = {"forward": None, "backward": None, "viterbi": 255}
 
 
 def interpreted() -> bool:
@@ -677,6 +709,34 @@ def _checkpointed_forward(x: CRFInputs, checkpoint: int | None):
     return p, logz, ck_ring, ck_vec, ck, n_ck
 
 
+def _launch_backward(p: _Prepared, e0: int, ck_ring, ck_vec, ck: int, n_ck: int, seed: bool,
+                     gq: Tensor, adj: Tensor, empty=torch.empty):  # fmt: skip
+    """Backward kernel over rows [e0, e0 + lengths) of ``p`` from the forward checkpoints;
+    gq (B, R, BC) and adj (B, 3, BC) are the carried adjoint state, updated in place.
+    Returns log Z (B,) fp64 (valid when ``seed``) and the gradients (see _gradients)."""
+    dev = p.h.device
+    f64 = torch.float64
+    qk = empty((p.B, ck + 2 * p.R, p.BC), dtype=f64, device=dev)
+    keep = empty((p.B, N_KEEP, ck + 1, p.BC), dtype=f64, device=dev)
+    gh = torch.zeros_like(p.h)
+    gss = torch.zeros_like(p.h)
+    gse = torch.zeros_like(p.h)
+    gA = torch.zeros((p.B, p.BC, p.BC), dtype=f64, device=dev)
+    gD = torch.zeros((p.B, p.C, p.K), dtype=f64, device=dev)
+    gv = torch.zeros((p.B, 5, p.BC), dtype=f64, device=dev)
+    logz = torch.full((p.B,), -math.inf, dtype=f64, device=dev)
+    _backward_kernel[(p.B,)](
+        p.h, p.ss, p.se, p.md, p.run, p.lengths, e0, p.T, p.C, p.K, p.R, *_params(p),
+        ck_ring, ck_vec, ck, n_ck, int(seed), qk, keep, gq, adj, gh, gss, gse, gA, gD, gv,
+        logz, BC=p.BC, BD=p.BD, CB=block_sources(p.BC), num_warps=NUM_WARPS,
+    )  # fmt: skip
+    C = p.C
+    return (
+        logz, gh, gss, gse, gA[:, :C, :C], gD,
+        gv[:, 0, :C], gv[:, 1, :C], gv[:, 2, :C],
+    )  # fmt: skip
+
+
 def _gradients(x: CRFInputs, checkpoint: int | None, saved=None, empty=torch.empty):
     """Forward with checkpoints (or ``saved``, the result of :func:`_checkpointed_forward`),
     then the backward kernel. Returns the log Z (B,) fp64 and gradients: gh, gss, gse
@@ -685,27 +745,10 @@ def _gradients(x: CRFInputs, checkpoint: int | None, saved=None, empty=torch.emp
     grows with the checkpoint interval (tests map them to sparse files)."""
     p, logz, ck_ring, ck_vec, ck, n_ck = saved or _checkpointed_forward(x, checkpoint)
     dev = p.h.device
-    f64 = torch.float64
-    qk = empty((p.B, ck + 2 * p.R, p.BC), dtype=f64, device=dev)
-    keep = empty((p.B, N_KEEP, ck + 1, p.BC), dtype=f64, device=dev)
-    gq = torch.zeros((p.B, p.R, p.BC), dtype=f64, device=dev)
-    gh = torch.zeros_like(p.h)
-    gss = torch.zeros_like(p.h)
-    gse = torch.zeros_like(p.h)
-    gA = torch.zeros((p.B, p.BC, p.BC), dtype=f64, device=dev)
-    gD = torch.zeros((p.B, p.C, p.K), dtype=f64, device=dev)
-    gv = torch.zeros((p.B, 5, p.BC), dtype=f64, device=dev)
-    logz2 = torch.empty((p.B,), dtype=f64, device=dev)
-    _backward_kernel[(p.B,)](
-        p.h, p.ss, p.se, p.md, p.run, p.lengths, p.T, p.C, p.K, p.R, *_params(p),
-        ck_ring, ck_vec, ck, n_ck, qk, keep, gq, gh, gss, gse, gA, gD, gv, logz2,
-        BC=p.BC, BD=p.BD, CB=block_sources(p.BC), num_warps=NUM_WARPS,
-    )  # fmt: skip
-    C = p.C
-    return (
-        logz, gh, gss, gse, gA[:, :C, :C], gD,
-        gv[:, 0, :C], gv[:, 1, :C], gv[:, 2, :C],
-    )  # fmt: skip
+    gq = torch.zeros((p.B, p.R, p.BC), dtype=torch.float64, device=dev)
+    adj = torch.zeros((p.B, 3, p.BC), dtype=torch.float64, device=dev)
+    out = _launch_backward(p, 0, ck_ring, ck_vec, ck, n_ck, True, gq, adj, empty)
+    return (logz, *out[1:])
 
 
 class _TritonLogPartition(torch.autograd.Function):
@@ -766,6 +809,26 @@ def marginals(x: CRFInputs, checkpoint: int | None = None):
     return Marginals(gh, gss, gse, gss.sum(-1), gse.sum(-1), logz.to(dt))
 
 
+def _launch_viterbi(p: _Prepared, ring, st, gst, e0: int, pointers: bool):
+    """Viterbi kernel over rows [e0, e0 + lengths) of ``p``; ring/st/gst (carried state)
+    are updated in place. Returns (bp_len, bp_prev (B, T, C) int32 or None, score (B,)
+    fp64, last (B,) int32)."""
+    dev = p.h.device
+    if pointers:
+        bpl = torch.zeros((p.B, p.T, p.C), dtype=torch.int32, device=dev)
+        bpp = torch.full((p.B, p.T, p.C), -1, dtype=torch.int32, device=dev)
+    else:
+        bpl = bpp = torch.zeros(1, dtype=torch.int32, device=dev)
+    scores = torch.empty((p.B,), dtype=torch.float64, device=dev)
+    last = torch.empty((p.B,), dtype=torch.int32, device=dev)
+    _viterbi_kernel[(p.B,)](
+        p.h, p.ss, p.se, p.md, p.run, p.lengths, e0, p.T, p.C, p.K, p.R, *_params(p),
+        p.C if pointers else 0, ring, st, gst, bpl, bpp, scores, last,
+        BC=p.BC, BD=p.BD, num_warps=NUM_WARPS, maxnreg=MAXNREG["viterbi"],
+    )  # fmt: skip
+    return (bpl, bpp) if pointers else (None, None), scores, last
+
+
 def viterbi(x: CRFInputs) -> tuple[Tensor, list[list[tuple[int, int, int]]]]:
     """Best score (B,) fp64 and segments [(start, end, label)] (0-based half-open) per
     batch element; back-pointers are traced on the host (exact at any length). Ties go to
@@ -773,17 +836,9 @@ def viterbi(x: CRFInputs) -> tuple[Tensor, list[list[tuple[int, int, int]]]]:
     from genoseg.crf.cpu import traceback
 
     p = _prepare(x)
-    dev = p.h.device
-    ring, _ = _new_state(p)
-    bpl = torch.zeros((p.B, p.T, p.C), dtype=torch.int32, device=dev)
-    bpp = torch.full((p.B, p.T, p.C), -1, dtype=torch.int32, device=dev)
-    scores = torch.empty((p.B,), dtype=torch.float64, device=dev)
-    last = torch.empty((p.B,), dtype=torch.int32, device=dev)
-    _viterbi_kernel[(p.B,)](
-        p.h, p.ss, p.se, p.md, p.run, p.lengths, p.T, p.C, p.K, p.R, *_params(p),
-        ring, bpl, bpp, scores, last,
-        BC=p.BC, BD=p.BD, num_warps=NUM_WARPS,
-    )  # fmt: skip
+    ring, st = _new_state(p)
+    gst = torch.zeros((p.B, p.BC), dtype=torch.int32, device=p.h.device)
+    (bpl, bpp), scores, last = _launch_viterbi(p, ring, st, gst, 0, True)
     scores = scores.cpu()
     _raise_forbidden(scores)
     bl, bp, ln, la = (t.cpu().numpy() for t in (bpl, bpp, p.lengths, last))
@@ -791,50 +846,254 @@ def viterbi(x: CRFInputs) -> tuple[Tensor, list[list[tuple[int, int, int]]]]:
     return scores, paths
 
 
+# ----------------------------------------------------------------------------------------
+# streaming: one contig chunk by chunk (state carried across chunks)
+
+
 @dataclass
 class ChunkState:
-    """Forward state carried from one chunk of a contig to the next.
+    """Engine state at absolute position ``position`` of a contig (after the chunks before
+    it), on the emissions' device. The chunk functions never modify a state they are given;
+    they return a new one, so keeping a state is enough to redo a chunk later.
 
-    ring (B, 2R, BC) fp64: Q of the last positions, indexed by absolute position mod R;
-    vec (B, 3, BC) fp64: alpha, G, P at ``position``; position: absolute end reached;
-    run (B, C) int64: allowed positions of each label ending at ``position - 1``
-    (label_mask; a chunk without a mask allows every label)."""
+    ring (B, 2R, BC) fp64: ``Q = S - P`` of the last R start positions, row p mod R
+    (and p mod R + R) for absolute position p; R = max K_c + 2, BC = labels padded to a
+    power of two. vec (B, 3, BC) fp64: alpha, running tail G, prefix sums P at
+    ``position``. run (B, C) int64: positions allowed by ``label_mask`` in a row ending at
+    ``position - 1`` (a chunk without a mask allows every label). semiring: ``"log"``
+    (:func:`forward_chunk`, :func:`posterior_chunk`) or ``"max"`` (:func:`viterbi_chunk`);
+    gst (B, BC) int32, max semiring only: absolute start of each label's best tail segment.
+    """
 
     ring: Tensor
     vec: Tensor
     position: int
     run: Tensor
+    gst: Tensor | None = None
+    semiring: str = "log"
+
+    def clone(self) -> ChunkState:
+        """A copy whose tensors share nothing with this state."""
+        return ChunkState(self.ring.clone(), self.vec.clone(), self.position,
+                          self.run.clone(), None if self.gst is None else self.gst.clone(),
+                          self.semiring)  # fmt: skip
+
+    def log_z(self, final: Tensor) -> Tensor:
+        """log Z (B,) fp64 of the sequences taken as ending at ``position`` (log semiring):
+        LSE_c alpha[c] + final[c]; -inf where every path is forbidden."""
+        if self.semiring != "log":
+            raise ValueError("log_z() needs a log-semiring state (forward_chunk)")
+        C = self.run.shape[1]
+        return torch.logsumexp(self.vec[:, 0, :C] + _final_on(final, self.vec), dim=-1)
+
+    def best(self, final: Tensor) -> tuple[Tensor, Tensor]:
+        """(best score (B,) fp64, its last label (B,) int64; lowest label on ties) of the
+        sequences taken as ending at ``position`` (max semiring)."""
+        if self.semiring != "max":
+            raise ValueError("best() needs a max-semiring state (viterbi_chunk)")
+        C = self.run.shape[1]
+        score, last = (self.vec[:, 0, :C] + _final_on(final, self.vec)).max(dim=-1)
+        return score, last
+
+
+def _final_on(final: Tensor, like: Tensor) -> Tensor:
+    return final.detach().to(device=like.device, dtype=torch.float64).view(1, -1)
+
+
+def _chunk_start(p: _Prepared, x: CRFInputs, state: ChunkState | None, semiring: str):
+    """Copies of the carried tensors (ring, st, gst) and the chunk's start position."""
+    dev = p.h.device
+    offset = getattr(x, "position_offset", None)  # recorded by check_inputs (chunks)
+    if state is None:
+        if offset:
+            raise ValueError(
+                f"the chunk was checked with position_offset={offset} but no state was "
+                "given: the first chunk of a contig starts at position 0"
+            )
+        ring, st = _new_state(p)
+        gst = torch.zeros((p.B, p.BC), dtype=torch.int32, device=dev)
+        return ring, st, gst, 0
+    if state.semiring != semiring:
+        raise ValueError(
+            f"a {state.semiring}-semiring state cannot continue a {semiring}-semiring chunk "
+            "(forward_chunk/posterior_chunk states are 'log', viterbi_chunk states 'max')"
+        )
+    if tuple(state.ring.shape) != (p.B, 2 * p.R, p.BC) or tuple(state.run.shape) != (p.B, p.C):
+        raise ValueError("state does not match these inputs (batch, labels or K changed)")
+    if offset is not None and offset != state.position:
+        raise ValueError(
+            f"the chunk was checked with position_offset={offset} but the state is at "
+            f"position {state.position}: check_inputs(..., position_offset={state.position})"
+        )
+    gst = state.gst.clone() if state.gst is not None else None
+    if gst is None:
+        gst = torch.zeros((p.B, p.BC), dtype=torch.int32, device=dev)
+    return state.ring.clone(), state.vec.clone(), gst, state.position
+
+
+def _next_state(p, ring, st, gst, e0: int, carry: Tensor | None, semiring: str) -> ChunkState:
+    if p.flags[3]:
+        run = p.run[:, -1, :].to(torch.int64)
+    else:
+        before = carry if carry is not None else torch.zeros((p.B, p.C), dtype=torch.int64,
+                                                             device=p.h.device)  # fmt: skip
+        run = before + p.T
+    return ChunkState(ring, st, e0 + p.T, run, gst if semiring == "max" else None, semiring)
+
+
+def _whole_chunks(x: CRFInputs, T: int, what: str) -> None:
+    if bool((x.lengths != T).any()):
+        raise ValueError(f"{what}: only the contig's last chunk may have lengths below T={T}")
 
 
 def forward_chunk(
     x: CRFInputs, state: ChunkState | None = None, last: bool = True
 ) -> tuple[Tensor | None, ChunkState]:
-    """Advance the forward over one chunk. ``x`` holds the chunk's positions
-    [state.position, state.position + T); every batch element must have the same chunk
-    length (lengths all equal T) except in the last chunk. ``init`` applies at absolute
-    position 0 only. Returns (log Z (B,) fp64 if ``last`` else None, new state); the log Z
-    of the last chunk equals one call on the whole contig. ``label_mask`` may be given in
-    any chunks: runs of allowed positions continue across chunk boundaries."""
-    dev = x.emissions.device
+    """Advance the forward (log semiring) over one chunk of a contig.
+
+    ``x`` holds the chunk's rows, absolute positions [state.position, state.position + T)
+    (``state=None``: the contig's first chunk), checked with that ``position_offset``;
+    every batch element has the full chunk (lengths all equal T) except in the contig's
+    last chunk. ``init`` applies at absolute position 0 only; ``label_mask`` may be given in
+    any chunks (runs of allowed positions continue across chunk boundaries). Returns
+    (log Z (B,) fp64 if ``last`` else None, the state after the chunk); ``state`` itself is
+    not modified. The log Z of the last chunk equals one call on the whole contig (and
+    ``new_state.log_z(final)`` gives it at any chunk end)."""
     carry = None if state is None else state.run
     if carry is not None and tuple(carry.shape) != (x.B, x.C):
         raise ValueError("state does not match these inputs (batch, labels or K changed)")
     p = _prepare(x, carry)
-    if state is None:
-        ring, st = _new_state(p)
-        e0 = 0
-        carry = torch.zeros((p.B, p.C), dtype=torch.int64, device=dev)
-    else:
-        ring, st, e0 = state.ring, state.vec, state.position
-        if ring.shape != (p.B, 2 * p.R, p.BC):
-            raise ValueError("state does not match these inputs (batch, labels or K changed)")
-    if not last and bool((x.lengths != p.T).any()):
-        raise ValueError("only the last chunk may be shorter than T")
+    ring, st, _, e0 = _chunk_start(p, x, state, "log")
+    if not last:
+        _whole_chunks(x, p.T, "forward_chunk(last=False)")
     logz, _, _ = _run_forward(p, ring, st, e0, last, 0, 0)
     if last:
         _raise_forbidden(logz)
-    run = p.run[:, -1, :].to(torch.int64) if p.flags[3] else carry + p.T
-    return (logz if last else None), ChunkState(ring, st, e0 + p.T, run)
+    return (logz if last else None), _next_state(p, ring, st, None, e0, carry, "log")
+
+
+@dataclass
+class ViterbiChunk:
+    """Result of :func:`viterbi_chunk`, on the emissions' device.
+
+    bp_len, bp_prev (B, T, C) int32, or None without ``pointers``: row t is absolute
+    position ``start + t``. bp_len[b, t, c] = length of the best label-c segment whose last
+    position is start + t (it may begin in an earlier chunk: a tail segment);
+    bp_prev[b, t, c] = best label before a label-c segment starting at start + t (-1 at
+    absolute position 0). score (B,) fp64, last (B,) int32: best score max_c alpha + final
+    of the sequences taken as ending at this chunk's end, and its last label."""
+
+    start: int
+    bp_len: Tensor | None
+    bp_prev: Tensor | None
+    score: Tensor
+    last: Tensor
+
+
+def viterbi_chunk(
+    x: CRFInputs, state: ChunkState | None = None, pointers: bool = True
+) -> tuple[ViterbiChunk, ChunkState]:
+    """Advance the max-semiring forward over one chunk of a contig (same chunk rules as
+    :func:`forward_chunk`), with the chunk's back-pointers when ``pointers``.
+
+    A two-pass Viterbi over a contig: pass 1 calls this for every chunk in order with
+    ``pointers=False`` and keeps the state given to each call; ``state.best(final)`` after
+    the last chunk is the best score and last label. Pass 2 calls it again for the chunks
+    in reverse order, from the kept states, with ``pointers=True``, and traces back through
+    the chunk's back-pointers from the cursor (position, label) where the later chunk left
+    off (as ``genoseg.crf.stream.ViterbiStream`` does on the CPU). The back-pointers equal
+    the rows of one whole-contig call. Returns (ViterbiChunk, state after the chunk);
+    ``state`` itself is not modified."""
+    carry = None if state is None else state.run
+    if carry is not None and tuple(carry.shape) != (x.B, x.C):
+        raise ValueError("state does not match these inputs (batch, labels or K changed)")
+    p = _prepare(x, carry)
+    ring, st, gst, e0 = _chunk_start(p, x, state, "max")
+    (bpl, bpp), score, last = _launch_viterbi(p, ring, st, gst, e0, pointers)
+    return ViterbiChunk(e0, bpl, bpp, score, last), _next_state(p, ring, st, gst, e0, carry,
+                                                                 "max")  # fmt: skip
+
+
+@dataclass
+class AdjointState:
+    """Reverse-sweep state carried from one chunk of a contig to the chunk before it
+    (:func:`posterior_chunk`), on the emissions' device. Every position >= ``position``
+    has its posteriors; the sweep continues below ``position``.
+
+    gq (B, R, BC) fp64: start adjoints (start posteriors) accumulated so far for the
+    positions p in [position - R + 1, position), row p mod R (the other rows are 0).
+    vec (B, 3, BC) fp64: adjoint of alpha at ``position`` (P(a segment ends at
+    position - 1 with label c) flowing back through the transitions), adjoint of the
+    running tail G there, and the running prefix-sum adjoint gP (= P(label c covers
+    position - 1) plus the starts still open). log_z (B,) fp64: log Z of the whole
+    sequences."""
+
+    gq: Tensor
+    vec: Tensor
+    position: int
+    log_z: Tensor
+
+    def clone(self) -> AdjointState:
+        return AdjointState(self.gq.clone(), self.vec.clone(), self.position, self.log_z.clone())
+
+
+def posterior_chunk(
+    x: CRFInputs,
+    state: ChunkState | None,
+    adjoint: AdjointState | None,
+    checkpoint: int | None = None,
+):
+    """Exact posteriors of one chunk of a contig (pass 2 of a two-pass posterior stream).
+
+    Pass 1: :func:`forward_chunk` over the chunks in order (``last=False``), keeping the
+    state given to each call (None for the first). Pass 2: this function over the same
+    chunks in reverse order, with the same inputs ``x``, the chunk's kept start ``state``
+    and the ``adjoint`` returned for the chunk after it (None for the contig's last chunk,
+    which may have lengths below T: the sweep then starts at each sequence's end). It
+    recomputes the chunk from ``state`` with checkpoints every ``checkpoint`` positions
+    (default sqrt(T·R/7)) and continues the reverse sweep. Returns
+    (:class:`genoseg.crf.api.Marginals` of the chunk's rows (emission dtype; log_z of the
+    whole sequences), the adjoint state before the chunk). Equal to the rows of one
+    :func:`marginals` call on the whole contig; neither ``state`` nor ``adjoint`` is
+    modified."""
+    from genoseg.crf.api import Marginals
+
+    carry = None if state is None else state.run
+    if carry is not None and tuple(carry.shape) != (x.B, x.C):
+        raise ValueError("state does not match these inputs (batch, labels or K changed)")
+    p = _prepare(x, carry)
+    ring, st, _, e0 = _chunk_start(p, x, state, "log")
+    dev = p.h.device
+    if adjoint is None:
+        seed = True
+        gq = torch.zeros((p.B, p.R, p.BC), dtype=torch.float64, device=dev)
+        adj = torch.zeros((p.B, 3, p.BC), dtype=torch.float64, device=dev)
+    else:
+        seed = False
+        if adjoint.position != e0 + p.T:
+            raise ValueError(
+                f"posterior_chunk: this chunk covers [{e0}, {e0 + p.T}) but the reverse sweep "
+                f"is at position {adjoint.position}: give the chunks of pass 1 in reverse order"
+            )
+        if tuple(adjoint.gq.shape) != (p.B, p.R, p.BC):
+            raise ValueError("adjoint does not match these inputs (batch, labels or K changed)")
+        _whole_chunks(x, p.T, "posterior_chunk")
+        gq, adj = adjoint.gq.clone(), adjoint.vec.clone()
+    ck = int(checkpoint) if checkpoint is not None else default_checkpoint(p.T, p.R)
+    if ck < 1:
+        raise ValueError(f"checkpoint must be >= 1, got {ck}")
+    ck = min(ck, p.T)
+    n_ck = -(-p.T // ck)
+    _, ck_ring, ck_vec = _run_forward(p, ring, st, e0, False, ck, n_ck)
+    logz, gh, gss, gse, *_ = _launch_backward(p, e0, ck_ring, ck_vec, ck, n_ck, seed, gq, adj)
+    if seed:
+        _raise_forbidden(logz)
+    else:
+        logz = adjoint.log_z
+    dt = x.emissions.dtype
+    gh, gss, gse = (t.to(dt) for t in (gh, gss, gse))
+    marg = Marginals(gh, gss, gse, gss.sum(-1), gse.sum(-1), logz.to(dt))
+    return marg, AdjointState(gq, adj, e0, logz)
 
 
 # ----------------------------------------------------------------------------------------
@@ -852,7 +1111,7 @@ def _arg_type(name: str, kernel: str, dtype: str) -> str:
         return "i32"
     if name in ("h_ptr", "ss_ptr", "se_ptr", "gh_ptr", "gss_ptr", "gse_ptr"):
         return f"*{dtype}"
-    if name in ("md_ptr", "run_ptr", "Kc_ptr", "bpl_ptr", "bpp_ptr", "last_ptr"):
+    if name in ("md_ptr", "run_ptr", "Kc_ptr", "bpl_ptr", "bpp_ptr", "last_ptr", "gst_ptr"):
         return "*i32"
     if name == "len_ptr":
         return "*i64"
@@ -862,7 +1121,7 @@ def _arg_type(name: str, kernel: str, dtype: str) -> str:
 def specialisations() -> list[dict]:
     """Every (kernel, BC, emission dtype) the dispatcher can launch, as dicts with the
     ``triton.compile`` signature, constexprs and attrs (all pointers 16-byte aligned,
-    integer arguments unspecialised), ``num_warps`` and a ``name``."""
+    integer arguments unspecialised), ``num_warps``, ``maxnreg`` and a ``name``."""
     out = []
     BCs = [4 << i for i in range(int(math.log2(MAX_LABELS)) - 1)]
     for kname, fn in KERNELS.items():
@@ -889,6 +1148,7 @@ def specialisations() -> list[dict]:
                     "constexprs": constexprs,
                     "attrs": attrs,
                     "num_warps": NUM_WARPS,
+                    "maxnreg": MAXNREG[kname],
                 })  # fmt: skip
     return out
 
@@ -901,8 +1161,8 @@ def compile_specialisation(spec: dict, arch: int):
 
     src = ASTSource(fn=spec["fn"], signature=spec["signature"], constexprs=spec["constexprs"],
                     attrs=spec["attrs"])  # fmt: skip
-    return triton.compile(src, target=GPUTarget("cuda", arch, 32),
-                          options={"num_warps": spec["num_warps"]})  # fmt: skip
+    options = {"num_warps": spec["num_warps"], "maxnreg": spec["maxnreg"]}
+    return triton.compile(src, target=GPUTarget("cuda", arch, 32), options=options)
 
 
 def resource_usage(kernel) -> dict[str, int]:
@@ -940,6 +1200,7 @@ def resource_usage(kernel) -> dict[str, int]:
 
 
 __all__ = [
-    "ChunkState", "MAX_LABELS", "compile_specialisation", "forward_chunk", "log_partition",
-    "marginals", "resource_usage", "specialisations", "supports", "viterbi",
+    "AdjointState", "ChunkState", "MAX_LABELS", "ViterbiChunk", "compile_specialisation",
+    "forward_chunk", "log_partition", "marginals", "posterior_chunk", "resource_usage",
+    "specialisations", "supports", "viterbi", "viterbi_chunk",
 ]  # fmt: skip
