@@ -159,7 +159,11 @@ class Predictor:
         exon = [c for c in range(C) if self.grammar.labels[c].is_exon]
         longest = max(int(np.flatnonzero(np.isfinite(D[c]))[-1]) + 1 for c in exon)
         self.grammar_context = longest + 3
-        self.timing = {"encoder": 0.0, "engine": 0.0, "compile": 0.0}
+        # seconds: encoder (network), compile (grammar rules), scores (network outputs ->
+        # engine inputs), engine (streams), decode (boundary posteriors, tracks), writing
+        # (track chunks handed to on_tracks; genoseg predict adds the final files)
+        self.timing = {"encoder": 0.0, "compile": 0.0, "scores": 0.0, "engine": 0.0,
+                       "decode": 0.0, "writing": 0.0}  # fmt: skip
 
     # -- one chunk ------------------------------------------------------------------
 
@@ -199,12 +203,14 @@ class Predictor:
             span.contig, c0, c1, open_start=c0 == span.start and span.start > 0,
             open_end=c1 == span.end and span.end < self.genome.length(span.contig),
         )  # fmt: skip
+        t0 = time.monotonic()
         with torch.no_grad():
             kw, carry = self.model.crf_inputs(
                 torch.from_numpy(out).unsqueeze(0), structural, offset=c0, carry=carry,
                 tables=self.tables, temperature=self.temperature,
             )  # fmt: skip
         chunk = (kw["emissions"].float(), kw["seg_start"], kw["seg_end"], kw["max_dur"])
+        self.timing["scores"] += time.monotonic() - t0
         return chunk, carry
 
     # -- chunk output cache -----------------------------------------------------------
@@ -220,11 +226,18 @@ class Predictor:
         order = range(len(chunks) - 1, -1, -1) if reverse else range(len(chunks))
         for k in order:
             c0, c1 = chunks[k]
-            out = store.get(k, c0, c1)
-            carry = store.carries[k]
-            inputs, nxt = self._chunk_inputs(span, c0, c1, out, carry)
-            if k + 1 < len(chunks) and store.carries[k + 1] is None:
-                store.carries[k + 1] = nxt
+            if store.last is not None and store.last[0] == k:
+                # a pass starts where the previous one ended (passes alternate direction):
+                # reuse that chunk's engine inputs (all of them for a one-chunk span)
+                inputs = store.last[1]
+            else:
+                store.last = None  # free it before building the next chunk's inputs
+                out = store.get(k, c0, c1)
+                carry = store.carries[k]
+                inputs, nxt = self._chunk_inputs(span, c0, c1, out, carry)
+                if k + 1 < len(chunks) and store.carries[k + 1] is None:
+                    store.carries[k + 1] = nxt
+            store.last = (k, inputs)
             yield c0, c1, inputs
             prog.add(c1 - c0)
 
@@ -290,16 +303,20 @@ class Predictor:
             t0 = time.monotonic()
             m = ps.backward(*inp)
             self.timing["engine"] += time.monotonic() - t0
+            t0 = time.monotonic()
             pos = m.position[0].numpy()
             st, en = m.start[0].numpy(), m.end[0].numpy()
             lower, upper = boundary_posteriors(self.grammar, st, en)
             seg_list = _fill(seg_list, lower, upper, c0)
             if self.on_tracks is not None:
-                self.on_tracks(
-                    span.contig,
-                    posterior_tracks(self.grammar, pos, st, en, offset=c0,
-                                     contig_length=L if c1 == L else None),
-                )  # fmt: skip
+                tracks = posterior_tracks(self.grammar, pos, st, en, offset=c0,
+                                          contig_length=L if c1 == L else None)  # fmt: skip
+                self.timing["decode"] += time.monotonic() - t0
+                t0 = time.monotonic()
+                self.on_tracks(span.contig, tracks)
+                self.timing["writing"] += time.monotonic() - t0
+            else:
+                self.timing["decode"] += time.monotonic() - t0
         marg = ps.chain_marginals()[0].numpy() if hasattr(ps, "chain_marginals") else None
         log_z = float(ps.log_z()[0])
         return self._finish(span, seg_list, marg, chain_of, log_z)
@@ -373,14 +390,23 @@ class _OutputStore:
         self.carries[0] = None if n == 0 else torch.zeros(1, 2, 3, dtype=torch.float64)
         self.mem: dict[int, np.ndarray] = {}
         self.mm = None
-        self.tmpdir = None
+        self.path: str | None = None
         if mode == "spill" and n:
-            self.tmpdir = tempfile.TemporaryDirectory(prefix="genoseg-predict-")
-            self.mm = np.lib.format.open_memmap(
-                os.path.join(self.tmpdir.name, "outputs.npy"), mode="w+", dtype=np.float32,
-                shape=(span.end - span.start, N_OUTPUTS),
-            )  # fmt: skip
+            # created, mapped and unlinked at once (POSIX): the mapping keeps the file alive
+            # and nothing is left in TMPDIR however the process ends (SIGTERM, SIGKILL)
+            rows = span.end - span.start
+            fd, path = tempfile.mkstemp(prefix="genoseg-predict-", suffix=".f32")
+            try:
+                os.ftruncate(fd, rows * N_OUTPUTS * 4)
+                self.mm = np.memmap(path, mode="r+", dtype=np.float32, shape=(rows, N_OUTPUTS))
+            finally:
+                os.close(fd)
+                try:
+                    os.unlink(path)
+                except OSError:  # pragma: no cover - platforms that cannot unlink an open file
+                    self.path = path
         self.have: set[int] = set()
+        self.last: tuple[int, tuple] | None = None  # (chunk, engine inputs) of the last yield
 
     def get(self, k: int, c0: int, c1: int) -> np.ndarray:
         if self.mode == "memory" and k in self.mem:
@@ -396,10 +422,11 @@ class _OutputStore:
         return out
 
     def close(self) -> None:
+        self.last = None
         self.mem.clear()
         self.mm = None
-        if self.tmpdir is not None:
-            self.tmpdir.cleanup()
+        if self.path is not None:  # pragma: no cover
+            os.unlink(self.path)
 
 
 def genome_digest(contigs: dict[str, int]) -> str:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import os
 import sys
+import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -106,6 +107,17 @@ def _device(name: str) -> torch.device:
     return torch.device(name)
 
 
+def _set_threads(n: int) -> None:
+    """CPU threads for torch (encoder) and numba (engine), capped at numba's maximum."""
+    torch.set_num_threads(n)
+    try:
+        import numba
+
+        numba.set_num_threads(max(1, min(n, numba.config.NUMBA_NUM_THREADS)))
+    except (ImportError, ValueError):  # pragma: no cover - numba is a dependency
+        pass
+
+
 def _check_outputs(outputs: dict[str, str | None], inputs: dict[str, str | None]) -> None:
     from genoseg.io.atomic import check_not_input
 
@@ -124,10 +136,18 @@ def _check_outputs(outputs: dict[str, str | None], inputs: dict[str, str | None]
             raise GenosegError(f"{opt} and {seen[real]} name the same file {path}")
         seen[real] = opt
         parent = probe.resolve().parent
+        if parent.exists() and not parent.is_dir():
+            raise GenosegError(f"{opt} {path}: {parent} is not a folder")
         if not parent.is_dir():
             raise GenosegError(f"{opt} {path}: folder {parent} does not exist")
-        if not os.access(parent, os.W_OK):
-            raise GenosegError(f"{opt} {path}: folder {parent} is not writable")
+        try:  # a real probe: os.access says yes to root on read-only file systems
+            fd, probe_file = tempfile.mkstemp(dir=parent, prefix=".genoseg-probe-")
+            os.close(fd)
+            os.unlink(probe_file)
+        except OSError as exc:
+            raise GenosegError(
+                f"{opt} {path}: folder {parent} is not writable ({exc.strerror or exc})"
+            ) from None
         if probe.is_dir():
             raise GenosegError(f"{opt} {path}: is a folder")
 
@@ -137,6 +157,7 @@ def run_predict(o: PredictOptions) -> None:
     from genoseg.data.bam import Evidence
     from genoseg.data.fasta import Genome
     from genoseg.data.regions import merge_regions, parse_region, parse_shard, read_bed_regions
+    from genoseg.io.atomic import install_signal_cleanup
     from genoseg.io.bedgraph import TrackWriter
     from genoseg.io.prediction import Prediction
     from genoseg.model.checkpoint import default_model_path, load_model
@@ -154,7 +175,10 @@ def run_predict(o: PredictOptions) -> None:
     if o.tracks and not o.posteriors:
         raise GenosegError("--tracks needs posteriors: drop --no-posteriors")
     if cfg.threads:
-        torch.set_num_threads(cfg.threads)
+        _set_threads(cfg.threads)
+    # SIGTERM / SIGHUP / SIGINT from here on delete every temporary (outputs being written,
+    # spilled network outputs) and end the process by the signal (exit status 128 + signum).
+    install_signal_cleanup()
     device = _device(cfg.device)
 
     genome = Genome.open(o.genome)
@@ -167,12 +191,21 @@ def run_predict(o: PredictOptions) -> None:
     model = load_model(model_path, device=str(device))
     evidence = None
     if o.bam:
-        if not model.uses_evidence:
-            log(f"the model {model_path.name} does not read RNA-seq evidence: --bam ignored",
-                o.quiet)  # fmt: skip
+        # The BAM is always opened and its header checked against the genome (index,
+        # sort order, contig names and lengths), even when the model does not read it:
+        # a BAM of another assembly is a user error worth one line, not a silent no-op.
+        # Strandedness inference reads alignments, so it runs only when they are used.
+        reads = model.uses_evidence
+        checked = Evidence.open(
+            o.bam, contigs, strandedness=cfg.evidence.strandedness if reads else "unstranded",
+            min_mapq=cfg.evidence.min_mapq,
+        )  # fmt: skip
+        if reads:
+            evidence = checked
+            log(f"RNA-seq evidence {o.bam}: strandedness {evidence.describe()}", o.quiet)
         else:
-            evidence = Evidence.open(o.bam, contigs, strandedness=cfg.evidence.strandedness,
-                                     min_mapq=cfg.evidence.min_mapq)  # fmt: skip
+            log(f"the model {model_path.name} does not read RNA-seq evidence: --bam checked "
+                "against the genome, then ignored", o.quiet)  # fmt: skip
     elif model.uses_evidence:
         log(f"the model {model_path.name} was trained with RNA-seq evidence; without --bam "
             "it sees no coverage (expect lower accuracy)", o.quiet)  # fmt: skip
@@ -224,10 +257,7 @@ def run_predict(o: PredictOptions) -> None:
         prog.close()
         el = time.monotonic() - t0
         n_genes = len(pred.genes)
-        t = predictor.timing
-        log(f"{n_genes} genes in {el:.1f} s ({total / max(el, 1e-9) / 1e3:.1f} kb/s; encoder "
-            f"{t['encoder']:.1f} s, engine {t['engine']:.1f} s, grammar {t['compile']:.1f} s)",
-            o.quiet)  # fmt: skip
+        log(f"{n_genes} genes in {el:.1f} s ({total / max(el, 1e-9) / 1e3:.1f} kb/s)", o.quiet)
         t1 = time.monotonic()
         pred.write_gff3(o.output, inputs=inputs)
         if o.bed:
@@ -242,7 +272,9 @@ def run_predict(o: PredictOptions) -> None:
         if track_writer is not None:
             track_writer.close()
             track_writer = None
-        log(f"outputs written in {time.monotonic() - t1:.1f} s", o.quiet)
+        t = predictor.timing
+        t["writing"] += time.monotonic() - t1
+        log("time: " + ", ".join(f"{k} {v:.1f} s" for k, v in t.items()), o.quiet)
     finally:
         if track_writer is not None:
             track_writer.abort()
