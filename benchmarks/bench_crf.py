@@ -241,6 +241,27 @@ def bench_stream_overhead(C: int = 8, K: int = 20, n_chunks: int = 2000) -> list
     return rows
 
 
+def bench_chains(T: int = 100_000, K: int = 200, C: int = 8, n_chains: int = 20_000) -> dict:
+    """chain_marginals against marginals on the same problem: n_chains chains of 1-5
+    consecutive segments of the Viterbi path (what predict asks for: exons, introns with
+    their exons, transcripts)."""
+    import random
+
+    p = problem(1, T, K, C)
+    args = {k: v for k, v in p.items() if k not in ("emissions", "lengths")}
+    h = p["emissions"]
+    path = crf.viterbi(h, None, **args)[1][0]
+    rng = random.Random(0)
+    chains = []
+    for _ in range(n_chains):
+        i = rng.randrange(len(path))
+        chains.append(path[i : i + rng.randint(1, 5)])
+    crf.chain_marginals(h[:, :64], None, **args, chains=[[[(0, 1, 0)]]])  # compile
+    s_m = best_of(lambda: crf.marginals(h, None, **args), 3)
+    s_c = best_of(lambda: crf.chain_marginals(h, None, **args, chains=[chains]), 3)
+    return dict(T=T, K=K, C=C, n_chains=n_chains, marginals_s=s_m, chains_s=s_c)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true", help="small grid only")
@@ -299,6 +320,10 @@ def main() -> None:
     print("|---|---|")
     for r in overhead:
         print(f"| {r['op']} | {r['us']:.0f} |")
+    ch = bench_chains()
+    print(f"\nchain_marginals, T={ch['T']:,}, K={ch['K']}, C={ch['C']}, {ch['n_chains']:,} chains "
+          f"of 1-5 segments: {ch['chains_s']:.3f} s (marginals on the same problem: "
+          f"{ch['marginals_s']:.3f} s)")  # fmt: skip
     print("\n## CUDA (Triton kernels)\n")
     sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
     import bench_crf_cuda
@@ -313,7 +338,9 @@ def main() -> None:
     if a.json:
         with open(a.json, "w") as f:
             json.dump(
-                dict(grid=rows, memory=mem, peers=peers, grammar=gram, overhead=overhead),
+                dict(
+                    grid=rows, memory=mem, peers=peers, grammar=gram, overhead=overhead, chains=ch
+                ),
                 f,
                 indent=1,
             )
