@@ -152,8 +152,10 @@ def _check_outputs(outputs: dict[str, str | None], inputs: dict[str, str | None]
             raise GenosegError(f"{opt} {path}: is a folder")
 
 
-def run_predict(o: PredictOptions) -> None:
-    """The whole command (see the module doc)."""
+def run_predict(o: PredictOptions) -> dict:
+    """The whole command (see the module doc). Returns a summary: ``genes`` (count), ``bp``
+    (bases decoded, flanks included), ``seconds`` (decoding and writing, wall clock) and
+    ``timing`` (seconds per stage, :attr:`Predictor.timing` plus ``writing``)."""
     from genoseg.data.bam import Evidence
     from genoseg.data.fasta import Genome
     from genoseg.data.regions import merge_regions, parse_region, parse_shard, read_bed_regions
@@ -275,6 +277,7 @@ def run_predict(o: PredictOptions) -> None:
         t = predictor.timing
         t["writing"] += time.monotonic() - t1
         log("time: " + ", ".join(f"{k} {v:.1f} s" for k, v in t.items()), o.quiet)
+        return {"genes": n_genes, "bp": total, "seconds": time.monotonic() - t0, "timing": t}
     finally:
         if track_writer is not None:
             track_writer.abort()
