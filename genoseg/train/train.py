@@ -48,6 +48,7 @@ from torch import Tensor, nn
 from genoseg import crf
 from genoseg.config import config_to_dict
 from genoseg.data.dataset import WindowDataset
+from genoseg.devices import resolve_device
 from genoseg.data.labels import IGNORE, gene_models_from_segments, segments_from_labels
 from genoseg.errors import GenosegError
 from genoseg.grammar.spec import Grammar, grammar_from_yaml
@@ -338,14 +339,6 @@ class _Progress:
             print(file=sys.stderr, flush=True)
 
 
-def _device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name.startswith("cuda") and not torch.cuda.is_available():
-        raise GenosegError(f"--device {name}: CUDA is not available on this machine")
-    return torch.device(name)
-
-
 class Trainer:
     """State of one training run (see the module doc for the order of events)."""
 
@@ -353,7 +346,7 @@ class Trainer:
         self.cfg = cfg
         self.world = int(os.environ.get("WORLD_SIZE", "1"))
         self.rank = int(os.environ.get("RANK", "0"))
-        self.device = _device(cfg.device)
+        self.device = resolve_device(cfg.device)
         if self.world > 1:
             if self.device.type == "cuda":
                 self.device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
