@@ -48,8 +48,8 @@ from torch import Tensor, nn
 from genoseg import crf
 from genoseg.config import config_to_dict
 from genoseg.data.dataset import WindowDataset
-from genoseg.devices import resolve_device
 from genoseg.data.labels import IGNORE, gene_models_from_segments, segments_from_labels
+from genoseg.devices import resolve_device
 from genoseg.errors import GenosegError
 from genoseg.grammar.spec import Grammar, grammar_from_yaml
 from genoseg.model.checkpoint import load_checkpoint, model_from_checkpoint, save_checkpoint
