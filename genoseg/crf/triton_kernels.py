@@ -44,7 +44,7 @@ import triton.language as tl  # noqa: E402
 from torch import Tensor  # noqa: E402
 from triton.runtime.interpreter import InterpretedFunction  # noqa: E402
 
-from genoseg.crf.inputs import CRFInputs  # noqa: E402
+from genoseg.crf.inputs import CRFInputs, check_position  # noqa: E402
 
 _INT_ARGS = {
     "_forward_kernel": ("e0", "T", "C", "K", "R", "n_ss", "n_se", "n_md", "n_run",
@@ -623,7 +623,10 @@ def _prepare(x: CRFInputs, run_carry: Tensor | None = None) -> _Prepared:
                 f"{name} is on {t.device} but emissions are on {dev}: give the per-position "
                 "inputs on the emissions' device"
             )
-    dt = torch.float64 if x.emissions.dtype == torch.float64 else torch.float32
+    # per-position scores in float64 if any of them is (a float64 seg_start is not rounded
+    # to float32 emissions), else float32: the rule of the CPU engine (api.position_dtype)
+    wide = any(t is not None and t.dtype == torch.float64 for t in (x.seg_start, x.seg_end))
+    dt = torch.float64 if wide or x.emissions.dtype == torch.float64 else torch.float32
 
     def aligned(t: Tensor) -> Tensor:
         # the kernels are specialised for 16-byte aligned pointers (see specialisations())
@@ -762,7 +765,7 @@ class _TritonLogPartition(torch.autograd.Function):
         ctx.meta = [(t is not None, t.dtype if t is not None else None,
                      t.device if t is not None else None) for t in tensors]  # fmt: skip
         ctx.saved = _checkpointed_forward(x, checkpoint)
-        return ctx.saved[1].to(x.emissions.dtype)
+        return ctx.saved[1]  # float64: |log Z| ~ 1e7 on a chromosome
 
     @staticmethod
     def backward(ctx, g: Tensor):
@@ -784,7 +787,9 @@ class _TritonLogPartition(torch.autograd.Function):
 
 
 def log_partition(x: CRFInputs, checkpoint: int | None = None) -> Tensor:
-    """log Z (B,) in the emission dtype, differentiable w.r.t. every float input.
+    """log Z (B,) float64 whatever the input dtypes (the kernels accumulate in float64; a
+    chromosome's |log Z| ~ 1e7 is beyond float32 resolution), differentiable w.r.t. every
+    float input (gradients in each input's dtype).
     Raises ValueError when some batch element has no finite-score segmentation."""
     tensors = (
         x.emissions, x.transitions, x.durations, x.init, x.final, x.tail,
@@ -796,17 +801,22 @@ def log_partition(x: CRFInputs, checkpoint: int | None = None) -> Tensor:
     ring, st = _new_state(p)
     logz, _, _ = _run_forward(p, ring, st, 0, True, 0, 0)
     _raise_forbidden(logz)
-    return logz.to(x.emissions.dtype)
+    return logz
 
 
 def marginals(x: CRFInputs, checkpoint: int | None = None):
-    """Exact posteriors as :class:`genoseg.crf.api.Marginals` (emission dtype)."""
-    from genoseg.crf.api import Marginals
-
+    """Exact posteriors as :class:`genoseg.crf.api.Marginals`: float32 unless the emissions
+    are float64 (:func:`genoseg.crf.api.result_dtype`), log Z float64."""
     logz, gh, gss, gse, *_ = _gradients(x, checkpoint)
-    dt = x.emissions.dtype
+    return _marginals(x, logz, gh, gss, gse)
+
+
+def _marginals(x: CRFInputs, logz: Tensor, gh: Tensor, gss: Tensor, gse: Tensor):
+    from genoseg.crf.api import Marginals, result_dtype
+
+    dt = result_dtype(x)
     gh, gss, gse = (t.to(dt) for t in (gh, gss, gse))
-    return Marginals(gh, gss, gse, gss.sum(-1), gse.sum(-1), logz.to(dt))
+    return Marginals(gh, gss, gse, gss.sum(-1), gse.sum(-1), logz.to(torch.float64))
 
 
 def _launch_viterbi(p: _Prepared, ring, st, gst, e0: int, pointers: bool):
@@ -903,13 +913,10 @@ def _final_on(final: Tensor, like: Tensor) -> Tensor:
 def _chunk_start(p: _Prepared, x: CRFInputs, state: ChunkState | None, semiring: str):
     """Copies of the carried tensors (ring, st, gst) and the chunk's start position."""
     dev = p.h.device
-    offset = getattr(x, "position_offset", None)  # recorded by check_inputs (chunks)
+    # the chunk must have been checked (check_inputs) for the position the state is at:
+    # the tail/max_dur rule depends on it
+    check_position(x, 0 if state is None else state.position)
     if state is None:
-        if offset:
-            raise ValueError(
-                f"the chunk was checked with position_offset={offset} but no state was "
-                "given: the first chunk of a contig starts at position 0"
-            )
         ring, st = _new_state(p)
         gst = torch.zeros((p.B, p.BC), dtype=torch.int32, device=dev)
         return ring, st, gst, 0
@@ -920,11 +927,6 @@ def _chunk_start(p: _Prepared, x: CRFInputs, state: ChunkState | None, semiring:
         )
     if tuple(state.ring.shape) != (p.B, 2 * p.R, p.BC) or tuple(state.run.shape) != (p.B, p.C):
         raise ValueError("state does not match these inputs (batch, labels or K changed)")
-    if offset is not None and offset != state.position:
-        raise ValueError(
-            f"the chunk was checked with position_offset={offset} but the state is at "
-            f"position {state.position}: check_inputs(..., position_offset={state.position})"
-        )
     gst = state.gst.clone() if state.gst is not None else None
     if gst is None:
         gst = torch.zeros((p.B, p.BC), dtype=torch.int32, device=dev)
@@ -1052,12 +1054,11 @@ def posterior_chunk(
     which may have lengths below T: the sweep then starts at each sequence's end). It
     recomputes the chunk from ``state`` with checkpoints every ``checkpoint`` positions
     (default sqrt(T·R/7)) and continues the reverse sweep. Returns
-    (:class:`genoseg.crf.api.Marginals` of the chunk's rows (emission dtype; log_z of the
-    whole sequences), the adjoint state before the chunk). Equal to the rows of one
+    (:class:`genoseg.crf.api.Marginals` of the chunk's rows (float32 unless the emissions
+    are float64; log_z float64, of the whole sequences), the adjoint state before the
+    chunk). Equal to the rows of one
     :func:`marginals` call on the whole contig; neither ``state`` nor ``adjoint`` is
     modified."""
-    from genoseg.crf.api import Marginals
-
     carry = None if state is None else state.run
     if carry is not None and tuple(carry.shape) != (x.B, x.C):
         raise ValueError("state does not match these inputs (batch, labels or K changed)")
@@ -1090,10 +1091,7 @@ def posterior_chunk(
         _raise_forbidden(logz)
     else:
         logz = adjoint.log_z
-    dt = x.emissions.dtype
-    gh, gss, gse = (t.to(dt) for t in (gh, gss, gse))
-    marg = Marginals(gh, gss, gse, gss.sum(-1), gse.sum(-1), logz.to(dt))
-    return marg, AdjointState(gq, adj, e0, logz)
+    return _marginals(x, logz, gh, gss, gse), AdjointState(gq, adj, e0, logz)
 
 
 # ----------------------------------------------------------------------------------------
