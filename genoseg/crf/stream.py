@@ -8,6 +8,13 @@ float64, so nothing is re-normalised or approximated at chunk boundaries.
 
 Chunks hold rows ``[position, position + n)`` of the contig (0-based half-open); every
 batch element advances by the same ``n``.
+
+Backends: CPU tensors run the numba engine (:mod:`genoseg.crf.cpu`); CUDA tensors run the
+Triton chunk kernels (:func:`~genoseg.crf.triton_kernels.forward_chunk`,
+:func:`~genoseg.crf.triton_kernels.viterbi_chunk`,
+:func:`~genoseg.crf.triton_kernels.posterior_chunk`) with the same carry-over contract and
+results (docs/kernels.md); ``backend=`` chooses as in :func:`genoseg.crf.api.log_partition`.
+Results come back on the stream's device (that of the parameters and emissions).
 """
 
 from __future__ import annotations
@@ -25,6 +32,7 @@ from genoseg.crf.api import (
     Segments,
     _Arrays,
     _raise_forbidden,
+    _resolve_backend,
     allowed_runs,
     default_checkpoint,
     result_dtype,
@@ -54,6 +62,10 @@ def _continue_runs(a: _Arrays, x, carry: np.ndarray | None, start: int, R: int):
     return a.run[:, -1, :].astype(np.int64)
 
 
+def _on(t: Tensor, device: torch.device) -> Tensor:
+    return t if t.device == device else t.to(device)
+
+
 class _Stream:
     mode = cpu.LOG
 
@@ -66,6 +78,7 @@ class _Stream:
         tail: Tensor | None = None,
         *,
         batch: int = 1,
+        backend: str = "auto",
     ):
         if not isinstance(transitions, Tensor) or transitions.dim() != 2:
             raise ValueError("transitions must be a (C, C) tensor")
@@ -75,6 +88,11 @@ class _Stream:
         probe = check_inputs(
             torch.zeros(batch, 1, C, device=dev), None, *[None] * 5, params=self._params
         )
+        if backend == "reference":
+            raise ValueError("streams run on backend 'auto', 'cpu' or 'triton', not 'reference'")
+        #: "cpu" (numba engine on host copies) or "triton" (chunk kernels on the device)
+        self.backend = _resolve_backend(backend, probe)
+        self.device = dev
         a = _Arrays(probe)
         self._arrays = a  # parameter arrays, converted once
         self.B, self.C, self.R = batch, C, a.R
@@ -87,14 +105,24 @@ class _Stream:
         self.Gstart = np.zeros((batch, C), dtype=np.int64)
         self.run_carry: np.ndarray | None = None  # (B, C) once a label_mask was given
         self.position = 0
+        # Triton backend: the carried ChunkState (None before the first chunk)
+        self.ts = None
+        # the numba forward also runs on the Triton backend only to record chain probes
+        self._cpu_pass1 = self.backend == "cpu"
         # forward probes at chain boundaries (PosteriorStream chains; none by default)
         self._pp = np.zeros((batch, 0), dtype=np.int64)
         self._pv = np.zeros((batch, 0, 5, C))
         self._pptr = np.zeros((batch, 2), dtype=np.int64)
 
-    def _chunk_inputs(self, inputs: tuple, start: int, run_carry):
+    @property
+    def _tk(self):
+        from genoseg.crf import triton_kernels
+
+        return triton_kernels
+
+    def _check_chunk(self, inputs: tuple, start: int):
         """Checked inputs (emissions, seg_start, seg_end, max_dur, label_mask) of the chunk
-        whose row 0 is position ``start``, as (CRFInputs, engine arrays, run carry after)."""
+        whose row 0 is position ``start`` (CRFInputs with that ``position_offset``)."""
         emissions, seg_start, seg_end, max_dur, label_mask = inputs
         x = check_inputs(
             emissions, None, None, None, None, None, None, seg_start, seg_end, max_dur,
@@ -102,29 +130,54 @@ class _Stream:
         )  # fmt: skip
         if x.B != self.B:
             raise ValueError(f"emissions chunk has batch size {x.B}, stream was made for {self.B}")
+        return x
+
+    def _cpu_arrays(self, x, start: int, run_carry):
+        """Engine arrays of checked chunk ``x`` (rows from ``start``) and the label_mask run
+        carry after it."""
         a = _Arrays(x, static=self._arrays)
-        return x, a, _continue_runs(a, x, run_carry, start, self.R)
+        return a, _continue_runs(a, x, run_carry, start, self.R)
 
     def _state(self, n: int) -> tuple:
         """Everything needed to redo the chunk of n rows starting at the current position."""
+        if self.backend == "triton":  # chunk functions never modify the states they get
+            return (self.position, n, self.ts)
         return (self.position, n, self.rings.copy(), self.G.copy(), self.alpha.copy(),
                 self.P.copy(), self.Gstart.copy(), self.run_carry)  # fmt: skip
 
     def _step(self, emissions, seg_start, seg_end, max_dur, label_mask) -> None:
         """Pass 1 over the next chunk (log-sum-exp, or max without back-pointers)."""
-        inputs = (emissions, seg_start, seg_end, max_dur, label_mask)
-        x, a, self.run_carry = self._chunk_inputs(inputs, self.position, self.run_carry)
-        cpu.advance_chunk(
-            a.h, a.ss, a.se, a.md, a.run, a.has_ss, a.has_se, a.has_md, a.has_run, self.position,
-            *self._static,
-            self.R, self.rings, self.G, self.alpha, self.P, self.position, self.mode,
-            _NO_BP, _NO_BP, self.Gstart, self._pp, self._pv, self._pptr,
-        )  # fmt: skip
+        x = self._check_chunk((emissions, seg_start, seg_end, max_dur, label_mask), self.position)
+        if self.backend == "triton":
+            tk = self._tk
+            if self.mode == cpu.LOG:
+                _, ts = tk.forward_chunk(x, self.ts, last=False)
+            else:
+                _, ts = tk.viterbi_chunk(x, self.ts, pointers=False)
+        if self._cpu_pass1:  # (on the Triton backend: the chain probes, while the GPU runs)
+            a, run_carry = self._cpu_arrays(x, self.position, self.run_carry)
+            cpu.advance_chunk(
+                a.h, a.ss, a.se, a.md, a.run, a.has_ss, a.has_se, a.has_md, a.has_run,
+                self.position, *self._static,
+                self.R, self.rings, self.G, self.alpha, self.P, self.position, self.mode,
+                _NO_BP, _NO_BP, self.Gstart, self._pp, self._pv, self._pptr,
+            )  # fmt: skip
+            self.run_carry = run_carry
+        if self.backend == "triton":
+            self.ts = ts
         self.position += x.T
+
+    def _out(self, t: np.ndarray | Tensor) -> Tensor:
+        """A result on the stream's device."""
+        return _on(torch.from_numpy(t) if isinstance(t, np.ndarray) else t, self.device)
 
 
 class ForwardStream(_Stream):
     """log Z of long sequences fed chunk by chunk.
+
+    ``backend``: "auto" (numba engine for CPU tensors, Triton kernels for CUDA tensors;
+    CUDA falls back to the numba engine with one warning when Triton cannot run), "cpu" or
+    "triton" (on CPU tensors only under TRITON_INTERPRET=1). ``batch``: sequences per chunk.
 
     >>> s = ForwardStream(A, D, init, final, tail)        # doctest: +SKIP
     >>> for chunk in chunks: s.update(chunk)              # chunk (n, C) or (B, n, C)
@@ -144,12 +197,17 @@ class ForwardStream(_Stream):
         self._step(emissions, seg_start, seg_end, max_dur, label_mask)
 
     def log_z(self) -> Tensor:
-        """log Z (B,) float64 of everything consumed so far, taken as complete sequences."""
+        """log Z (B,) float64 of everything consumed so far, taken as complete sequences
+        (on the stream's device)."""
         if self.position == 0:
             raise ValueError("no emissions consumed yet")
+        if self.backend == "triton":
+            out = self.ts.log_z(self._params.final)
+            _raise_forbidden(out.cpu())
+            return out
         out = np.array([cpu._finish(self.alpha[b], self._final) for b in range(self.B)])
         _raise_forbidden(out)
-        return torch.from_numpy(out)
+        return self._out(out)
 
 
 class _TwoPass(_Stream):
@@ -173,28 +231,32 @@ class _TwoPass(_Stream):
         inputs for the same rows."""
         if self._backward_started:
             raise ValueError(f"forward() after backward(): start a new {type(self).__name__}")
-        n = emissions.shape[-2]
-        self._saved.append(self._state(n))
+        n = emissions.shape[-2] if isinstance(emissions, Tensor) and emissions.dim() >= 2 else 0
+        state = self._state(n)
         self._step(emissions, seg_start, seg_end, max_dur, label_mask)
+        self._saved.append(state)  # only once the chunk was accepted
 
     update = forward
 
     def _next_chunk(self, inputs: tuple):
-        """Pass 2: (saved state, CRFInputs, engine arrays) of the last chunk not yet redone,
-        checking that ``inputs`` are that chunk's."""
+        """Pass 2: (saved state, CRFInputs) of the last chunk not yet redone, checking that
+        ``inputs`` are that chunk's. The caller removes the state (:meth:`_done`) once the
+        chunk is computed, so a refused chunk can be given again."""
         if not self._saved:
             raise ValueError("backward() called more times than forward()")
-        saved = self._saved[-1]  # popped only once the inputs pass their checks
-        start, n, run_carry = saved[0], saved[1], saved[-1]
-        if inputs[0].shape[-2] != n:
+        saved = self._saved[-1]
+        start, n = saved[0], saved[1]
+        rows = inputs[0].shape[-2] if isinstance(inputs[0], Tensor) else None
+        if rows != n:
             raise ValueError(
-                f"backward() chunk has {inputs[0].shape[-2]} rows, but the chunk at position "
+                f"backward() chunk has {rows} rows, but the chunk at position "
                 f"{start} had {n}: give the chunks of forward() again in reverse order"
             )
-        x, a, _ = self._chunk_inputs(inputs, start, run_carry)
+        return saved, self._check_chunk(inputs, start)
+
+    def _done(self) -> None:
         self._backward_started = True
         self._saved.pop()
-        return saved, x, a
 
 
 class ViterbiStream(_TwoPass):
@@ -207,6 +269,8 @@ class ViterbiStream(_TwoPass):
     it recomputes the chunk's int32 back-pointers from its state and returns, per sequence,
     the segments [(start, end, label)] whose end lies in the chunk. Concatenated in genome
     order they are exactly the path of one :func:`~genoseg.crf.api.viterbi` call.
+    ``backend`` as for :class:`ForwardStream` (on CUDA the back-pointers are computed on
+    the device and one chunk's worth is copied to the host for the traceback).
     """
 
     mode = cpu.SCORE  # pass 1 keeps states only; pass 2 writes back-pointers (MAX)
@@ -215,13 +279,22 @@ class ViterbiStream(_TwoPass):
         super().__init__(*args, **kwargs)
         self._cursor: list[list] | None = None  # per sequence: [end, label, label resolved]
 
-    def score(self) -> Tensor:
-        """Best score (B,) float64 of the whole sequences (after pass 1)."""
+    def _best(self) -> tuple[np.ndarray, np.ndarray]:
+        """(best score (B,) float64, last label (B,)) after pass 1, on the host."""
         if self.position == 0:
             raise ValueError("no emissions consumed yet")
-        scores = (self.alpha + self._final[None, :]).max(axis=1)
+        if self.backend == "triton":
+            score, last = self.ts.best(self._params.final)
+            return score.cpu().numpy(), last.cpu().numpy()
+        z = self.alpha + self._final[None, :]
+        return z.max(axis=1), np.argmax(z, axis=1)
+
+    def score(self) -> Tensor:
+        """Best score (B,) float64 of the whole sequences (after pass 1), on the stream's
+        device."""
+        scores, _ = self._best()
         _raise_forbidden(scores)
-        return torch.from_numpy(scores)
+        return self._out(scores.copy())
 
     def backward(
         self,
@@ -234,18 +307,26 @@ class ViterbiStream(_TwoPass):
         """Pass 2: per sequence, the best path's segments ending in the last chunk not yet
         traced (give the chunks of pass 1 again, last first), in order."""
         if self._cursor is None:
-            self.score()  # raises if everything is forbidden
-            last = np.argmax(self.alpha + self._final[None, :], axis=1)
+            scores, last = self._best()
+            _raise_forbidden(scores)  # everything forbidden
             self._cursor = [[self.position, int(c), True] for c in last]
         inputs = (emissions, seg_start, seg_end, max_dur, label_mask)
-        (start, n, rings, G, alpha, P, Gstart, _), x, a = self._next_chunk(inputs)
-        bp_len = np.zeros((self.B, n, self.C), dtype=np.int32)
-        bp_prev = np.full((self.B, n, self.C), -1, dtype=np.int32)
-        cpu.advance_chunk(
-            a.h, a.ss, a.se, a.md, a.run, a.has_ss, a.has_se, a.has_md, a.has_run, start,
-            *self._static, self.R, rings, G, alpha, P, start, cpu.MAX, bp_len, bp_prev, Gstart,
-            self._pp, self._pv, self._pptr,  # (no probes in a ViterbiStream)
-        )  # fmt: skip
+        saved, x = self._next_chunk(inputs)
+        start, n = saved[0], saved[1]
+        if self.backend == "triton":
+            vc, _ = self._tk.viterbi_chunk(x, saved[2], pointers=True)
+            bp_len, bp_prev = vc.bp_len.cpu().numpy(), vc.bp_prev.cpu().numpy()
+        else:
+            rings, G, alpha, P, Gstart, run_carry = saved[2:]
+            a, _ = self._cpu_arrays(x, start, run_carry)
+            bp_len = np.zeros((self.B, n, self.C), dtype=np.int32)
+            bp_prev = np.full((self.B, n, self.C), -1, dtype=np.int32)
+            cpu.advance_chunk(
+                a.h, a.ss, a.se, a.md, a.run, a.has_ss, a.has_se, a.has_md, a.has_run, start,
+                *self._static, self.R, rings, G, alpha, P, start, cpu.MAX, bp_len, bp_prev,
+                Gstart, self._pp, self._pv, self._pptr,  # (no probes in a ViterbiStream)
+            )  # fmt: skip
+        self._done()
         out = []
         for b in range(self.B):
             e, c, resolved = self._cursor[b]
@@ -275,10 +356,12 @@ class PosteriorStream(_TwoPass, ForwardStream):
     Pass 1: :meth:`forward` for every chunk in order (keeps one engine state per chunk:
     2·R·C float64 numbers, where R = max K_c + 1). Pass 2: :meth:`backward` for the same
     chunks in reverse order, with the same inputs again; each call returns the chunk's
-    :class:`~genoseg.crf.api.Marginals` (rows of that chunk only), equal to what one
-    :func:`~genoseg.crf.api.marginals` call on the whole sequence gives for those rows.
-    Only one chunk's emissions are needed at a time, so a chromosome's posteriors never
-    need its whole (T, C) score matrix in memory.
+    :class:`~genoseg.crf.api.Marginals` (rows of that chunk only, on the stream's device),
+    equal to what one :func:`~genoseg.crf.api.marginals` call on the whole sequence gives
+    for those rows. Only one chunk's emissions are needed at a time, so a chromosome's
+    posteriors never need its whole (T, C) score matrix in memory. ``backend`` as for
+    :class:`ForwardStream`; ``checkpoint``: positions between the saved states of the
+    recomputation inside a chunk (default: the engine's choice; results do not depend on it).
 
     ``chains``: optional, per sequence a list of chains of consecutive segments
     ``[(s1, e1, c1), (s2 = e1, e2, c2), ...]`` in whole-sequence coordinates (0-based
@@ -286,7 +369,10 @@ class PosteriorStream(_TwoPass, ForwardStream):
     :meth:`chain_marginals` gives their exact marginals, equal to
     :func:`~genoseg.crf.api.chain_marginals` on the whole sequence. Pass 1 records the
     engine's quantities at the chain boundaries (5·C float64 per boundary), pass 2 the end
-    posteriors of the chains' last segments.
+    posteriors of the chains' last segments. On the Triton backend the kernels compute the
+    posteriors and the end posteriors, while pass 1 also runs the numba forward on host
+    copies of the chunks to record the boundary quantities (the kernels do not record
+    them); it runs while the GPU works on the same chunk (docs/crf.md).
 
     >>> ps = PosteriorStream(A, D, init, final, tail)   # doctest: +SKIP
     >>> for ch in chunks: ps.forward(ch)
@@ -302,7 +388,8 @@ class PosteriorStream(_TwoPass, ForwardStream):
     ):
         super().__init__(*args, **kwargs)
         self.checkpoint = checkpoint
-        self._adjoint: tuple | None = None
+        self._adjoint: tuple | None = None  # CPU backend: the carried reverse-sweep state
+        self.tadj = None  # Triton backend: the carried AdjointState
         self._chains: list[chainsmod.FlatChains] | None = None
         if chains is not None:
             if len(chains) != self.B:
@@ -315,11 +402,13 @@ class PosteriorStream(_TwoPass, ForwardStream):
             self._pp = chainsmod.probe_rows(self._chains)
             self._pv = np.full((*self._pp.shape, 5, self.C), -np.inf)
             self._chain_end = [np.zeros(fc.n_chains) for fc in self._chains]
+            self._cpu_pass1 = True  # probes come from the numba forward on every backend
 
     def chain_marginals(self) -> list[Tensor]:
         """Per sequence, the (n_chains,) float64 marginals of the chains given to the
         constructor: P(every segment of the chain is a segment of the path). Call after
-        the last :meth:`backward` chunk."""
+        the last :meth:`backward` chunk. CPU tensors on every backend (as
+        :func:`~genoseg.crf.api.chain_marginals`)."""
         if self._chains is None:
             raise ValueError("this PosteriorStream was made without chains=")
         if not self._backward_started or self._saved:
@@ -343,12 +432,23 @@ class PosteriorStream(_TwoPass, ForwardStream):
         """Pass 2: the posteriors of the last chunk not yet returned; give the chunks of
         pass 1 again, last first."""
         inputs = (emissions, seg_start, seg_end, max_dur, label_mask)
-        if self._adjoint is None and self._chains is not None:
+        if not self._backward_started and self._chains is not None:
             for b, fc in enumerate(self._chains):
                 chainsmod.check_ends(fc, self.position, f"chains[{b}]")
-        (start, n, rings, G, alpha, P, _, _), x, a = self._next_chunk(inputs)
+        saved, x = self._next_chunk(inputs)
+        start, n = saved[0], saved[1]
+        if self.backend == "triton":
+            marg, self.tadj = self._tk.posterior_chunk(
+                x, saved[2], self.tadj, checkpoint=self.checkpoint
+            )
+            self._done()
+            if self._chains is not None:
+                self._record_chain_ends(start, n, marg.end)
+            return marg
+        rings, G, alpha, P, _, run_carry = saved[2:]
+        a, _ = self._cpu_arrays(x, start, run_carry)
         if self._adjoint is None:
-            log_z = self.log_z().numpy()
+            log_z = self.log_z().cpu().numpy()
             galpha = np.stack(
                 [cpu.final_weights(self.alpha[b], self._final, log_z[b]) for b in range(self.B)]
             )
@@ -360,11 +460,25 @@ class PosteriorStream(_TwoPass, ForwardStream):
             a.h, a.ss, a.se, a.md, a.run, a.has_ss, a.has_se, a.has_md, a.has_run, start,
             *self._static, self.R, block, rings, G, alpha, P, start, galpha, gG, gP, carry,
         )  # fmt: skip
-        if self._chains is not None:  # end posteriors of the chains ending in this chunk
-            for b, fc in enumerate(self._chains):
-                last = fc.last_e - 1
-                sel = np.flatnonzero((last >= start) & (last < start + n))
-                self._chain_end[b][sel] = gse[b, last[sel] - start, fc.last_c[sel]]
+        self._done()
+        if self._chains is not None:
+            self._record_chain_ends(start, n, gse)
         dt = result_dtype(x)
-        pos, st, en = (torch.from_numpy(v).to(dt) for v in (gh, gss, gse))
-        return Marginals(pos, st, en, st.sum(-1), en.sum(-1), torch.from_numpy(log_z))
+        pos, st, en = (self._out(v).to(dt) for v in (gh, gss, gse))
+        return Marginals(pos, st, en, st.sum(-1), en.sum(-1), self._out(log_z.copy()))
+
+    def _record_chain_ends(self, start: int, n: int, gse: np.ndarray | Tensor) -> None:
+        """Keep the end posteriors of the chains whose last segment ends in rows
+        [start, start + n) (``gse`` (B, n, C), host array or device tensor)."""
+        for b, fc in enumerate(self._chains):
+            last = fc.last_e - 1
+            sel = np.flatnonzero((last >= start) & (last < start + n))
+            if not len(sel):
+                continue
+            rows, labels = last[sel] - start, fc.last_c[sel]
+            if isinstance(gse, Tensor):
+                idx = [torch.from_numpy(v).to(gse.device) for v in (rows, labels)]
+                vals = gse[b][idx[0], idx[1]].to(torch.float64).cpu().numpy()
+            else:
+                vals = gse[b, rows, labels]
+            self._chain_end[b][sel] = vals
