@@ -250,3 +250,24 @@ def test_bad_arguments():
                              parts=2)  # fmt: skip
     with pytest.raises(ValueError, match=r"chains\[0\]"):
         par.parallel_posteriors(rows, T, tables, parts=2, chains=[[(10, 60, 0)]])
+
+
+def test_stream_kernels_release_the_gil():
+    """Threads give parallelism only if the numba kernels of batch-1 streams run without
+    the GIL: the main thread must keep running Python while a stream works in another."""
+    C, K, T = 8, 100, 150_000
+    g = torch.Generator().manual_seed(0)
+    A, D, z = torch.randn(C, C, generator=g), torch.randn(C, K, generator=g), torch.zeros(C)
+    h = torch.randn(1, T, C, generator=g)
+    crf.PosteriorStream(A, D, z, z).forward(h[:, :10])  # compile outside the measurement
+    ps = crf.PosteriorStream(A, D, z, z)
+    counts = []
+    for call in (lambda: ps.forward(h), lambda: ps.backward(h)):
+        th = threading.Thread(target=call)
+        n = 0
+        th.start()
+        while th.is_alive():
+            n += 1
+        counts.append(n)
+    # a kernel holding the GIL leaves the main thread a few thousand iterations at most
+    assert min(counts) > 100_000, counts

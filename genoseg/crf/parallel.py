@@ -740,6 +740,12 @@ def parallel_viterbi(
     path: list[Segment] = []
     for p, res in enumerate(results):
         path += [s for s in res.path if s[0] >= xs[p] and s[1] <= xs[p + 1]]
+    if (
+        path[0][0] != 0
+        or path[-1][1] != T
+        or any(u[1] != v[0] for u, v in zip(path[:-1], path[1:], strict=True))
+    ):  # pragma: no cover - stitch points are segment ends of both paths
+        raise RuntimeError(f"stitched Viterbi path does not tile [0, {T})")
     return ParallelViterbi(path, report)
 
 
