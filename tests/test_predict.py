@@ -36,7 +36,6 @@ import torch
 from click.testing import CliRunner
 
 from genoseg.cli import cli
-from genoseg.crf.stream import PosteriorStream
 from genoseg.data.fasta import Genome
 from genoseg.decode.check import check_gff3
 from genoseg.grammar import load_grammar
@@ -227,21 +226,24 @@ def test_gff3_valid_checked_and_evaluated(full, model):
     assert cal["boundary"]["ece"] is not None
 
 
-@pytest.mark.xfail(
-    not hasattr(PosteriorStream, "chain_marginals"),
-    reason="segment / transcript posteriors need the engine's chain marginals "
-    "(PosteriorStream(chains=...)), not in genoseg.crf yet",
-    strict=True,
-)
 def test_scores_are_segment_and_transcript_posteriors(full):
+    """Score column: segment posterior (exon/CDS/intron), transcript posterior (mRNA), the
+    gene's = its transcript's; all exact chain marginals of the engine, in [0, 1]."""
     rows = gff3_features(full["gff3"])
     for key, score, _ in rows:
         p = prob(score)
         assert p is not None and 0.0 <= p <= 1.0, key
     by_id = {key[6]: score for key, score, _ in rows}
-    for key, score, _ in rows:
+    parts: dict[str, list[float]] = {}
+    for key, score, attrs in rows:
         if key[1] == "gene":
             assert score == by_id[key[6] + ".t1"]  # gene score = its transcript's
+        elif key[1] in ("exon", "CDS", "intron"):
+            parts.setdefault(attrs["Parent"], []).append(float(score))
+    # the whole chain is in the path at most as often as any one of its segments
+    for tx, probs in parts.items():
+        assert float(by_id[tx]) <= min(probs) + 1e-4, tx
+    assert any(float(by_id[tx]) < 0.99 for tx in parts), "posteriors carry no uncertainty"
 
 
 def test_no_posteriors_same_models_dot_scores(full, viterbi_only):
