@@ -224,6 +224,30 @@ def test_gff3_valid_checked_and_evaluated(full, model):
     n_parts = sum(r[0][1] == "CDS" for r in rows)
     assert cal["boundary"]["n"] == 2 * n_parts
     assert cal["boundary"]["ece"] is not None
+    assert cal["exon"]["n"] == n_parts and cal["exon"]["ece"] is not None
+    assert cal["intron"]["n"] == sum(r[0][1] == "intron" for r in rows)
+
+
+def test_config_file_documents_every_key_with_its_default():
+    """configs/predict.yaml holds every PredictConfig key (nested too) at its default."""
+    import dataclasses
+
+    from genoseg.config import load_config, read_yaml_mapping
+    from genoseg.predict.run import PredictConfig
+
+    path = REPO / "configs" / "predict.yaml"
+    assert load_config(PredictConfig, path) == PredictConfig()
+    data = read_yaml_mapping(path)
+
+    def keys(cls, d, prefix=""):
+        for f in dataclasses.fields(cls):
+            assert f.name in d, f"{path}: key {prefix}{f.name} missing"
+            if dataclasses.is_dataclass(f.type if not isinstance(f.type, str) else None):
+                keys(f.type, d[f.name], prefix + f.name + ".")
+        assert set(d) == {f.name for f in dataclasses.fields(cls)}
+
+    keys(PredictConfig, data)
+    assert set(data["evidence"]) == {"strandedness", "min_mapq"}
 
 
 def test_scores_are_segment_and_transcript_posteriors(full):
