@@ -152,6 +152,10 @@ def main() -> None:
         shutil.copy(model, work / "model.pt")
         model = str(work / "model.pt")
     genome = Path(args.genome)
+    if not genome.exists():
+        raise SystemExit(
+            f"{genome}: genome not found (pass --genome, or put ../shared beside the repo)"
+        )
     common = {"model": model, "quiet": True, "threads": args.threads}
     lines: list[str] = []
     say = lambda s="": (lines.append(s), print(s, file=sys.stderr, flush=True))  # noqa: E731
