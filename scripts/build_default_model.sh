@@ -15,11 +15,22 @@ done
 "$G" train --config configs/train.yaml "$@"
 .venv/bin/python -m genoseg.train.calibrate build/runs/default/best.pt --config configs/train.yaml
 .venv/bin/python - <<'PY'
+import os
 from genoseg.model.checkpoint import load_checkpoint, model_from_checkpoint, save_checkpoint
+
+def relative(v):  # the shipped config names files relative to the repository
+    if isinstance(v, dict):
+        return {k: relative(x) for k, x in v.items()}
+    if isinstance(v, list):
+        return [relative(x) for x in v]
+    if isinstance(v, str) and os.path.isabs(v):
+        return os.path.relpath(os.path.normpath(v), os.getcwd())
+    return v
+
 src = "build/runs/default/best.pt"
 ck = load_checkpoint(src)
 model = model_from_checkpoint(ck, src)
-save_checkpoint("genoseg/models/default.pt", model, config=ck["config"],
+save_checkpoint("genoseg/models/default.pt", model, config=relative(ck["config"]),
                 calibration=ck.get("calibration"))
 print("wrote genoseg/models/default.pt")
 PY
