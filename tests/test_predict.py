@@ -541,3 +541,42 @@ def test_unwritable_output_folder(model, tmp_path):
     lines = res.stderr.strip().splitlines()
     assert len(lines) == 1 and "is not writable" in lines[0], res.stderr
     assert not (target / "g.gff3").exists() and list(ro.iterdir()) == []
+
+
+def test_parallel_parts_equal_one_stream(work, model, slice_fa, tmp_path, monkeypatch):
+    """One contig decoded in 3 parallel parts (tiny parts and overlaps forced, so the
+    convergence checks have work to do) equals the one-stream decode (w7000 run)."""
+    from genoseg.crf import parallel as par_mod
+
+    calls = {"viterbi": 0, "posteriors": 0}
+    real_v, real_p = par_mod.parallel_viterbi, par_mod.parallel_posteriors
+
+    def count_v(*a, **k):
+        calls["viterbi"] += 1
+        assert k["parts"] == 3
+        return real_v(*a, **k)
+
+    def count_p(*a, **k):
+        calls["posteriors"] += 1
+        return real_p(*a, **k)
+
+    monkeypatch.setattr(par_mod, "parallel_viterbi", count_v)
+    monkeypatch.setattr(par_mod, "parallel_posteriors", count_p)
+    runs = {}
+    for name, keys in {
+        "seq": {"workers": 1},
+        "par": {"workers": 3, "min_part": 6000, "overlap": 300},
+    }.items():
+        out = tmp_path / f"{name}.gff3"
+        tracks = predict_recording_tracks(
+            slice_fa, "-o", out, "--model", model, "--tracks", tmp_path / name, "-q",
+            "--window", 7000, "--config", config(tmp_path / f"{name}.yaml", **keys),
+        )  # fmt: skip
+        runs[name] = (out, tracks)
+        if name == "par":
+            assert calls["viterbi"] == 1 and calls["posteriors"] == 1, calls
+    (one, one_tracks), (par, par_tracks) = runs["seq"], runs["par"]
+    assert_same_models(gff3_features(one), gff3_features(par), tol=1e-6)
+    assert set(one_tracks) == set(par_tracks)
+    for name, v in one_tracks.items():
+        assert np.nanmax(np.abs(v - par_tracks[name])) <= 1e-6, name

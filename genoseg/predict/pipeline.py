@@ -47,7 +47,7 @@ from genoseg.data.fasta import Genome
 from genoseg.decode.genes import Gene, Segment, genes_from_path
 from genoseg.decode.tracks import boundary_posteriors, fill_boundary_posteriors, posterior_tracks
 from genoseg.model.gene_model import GeneModel, compile_rows
-from genoseg.model.heads import N_OUTPUTS
+from genoseg.model.heads import N_OUTPUTS, frame_terms
 
 __all__ = ["ContigResult", "Predictor", "Span"]
 
@@ -97,7 +97,7 @@ class _Progress:
         el = max(now - self.t0, 1e-9)
         rate = self.done / el
         eta = (self.total - self.done) / max(rate, 1e-9)
-        msg = (f"genoseg predict: {100 * self.done / self.total:5.1f}% {rate / 1e3:8.1f} kb/s "
+        msg = (f"genoseg predict: {min(100.0, 100 * self.done / self.total):5.1f}% {rate / 1e3:8.1f} kb/s "
                f"(all passes) ETA {eta:6.0f} s")  # fmt: skip
         if self.tty:
             print("\r" + msg, end="", file=sys.stderr, flush=True)
@@ -121,6 +121,10 @@ class Predictor:
         cache: ``auto`` | ``memory`` | ``spill`` | ``recompute`` (module doc); ``auto`` keeps
             spans up to 20 Mb in memory (68 bytes per base) and spills longer ones.
         on_tracks: called with (contig, {track: TrackChunk}) for every chunk of posteriors.
+        workers, min_part, overlap: a stretch of at least ``2 * min_part`` bases is decoded
+            in ``min(workers, length // min_part)`` parallel parts (genoseg.crf.parallel:
+            exact, each part converged over ``overlap`` bases, lengthened when a check
+            fails); shorter stretches, or ``workers=1``, use one stream.
     """
 
     def __init__(
@@ -134,6 +138,9 @@ class Predictor:
         cache: str = "auto",
         on_tracks: Callable[[str, dict], None] | None = None,
         quiet: bool = False,
+        workers: int = 1,
+        min_part: int = 1_000_000,
+        overlap: int = 20_000,
     ):
         if window < 1:
             raise ValueError(f"window must be >= 1, got {window}")
@@ -148,6 +155,12 @@ class Predictor:
         self.cache = cache
         self.on_tracks = on_tracks
         self.quiet = quiet
+        if model.cfg.centering == "label_mean":
+            raise ValueError(
+                "the model centres emissions by their mean over a window (label_mean): its "
+                "scores depend on where windows fall, so it cannot decode seam-free"
+            )
+        self.workers, self.min_part, self.overlap = workers, min_part, overlap
         self.device = next(model.parameters()).device
         with torch.no_grad():
             tabs = model.structure.tables()
@@ -266,7 +279,97 @@ class Predictor:
         final = torch.zeros_like(t["final"]) if open_end else t["final"]
         return (t["transitions"], t["durations"], init, final, t["tail"])
 
+    def _parts(self, span: Span) -> int:
+        return max(1, min(self.workers, (span.end - span.start) // max(1, self.min_part)))
+
+    def _rows(self, span: Span, store, prog: _Progress):
+        """``rows(a, b)`` for genoseg.crf.parallel: the engine inputs of span rows [a, b)
+        (span-relative), exactly as the sequential passes build them (frame carry from
+        the chunk's start). Fills every chunk's carry first (one pass over the outputs)."""
+        chunks = self._chunks(span)
+        for k, (c0, c1) in enumerate(chunks[:-1]):
+            out = store.get(k, c0, c1)
+            store.carries[k + 1] = self._advance_carry(out, c0, store.carries[k])
+            prog.add(c1 - c0)
+        prog.add(chunks[-1][1] - chunks[-1][0])
+
+        def rows(a: int, b: int):
+            c0, c1 = span.start + a, span.start + b
+            k0, k1 = (c0 - span.start) // self.window, (c1 - 1 - span.start) // self.window
+            base = chunks[k0][0]
+            out = np.concatenate([store.get(k, *chunks[k]) for k in range(k0, k1 + 1)])
+            carry = store.carries[k0]
+            if c0 > base:
+                carry = self._advance_carry(out[: c0 - base], base, carry)
+            inputs, _ = self._chunk_inputs(span, c0, c1, out[c0 - base : c1 - base], carry)
+            prog.add(c1 - c0)
+            return inputs
+
+        return rows
+
+    def _advance_carry(self, out: np.ndarray, offset: int, carry: Tensor) -> Tensor:
+        """Frame prefix sums after the rows ``out`` (rows from ``offset``)."""
+        t0 = time.monotonic()
+        q = torch.from_numpy(out).unsqueeze(0)
+        lm, C = self.model.label_map, self.grammar.num_labels
+        _, _, nxt = frame_terms(q[..., 2:5], q[..., 6:9], lm, C, offset=offset, carry=carry)
+        self.timing["scores"] += time.monotonic() - t0
+        return nxt
+
+    def _decode_parallel(self, span: Span, store, prog: _Progress, parts: int) -> ContigResult:
+        from genoseg.crf import parallel as par
+
+        L = self.genome.length(span.contig)
+        T = span.end - span.start
+        A, D, init, final, tail = self._stream_args(span.start > 0, span.end < L)
+        tables = {"transitions": A, "durations": D, "init": init, "final": final, "tail": tail}
+        rows = self._rows(span, store, prog)
+        common = dict(parts=parts, overlap=self.overlap, chunk=self.window, workers=parts)
+        t0 = time.monotonic()
+        vit = par.parallel_viterbi(rows, T, tables, **common)
+        self.timing["engine"] += time.monotonic() - t0
+        path = [(s + span.start, e + span.start, c) for s, e, c in vit.segments]
+        path = _complete_genes(path, self.grammar.intergenic)
+        segments = [Segment(s, e, c) for s, e, c in path]
+        if not self.posteriors:
+            return self._finish(span, segments, None, None)
+        genes_probe = genes_from_path(self.grammar, span.contig, segments)
+        chains, chain_of = _chains(segments, genes_probe, span.start, self.grammar.intergenic)
+        seg_list = list(segments)
+
+        def on_chunk(a: int, b: int, m) -> None:
+            nonlocal seg_list
+            seg_list = self._posterior_chunk(span, span.start + a, span.start + b, m, seg_list)
+
+        t0 = time.monotonic()
+        post = par.parallel_posteriors(rows, T, tables, chains=chains, on_chunk=on_chunk, **common)
+        self.timing["engine"] += time.monotonic() - t0
+        marg = post.chain_marginals.numpy()
+        return self._finish(span, seg_list, marg, chain_of, post.log_z)
+
+    def _posterior_chunk(self, span: Span, c0: int, c1: int, m, seg_list: list[Segment]):
+        """Boundary posteriors onto the path's segments, and the chunk's tracks."""
+        L = self.genome.length(span.contig)
+        t0 = time.monotonic()
+        pos = m.position[0].cpu().numpy()
+        st, en = m.start[0].cpu().numpy(), m.end[0].cpu().numpy()
+        lower, upper = boundary_posteriors(self.grammar, st, en)
+        seg_list = _fill(seg_list, lower, upper, c0)
+        if self.on_tracks is not None:
+            tracks = posterior_tracks(self.grammar, pos, st, en, offset=c0,
+                                      contig_length=L if c1 == L else None)  # fmt: skip
+            self.timing["decode"] += time.monotonic() - t0
+            t0 = time.monotonic()
+            self.on_tracks(span.contig, tracks)
+            self.timing["writing"] += time.monotonic() - t0
+        else:
+            self.timing["decode"] += time.monotonic() - t0
+        return seg_list
+
     def _decode(self, span: Span, store, prog: _Progress) -> ContigResult:
+        parts = self._parts(span)
+        if parts > 1:
+            return self._decode_parallel(span, store, prog, parts)
         L = self.genome.length(span.contig)
         args = self._stream_args(span.start > 0, span.end < L)
         # passes 1-2: Viterbi
@@ -290,10 +393,7 @@ class Predictor:
         # passes 3-4: posteriors, with the path's segments and transcripts as chains
         genes_probe = genes_from_path(self.grammar, span.contig, segments)
         chains, chain_of = _chains(segments, genes_probe, span.start, self.grammar.intergenic)
-        try:
-            ps = PosteriorStream(*args, chains=[chains])
-        except TypeError:  # TEMPORARY until the engine's chain marginals land
-            ps = PosteriorStream(*args)
+        ps = PosteriorStream(*args, chains=[chains])
         for _, _, inp in self._pass(span, store, False, prog):
             t0 = time.monotonic()
             ps.forward(*inp)
@@ -303,21 +403,8 @@ class Predictor:
             t0 = time.monotonic()
             m = ps.backward(*inp)
             self.timing["engine"] += time.monotonic() - t0
-            t0 = time.monotonic()
-            pos = m.position[0].numpy()
-            st, en = m.start[0].numpy(), m.end[0].numpy()
-            lower, upper = boundary_posteriors(self.grammar, st, en)
-            seg_list = _fill(seg_list, lower, upper, c0)
-            if self.on_tracks is not None:
-                tracks = posterior_tracks(self.grammar, pos, st, en, offset=c0,
-                                          contig_length=L if c1 == L else None)  # fmt: skip
-                self.timing["decode"] += time.monotonic() - t0
-                t0 = time.monotonic()
-                self.on_tracks(span.contig, tracks)
-                self.timing["writing"] += time.monotonic() - t0
-            else:
-                self.timing["decode"] += time.monotonic() - t0
-        marg = ps.chain_marginals()[0].numpy() if hasattr(ps, "chain_marginals") else None
+            seg_list = self._posterior_chunk(span, c0, c1, m, seg_list)
+        marg = ps.chain_marginals()[0].numpy()
         log_z = float(ps.log_z()[0])
         return self._finish(span, seg_list, marg, chain_of, log_z)
 
@@ -427,12 +514,6 @@ class _OutputStore:
         self.mm = None
         if self.path is not None:  # pragma: no cover
             os.unlink(self.path)
-
-
-def genome_digest(contigs: dict[str, int]) -> str:
-    """sha256 of the genome's contig names and lengths (FASTA order)."""
-    text = "\n".join(f"{n}\t{L}" for n, L in contigs.items())
-    return hashlib.sha256(text.encode()).hexdigest()
 
 
 def file_digest(path: str | os.PathLike) -> str:

@@ -6,7 +6,6 @@ leaves no partial file.
 
 from __future__ import annotations
 
-import json
 import os
 import sys
 import tempfile
@@ -37,11 +36,16 @@ class PredictConfig:
     cache: str = "auto"  # auto | memory | spill | recompute (network outputs between passes)
     device: str = "auto"
     threads: int = 0
+    workers: int = 0  # parallel parts of one long contig (0 = one per CPU thread)
+    min_part: int = 1_000_000  # bases per parallel part at least (shorter: one stream)
+    overlap: int = 20_000  # convergence overlap of parallel parts (lengthened when needed)
     evidence: EvidenceOptions = field(default_factory=EvidenceOptions)
 
     def __post_init__(self) -> None:
         if self.window < 1000:
             raise ValueError(f"'window' must be >= 1000, got {self.window}")
+        if self.workers < 0 or self.min_part < 1 or self.overlap < 1:
+            raise ValueError("'workers' must be >= 0, 'min_part' and 'overlap' >= 1")
         if self.flank < 0:
             raise ValueError(f"'flank' must be >= 0, got {self.flank}")
         if self.cache not in ("auto", "memory", "spill", "recompute"):
@@ -163,7 +167,8 @@ def run_predict(o: PredictOptions) -> dict:
     from genoseg.io.bedgraph import TrackWriter
     from genoseg.io.prediction import Prediction
     from genoseg.model.checkpoint import default_model_path, load_model
-    from genoseg.predict.pipeline import Predictor, file_digest, genome_digest
+    from genoseg.predict.pipeline import Predictor, file_digest
+    from genoseg.workflow.merge import genome_digest, run_comment
 
     over = {"window": o.window, "device": o.device, "threads": o.threads}
     cfg = load_config(PredictConfig, o.config, {k: v for k, v in over.items() if v is not None})
@@ -218,14 +223,13 @@ def run_predict(o: PredictOptions) -> dict:
     targets = merge_regions(regions, contigs) if regions else contigs
     spans = plan_spans(contigs, targets, shard, cfg.flank)
 
-    run_info = {
-        "genome": genome_digest(contigs), "model": file_digest(model_path),
-        "shard": list(shard) if shard else [1, 1], "posteriors": o.posteriors,
-        "bam": evidence is not None,
-    }  # fmt: skip
+    run_line = run_comment(
+        genome_digest(contigs), file_digest(model_path), shard or (1, 1),
+        posteriors=o.posteriors, bam=evidence is not None,
+    )  # fmt: skip
     pred = Prediction(
         contigs, grammar=model.grammar, model=str(model_path), command=o.command,
-        comments=[f" genoseg-run: {json.dumps(run_info, sort_keys=True)}"],
+        comments=[run_line],
     )  # fmt: skip
     track_writer = None
     if o.tracks:
@@ -245,8 +249,10 @@ def run_predict(o: PredictOptions) -> dict:
         f"{model.halo} bp); device {device}; {'posteriors' if o.posteriors else 'Viterbi only'}",
         o.quiet)  # fmt: skip
     t0 = time.monotonic()
+    workers = cfg.workers or (1 if device.type == "cuda" else torch.get_num_threads())
     predictor = Predictor(model, genome, evidence, window=cfg.window, posteriors=o.posteriors,
-                          cache=cfg.cache, quiet=o.quiet)  # fmt: skip
+                          cache=cfg.cache, quiet=o.quiet, workers=workers,
+                          min_part=cfg.min_part, overlap=cfg.overlap)  # fmt: skip
     from genoseg.predict.pipeline import _Progress
 
     prog = _Progress(total, 4 if o.posteriors else 2, o.quiet)
