@@ -223,6 +223,8 @@ class Predictor:
                 tables=self.tables, temperature=self.temperature,
             )  # fmt: skip
         chunk = (kw["emissions"].float(), kw["seg_start"], kw["seg_end"], kw["max_dur"])
+        if self.device.type == "cuda":  # the streams run the Triton kernels there
+            chunk = tuple(t.to(self.device) for t in chunk)
         self.timing["scores"] += time.monotonic() - t0
         return chunk, carry
 
@@ -277,7 +279,8 @@ class Predictor:
         t = self.tables
         init = torch.zeros_like(t["init"]) if open_start else t["init"]
         final = torch.zeros_like(t["final"]) if open_end else t["final"]
-        return (t["transitions"], t["durations"], init, final, t["tail"])
+        args = (t["transitions"], t["durations"], init, final, t["tail"])
+        return tuple(a.to(self.device) for a in args) if self.device.type == "cuda" else args
 
     def _parts(self, span: Span) -> int:
         return max(1, min(self.workers, (span.end - span.start) // max(1, self.min_part)))
@@ -378,7 +381,7 @@ class Predictor:
             t0 = time.monotonic()
             vs.forward(*inp)
             self.timing["engine"] += time.monotonic() - t0
-        pieces: list[list[tuple[int, int, int]]] = []
+        pieces: list[list[tuple[int, int, int]]] = []  # traced on the host
         for _, _, inp in self._pass(span, store, True, prog):
             t0 = time.monotonic()
             pieces.append(vs.backward(*inp)[0])
