@@ -97,7 +97,8 @@ class _Progress:
         el = max(now - self.t0, 1e-9)
         rate = self.done / el
         eta = (self.total - self.done) / max(rate, 1e-9)
-        msg = (f"genoseg predict: {min(100.0, 100 * self.done / self.total):5.1f}% {rate / 1e3:8.1f} kb/s "
+        pct = min(100.0, 100 * self.done / self.total)
+        msg = (f"genoseg predict: {pct:5.1f}% {rate / 1e3:8.1f} kb/s "
                f"(all passes) ETA {eta:6.0f} s")  # fmt: skip
         if self.tty:
             print("\r" + msg, end="", file=sys.stderr, flush=True)
