@@ -332,13 +332,10 @@ class Predictor:
         t0 = time.monotonic()
         vit = par.parallel_viterbi(rows, T, tables, **common)
         self.timing["engine"] += time.monotonic() - t0
-        path = [(s + span.start, e + span.start, c) for s, e, c in vit.segments]
-        path = _complete_genes(path, self.grammar.intergenic)
-        segments = [Segment(s, e, c) for s, e, c in path]
+        segments = self._segments(span, vit.segments)
         if not self.posteriors:
             return self._finish(span, segments, None, None)
-        genes_probe = genes_from_path(self.grammar, span.contig, segments)
-        chains, chain_of = _chains(segments, genes_probe, span.start, self.grammar.intergenic)
+        chains, chain_of = self._chains(span, segments)
         seg_list = list(segments)
 
         def on_chunk(a: int, b: int, m) -> None:
@@ -370,6 +367,17 @@ class Predictor:
             self.timing["decode"] += time.monotonic() - t0
         return seg_list
 
+    def _segments(self, span: Span, path) -> list[Segment]:
+        """The decoded path (span-relative (start, end, label)) in contig coordinates,
+        without genes cut by an open end of the stretch."""
+        path = [(s + span.start, e + span.start, c) for s, e, c in path]
+        return [Segment(*p) for p in _complete_genes(path, self.grammar.intergenic)]
+
+    def _chains(self, span: Span, segments: list[Segment]):
+        """Chains whose exact marginals the posterior pass computes (see :func:`_chains`)."""
+        genes = genes_from_path(self.grammar, span.contig, segments)
+        return _chains(segments, genes, span.start, self.grammar.intergenic)
+
     def _decode(self, span: Span, store, prog: _Progress) -> ContigResult:
         parts = self._parts(span)
         if parts > 1:
@@ -387,16 +395,11 @@ class Predictor:
             t0 = time.monotonic()
             pieces.append(vs.backward(*inp)[0])
             self.timing["engine"] += time.monotonic() - t0
-        path = [
-            (s + span.start, e + span.start, c) for piece in reversed(pieces) for s, e, c in piece
-        ]
-        path = _complete_genes(path, self.grammar.intergenic)
-        segments = [Segment(s, e, c) for s, e, c in path]
+        segments = self._segments(span, [seg for piece in reversed(pieces) for seg in piece])
         if not self.posteriors:
             return self._finish(span, segments, None, None)
         # passes 3-4: posteriors, with the path's segments and transcripts as chains
-        genes_probe = genes_from_path(self.grammar, span.contig, segments)
-        chains, chain_of = _chains(segments, genes_probe, span.start, self.grammar.intergenic)
+        chains, chain_of = self._chains(span, segments)
         ps = PosteriorStream(*args, chains=[chains])
         for _, _, inp in self._pass(span, store, False, prog):
             t0 = time.monotonic()
