@@ -160,6 +160,7 @@ def run_predict(o: PredictOptions) -> dict:
     """The whole command (see the module doc). Returns a summary: ``genes`` (count), ``bp``
     (bases decoded, flanks included), ``seconds`` (decoding and writing, wall clock) and
     ``timing`` (seconds per stage, :attr:`Predictor.timing` plus ``writing``)."""
+    from genoseg import __version__
     from genoseg.data.bam import Evidence
     from genoseg.data.fasta import Genome
     from genoseg.data.regions import merge_regions, parse_region, parse_shard, read_bed_regions
@@ -228,7 +229,8 @@ def run_predict(o: PredictOptions) -> dict:
         posteriors=o.posteriors, bam=evidence is not None,
     )  # fmt: skip
     pred = Prediction(
-        contigs, grammar=model.grammar, model=str(model_path), command=o.command,
+        contigs, grammar=model.grammar, command=o.command,
+        model=str(model_path) if o.model else f"default ({model_path.name}, genoseg {__version__})",
         comments=[run_line],
     )  # fmt: skip
     track_writer = None
