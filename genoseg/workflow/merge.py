@@ -377,6 +377,23 @@ class _Record:
     where: str
 
 
+def _bed_columns(
+    line: str, where: str, ncols: int, what: str, order: Mapping[str, int]
+) -> tuple[list[str], int, int]:
+    """The tab-separated columns of a BED line and its 0-based half-open start and end;
+    GenosegError naming ``where`` for a wrong column count, an unknown contig or a
+    non-integer coordinate."""
+    c = line.split("\t")
+    if len(c) != ncols:
+        raise GenosegError(f"{where}: expected {ncols} {what} columns, got {len(c)}")
+    if c[0] not in order:
+        raise GenosegError(f"{where}: contig {c[0]} is not in the genome of the GFF3s")
+    try:
+        return c, int(c[1]), int(c[2])
+    except ValueError:
+        raise GenosegError(f"{where}: start/end are not integers") from None
+
+
 def _read_bed12(path: Path, order: Mapping[str, int]) -> list[_Record]:
     out = []
     with _open_text(path, "BED file") as fh:
@@ -385,15 +402,7 @@ def _read_bed12(path: Path, order: Mapping[str, int]) -> list[_Record]:
             if not line.strip() or line.startswith(("#", "track", "browser")):
                 continue
             where = f"{path}:{no}"
-            c = line.split("\t")
-            if len(c) != 12:
-                raise GenosegError(f"{where}: expected 12 BED columns, got {len(c)}")
-            if c[0] not in order:
-                raise GenosegError(f"{where}: contig {c[0]} is not in the genome of the GFF3s")
-            try:
-                s, e = int(c[1]), int(c[2])
-            except ValueError:
-                raise GenosegError(f"{where}: start/end are not integers") from None
+            c, s, e = _bed_columns(line, where, 12, "BED", order)
             key = (order[c[0]], s, e, c[5], c[3])
             out.append(_Record(key, line + "\n", c[3], tuple(c[:4] + c[5:]), where))
     return out
@@ -411,15 +420,7 @@ def _read_segments(path: Path, order: Mapping[str, int]) -> tuple[str, list[_Rec
                 header = header or line + "\n"
                 continue
             where = f"{path}:{no}"
-            c = line.split("\t")
-            if len(c) != 9:
-                raise GenosegError(f"{where}: expected 9 segment BED columns, got {len(c)}")
-            if c[0] not in order:
-                raise GenosegError(f"{where}: contig {c[0]} is not in the genome of the GFF3s")
-            try:
-                s, e = int(c[1]), int(c[2])
-            except ValueError:
-                raise GenosegError(f"{where}: start/end are not integers") from None
+            c, s, e = _bed_columns(line, where, 9, "segment BED", order)
             key = (order[c[0]], s, e, c[3])
             out.append(_Record(key, line + "\n", c[3], (c[0], c[1], c[2], c[3], c[5]), where))
     return header, out
