@@ -9,9 +9,6 @@ genes and segments whose 0-based start lies in its range and the track bases of 
 from __future__ import annotations
 
 import hashlib
-import os
-import shutil
-import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -33,22 +30,10 @@ from genoseg.workflow.merge import (
     track_path,
 )
 from tests.gold_paths import sample_gold
+from tests.test_writers import gt_validate
 
 MODEL = hashlib.sha256(b"a model").hexdigest()
 TRACKS = ("coding+", "donor-")
-
-
-def gt_validate(path: Path) -> None:
-    """``gt gff3validator`` must accept ``path`` (genometools; CI installs it)."""
-    gt = shutil.which("gt")
-    if gt is None:
-        msg = "gt (genometools) is not installed: apt-get install -y genometools"
-        if os.environ.get("CI"):
-            pytest.fail(msg)
-        pytest.skip(msg)
-    res = subprocess.run([gt, "gff3validator", str(path)], capture_output=True, text=True)
-    assert res.returncode == 0, res.stderr
-    assert "input is valid GFF3" in res.stdout
 
 
 @dataclass
