@@ -599,3 +599,61 @@ def test_streams_with_a_chunk_without_mask(seed):
         m = kw["label_mask"][:, a : a + n] if masked else None
         got = ps.backward(kw["emissions"][:, a : a + n], label_mask=m)
         torch.testing.assert_close(got.position, whole.position[:, a : a + n], atol=1e-12, rtol=0)
+
+
+def test_length_steps():
+    D = torch.full((4, 9), NEG, dtype=F64)
+    D[0, [2, 5, 8]] = 0.0  # lengths 3, 6, 9
+    D[1, [0, 3]] = 0.0  # lengths 1, 4
+    D[2, [1, 2, 6]] = 0.0  # lengths 2, 3, 7: gcd 1
+    got = crf.api.length_steps(D.numpy())
+    assert got.tolist() == [[3, 3], [1, 3], [2, 1], [10, 1]]
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_stepped_lengths_and_sparse_boundaries_match_reference(seed):
+    """The engine's shortcuts (length loops stepping through lengths fixed mod 3, no
+    length loop at an end no successor can follow, no entry sum at a forbidden start) on
+    gene-grammar-like inputs: exon-like labels whose lengths are fixed mod 3, boundaries
+    allowed at few positions. Every result equals the float64 reference, whole and in
+    chunks."""
+    T, C, K = 300, 4, 30
+    kw = _problem(T, C, K, B=2, seed=seed, max_dur=True, forbid=0.0)
+    g = torch.Generator().manual_seed(seed)
+    D = kw["durations"]
+    for c in (1, 2):  # lengths r + 3i only
+        keep = (torch.arange(K) + 1) % 3 == c % 3
+        D[c] = torch.where(keep, D[c], torch.full_like(D[c], NEG))
+    kw["durations"] = D
+    kw["tail"][1:3] = NEG  # exon-like labels have no geometric tail
+    for k, p in (("seg_start", 0.8), ("seg_end", 0.7)):
+        x = kw[k]
+        sparse = torch.rand(x.shape, generator=g, dtype=F64) < p
+        sparse[:, :, 0] = False  # label 0 can start and end anywhere (feasible)
+        kw[k] = x.masked_fill(sparse, NEG)
+    kw["max_dur"][:, :, 0] = T + 1
+    allowed = torch.zeros(C, C, dtype=torch.bool)  # 0 -> 0, 0 -> 1 -> 2 -> 3 -> 0, 2 -> 0
+    for a, b in ((0, 0), (0, 1), (1, 2), (2, 3), (3, 0), (2, 0)):
+        allowed[a, b] = True
+    kw["transitions"] = kw["transitions"].masked_fill(~allowed, NEG)
+    kw["init"][0] = kw["final"][0] = 0.0
+    for fn in (crf.log_partition,):
+        torch.testing.assert_close(_call(fn, kw, backend="cpu"), _call(fn, kw, backend="reference"))
+    m1, m2 = (_call(crf.marginals, kw, backend=be) for be in ENGINES)
+    for k in ("position", "start", "end"):
+        torch.testing.assert_close(getattr(m1, k), getattr(m2, k), atol=1e-10, rtol=0)
+    (s1, p1), (s2, p2) = (_call(crf.viterbi, kw, backend=be) for be in ENGINES)
+    assert p1 == p2
+    torch.testing.assert_close(s1, s2)
+    params = {k: kw[k] for k in ("transitions", "durations", "init", "final", "tail")}
+    names = ["emissions", "seg_start", "seg_end", "max_dur"]
+    chunks = [(0, 70), (70, 1), (71, 229)]
+    ps = crf.PosteriorStream(**params, batch=2, checkpoint=16)
+    for a, n in chunks:
+        ps.forward(*[kw[k][:, a : a + n] for k in names])
+    for a, n in reversed(chunks):
+        got = ps.backward(*[kw[k][:, a : a + n] for k in names])
+        for f in ("position", "start", "end"):
+            torch.testing.assert_close(
+                getattr(got, f), getattr(m1, f)[:, a : a + n], atol=1e-12, rtol=0
+            )

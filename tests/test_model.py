@@ -11,7 +11,7 @@ from genoseg.errors import GenosegError
 from genoseg.grammar import load_grammar
 from genoseg.model import EncoderConfig, GeneModel, ModelConfig, compile_rows, map_scores
 from genoseg.model.checkpoint import load_checkpoint, load_model, save_checkpoint
-from genoseg.model.heads import CHANNELS, LabelMap
+from genoseg.model.heads import CHANNELS, LabelMap, engine_scores, frame_carry
 
 G = load_grammar()
 
@@ -67,6 +67,41 @@ def test_frame_terms_equal_direct_content(offset: int) -> None:
             assert got == pytest.approx(want, abs=1e-4), (lab.name, s, e)
             checked += 1
     assert checked > 40
+
+
+@pytest.mark.parametrize("centering", ["none", "position", "label_mean"])
+def test_engine_scores_equal_crf_inputs(centering: str) -> None:
+    """The fused numba scores of prediction equal GeneModel.crf_inputs (the torch code
+    training differentiates), with the grammar's rules, a temperature, a frame carry from
+    an earlier chunk and an offset; frame_carry gives the same carry."""
+    torch.manual_seed(3)
+    rng = np.random.default_rng(3)
+    codes = rng.integers(0, 4, 400).astype(np.uint8)
+    rules = compile_rows(G, codes, 30, 20)
+    T = 400 - 50
+    model = GeneModel(G, ModelConfig(centering=centering)).eval()
+    out = torch.randn(1, T, len(CHANNELS)) * 3
+    carry = torch.randn(1, 2, 3, dtype=torch.float64) * 50
+    structural = {k: torch.from_numpy(v).unsqueeze(0) for k, v in rules.items()}
+    kw, carry_t = model.crf_inputs(out, structural, offset=1234, carry=carry, temperature=1.7)
+    h, ss, se, carry_n = engine_scores(
+        out[0].numpy(), rules["seg_start"], rules["seg_end"], model.label_map,
+        centering=centering, offset=1234, carry=carry[0].numpy(), temperature=1.7,
+    )  # fmt: skip
+    assert h.dtype == np.float32 and ss.dtype == se.dtype == np.float64
+    # label_mean: the float32 means are summed in another order (rounding only)
+    tol = 1e-3 if centering == "label_mean" else 1e-7
+    np.testing.assert_allclose(h, kw["emissions"][0].numpy(), rtol=1e-6, atol=2e-5)
+    for got, want in ((ss, kw["seg_start"][0]), (se, kw["seg_end"][0])):
+        want = want.numpy()
+        assert np.array_equal(np.isfinite(got), np.isfinite(want))
+        fin = np.isfinite(want)
+        np.testing.assert_allclose(got[fin], want[fin], rtol=1e-9, atol=tol)
+    np.testing.assert_allclose(carry_n, carry_t[0].numpy(), rtol=1e-12, atol=tol)
+    if centering != "label_mean":
+        assert np.array_equal(
+            frame_carry(out[0].numpy(), offset=1234, carry=carry[0].numpy()), carry_n
+        )
 
 
 def test_label_map_shares_channels() -> None:

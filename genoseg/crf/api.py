@@ -128,12 +128,14 @@ class _Arrays:
         self.run = allowed_runs(f(x.label_mask, np.bool_)) if self.has_run else self.md[:1, :1, :1]
         self.lengths = f(x.lengths, np.int64)
         if static is not None:
-            for k in ("A", "preds", "D", "Kc", "tail", "init", "final", "R"):
+            for k in ("A", "preds", "succs", "D", "dstep", "Kc", "tail", "init", "final", "R"):
                 setattr(self, k, getattr(static, k))
             return
         self.A = f(x.transitions, np.float64)
         self.preds = predecessors(self.A)
+        self.succs = predecessors(self.A.T)
         self.D = f(x.durations, np.float64)
+        self.dstep = length_steps(self.D)
         self.Kc = f(x.label_k, np.int64)
         self.tail = f(x.tail, np.float64) if x.tail is not None else np.full(x.C, -np.inf)
         self.init = f(x.init, np.float64)
@@ -144,7 +146,8 @@ class _Arrays:
         return (
             self.h, self.ss, self.se, self.md, self.run,
             self.has_ss, self.has_se, self.has_md, self.has_run,
-            self.lengths, self.A, self.preds, self.D, self.Kc, self.tail, self.init,
+            self.lengths, self.A, self.preds, self.succs,
+            self.D, self.dstep, self.Kc, self.tail, self.init,
             self.final, self.R,
         )  # fmt: skip
 
@@ -187,6 +190,23 @@ def predecessors(A: np.ndarray) -> np.ndarray:
         src = np.flatnonzero(np.isfinite(A[:, c]))
         out[c, 0] = len(src)
         out[c, 1 : 1 + len(src)] = src
+    return out
+
+
+def length_steps(D: np.ndarray) -> np.ndarray:
+    """(C, 2) int64: row c = [d0, g] such that every length d (1-based) with finite
+    D[c, d-1] is d0 + i*g (d0 = the shortest, g = gcd of the differences; exon labels
+    whose length is fixed mod 3 get g = 3). The engine's length loops step through these
+    lengths only; a label without finite lengths gets d0 = K + 1 (empty loop)."""
+    C, K = D.shape
+    out = np.ones((C, 2), dtype=np.int64)
+    for c in range(C):
+        d = np.flatnonzero(np.isfinite(D[c])) + 1
+        if len(d) == 0:
+            out[c] = (K + 1, 1)
+            continue
+        g = int(np.gcd.reduce(d - d[0])) if len(d) > 1 else 1
+        out[c] = (d[0], max(g, 1))
     return out
 
 

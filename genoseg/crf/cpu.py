@@ -49,7 +49,7 @@ def no_pv(C):
 @nb.njit(cache=True, nogil=True)
 def _advance(
     h, ss, se, md, run, has_ss, has_se, has_md, has_run, off,
-    A, preds, D, Kc, tail, init, R,
+    A, preds, succs, D, dstep, Kc, tail, init, R,
     ring, G, alpha, P, e0, n_steps, mode,
     keep, k0, Qk, Ak, Ik, Gk, Mk, Ek,
     bp_len, bp_prev, Gstart, pp, pv, pptr,
@@ -59,7 +59,13 @@ def _advance(
     h, ss, se, md, run: (n_local, C) with local row = absolute position - off; run[t, c] =
     number of consecutive positions ending at t where label c is allowed (label_mask).
     preds (C, C+1) int64: preds[c, 0] = number of labels c' with finite A[c', c], listed
-    ascending in preds[c, 1:] (sparse transitions: the gene grammar allows few).
+    ascending in preds[c, 1:] (sparse transitions: the gene grammar allows few); succs
+    (C, C+1) the same for the labels c' with finite A[c, c']. dstep (C, 2) int64: the
+    finite lengths of label c are among dstep[c, 0] + i * dstep[c, 1] (api.length_steps).
+    Exact shortcuts (the skipped terms are -inf): a start s with seg_start = -inf gets
+    Q = -inf without its entry sum, and an end e with seg_end = -inf, or (when row e is in
+    this call) with no successor allowed to start at e, gets alpha = -inf without its
+    length loop -- such a segment is in no path, its posterior is exactly 0.
     State (updated in place): ring (C, 2R) of Q, G (C,), alpha (C,), P (C,).
     keep: also store, for absolute e in (e0, e0+n_steps], rows e - k0 of Ak (alpha), Gk,
     and the length log-sum-exp split as Mk (its reference maximum m) and Ik (log of the sum
@@ -90,7 +96,10 @@ def _advance(
             rec_a = pptr[1] < npp and pp[pptr[1]] == e
         # 1. close start position s
         for c in range(C):
-            if s == 0:
+            if has_ss and ss[ls, c] == NEG:
+                v = NEG  # a forbidden start: its entry sum is not needed
+                arg = -1
+            elif s == 0:
                 v = init[c]
                 arg = -1
             else:
@@ -130,6 +139,7 @@ def _advance(
             P[c] += h[ls, c]
         # 3. segments ending at e
         base = e % R + R
+        look = has_ss and step + 1 < n_steps  # row e (the next start) is in this call
         for c in range(C):
             kc = Kc[c]
             n = min(kc, e)
@@ -167,9 +177,21 @@ def _advance(
                         else:
                             G[c] = g
                 use_tail = unbounded and G[c] > NEG
+            dead = has_se and se[ls, c] == NEG
+            if look and not dead:
+                dead = True
+                for i in range(succs[c, 0]):
+                    if ss[ls + 1, succs[c, i + 1]] > NEG:
+                        dead = False
+                        break
+            if dead:
+                n = 0
+                use_tail = False
+            d0 = dstep[c, 0]
+            dg = dstep[c, 1]
             m = NEG
             best = 0
-            for d in range(1, n + 1):
+            for d in range(d0, n + 1, dg):
                 x = ring[c, base - d] + D[c, d - 1]
                 if x > m:
                     m = x
@@ -180,7 +202,7 @@ def _advance(
             lacc = 0.0
             if mode == LOG and m > NEG:
                 acc = 0.0
-                for d in range(1, n + 1):
+                for d in range(d0, n + 1, dg):
                     y = ring[c, base - d] + D[c, d - 1] - m
                     if y > NEGLIGIBLE:
                         acc += math.exp(y)
@@ -256,7 +278,8 @@ def final_weights(alpha, final, logz):
 @nb.njit(cache=True, nogil=True)
 def _checkpoints(
     h, ss, se, md, run, has_ss, has_se, has_md, has_run, off,
-    A, preds, D, Kc, tail, init, R, ring, G, alpha, P, a0, n_total, block, pp, pv, pptr,
+    A, preds, succs,
+    D, dstep, Kc, tail, init, R, ring, G, alpha, P, a0, n_total, block, pp, pv, pptr,
 ):  # fmt: skip
     """Advance the state (ring, G, alpha, P; in place) over end positions (a0, a0+n_total],
     saving it at the start of every block of ``block`` positions, recording the probes
@@ -280,7 +303,7 @@ def _checkpoints(
         n = min(block, a0 + n_total - a)
         _advance(
             h, ss, se, md, run, has_ss, has_se, has_md, has_run, off,
-            A, preds, D, Kc, tail, init, R,
+            A, preds, succs, D, dstep, Kc, tail, init, R,
             ring, G, alpha, P, a, n, LOG,
             False, 0, f2, f2, f2, f2, f2, f2,
             i2, i2, i1, pp, pv, pptr,
@@ -291,7 +314,7 @@ def _checkpoints(
 @nb.njit(cache=True, nogil=True)
 def _reverse(
     h, ss, se, md, run, has_ss, has_se, has_md, has_run, off,
-    A, preds, D, Kc, tail, init, R, block, cr, cG, ca, cP, a0, n_total,
+    A, preds, succs, D, dstep, Kc, tail, init, R, block, cr, cG, ca, cP, a0, n_total,
     galpha, gG, gP, carry,
     gh, gss, gse, gA, gD, gtail, ginit,
 ):  # fmt: skip
@@ -340,7 +363,7 @@ def _reverse(
             Gk[0, c] = G[c]
         _advance(
             h, ss, se, md, run, has_ss, has_se, has_md, has_run, off,
-            A, preds, D, Kc, tail, init, R,
+            A, preds, succs, D, dstep, Kc, tail, init, R,
             ring, G, alpha, P, a, n, LOG,
             True, a, Qk, Ak, Ik, Gk, Mk, Ek,
             i2, i2, i1, NO_PP, no_pv(C), i1,
@@ -371,7 +394,7 @@ def _reverse(
                 # forward: they sum to 1 to a few ulp(1). (exp(term - inner) with
                 # inner = m + lacc rounded to ulp(|Q|) would be off by ~ulp(|Q|), 1e-7 when
                 # prefix sums reach 1e9, and the error would accumulate along the sweep.)
-                for d in range(1, nd + 1):
+                for d in range(dstep[c, 0], nd + 1, dstep[c, 1]):
                     y = Qk[e - d - a + R, c] + D[c, d - 1] - mx
                     if y > NEGLIGIBLE:
                         w = g * math.exp(y - lacc)
@@ -441,7 +464,7 @@ def _reverse(
 @nb.njit(cache=True, nogil=True)
 def _backward_one(
     h, ss, se, md, run, has_ss, has_se, has_md, has_run, L,
-    A, preds, D, Kc, tail, init, final, R, block,
+    A, preds, succs, D, dstep, Kc, tail, init, final, R, block,
     gh, gss, gse, gA, gD, gtail, ginit, gfinal, pp, pv,
 ):  # fmt: skip
     """Gradient of log Z for one sequence (length L) by checkpointed recomputation.
@@ -456,7 +479,8 @@ def _backward_one(
     alpha = np.full(C, NEG)
     P = np.zeros(C)
     cr, cG, ca, cP = _checkpoints(
-        h, ss, se, md, run, has_ss, has_se, has_md, has_run, 0, A, preds, D, Kc, tail, init, R,
+        h, ss, se, md, run, has_ss, has_se, has_md, has_run, 0, A, preds, succs,
+        D, dstep, Kc, tail, init, R,
         ring, G, alpha, P, 0, L, block, pp, pv, np.zeros(2, dtype=np.int64),
     )  # fmt: skip
     logz = _finish(alpha, final)
@@ -467,7 +491,7 @@ def _backward_one(
         gfinal[c] += galpha[c]
     _reverse(
         h, ss, se, md, run, has_ss, has_se, has_md, has_run, 0,
-        A, preds, D, Kc, tail, init, R, block, cr, cG, ca, cP, 0, L,
+        A, preds, succs, D, dstep, Kc, tail, init, R, block, cr, cG, ca, cP, 0, L,
         galpha, np.zeros(C), np.zeros(C), np.zeros((R, C)),
         gh, gss, gse, gA, gD, gtail, ginit,
     )  # fmt: skip
@@ -488,7 +512,9 @@ def _backward_batch(
     lengths,
     A,
     preds,
+    succs,
     D,
+    dstep,
     Kc,
     tail,
     init,
@@ -517,7 +543,7 @@ def _backward_batch(
         logz[b] = _backward_one(
             h[b], ss[bs], se[be], md[bm], run[br],
             has_ss, has_se, has_md, has_run, lengths[b],
-            A, preds, D, Kc, tail, init, final, R, block,
+            A, preds, succs, D, dstep, Kc, tail, init, final, R, block,
             gh[b], gss[b], gse[b], gA[b], gD[b], gt[b], gi[b], gf[b], pp[b], pv[b],
         )  # fmt: skip
     return logz, gh, gss, gse, gA, gD, gt, gi, gf, pv
@@ -526,7 +552,7 @@ def _backward_batch(
 @nb.njit(cache=True, parallel=True)
 def _forward_batch(
     h, ss, se, md, run, has_ss, has_se, has_md, has_run, lengths,
-    A, preds, D, Kc, tail, init, final, R, mode,
+    A, preds, succs, D, dstep, Kc, tail, init, final, R, mode,
 ):  # fmt: skip
     """Forward over whole sequences, batch elements in parallel. mode LOG: scores = log Z;
     mode MAX: scores = best score, last = its final label, and int32 back-pointers
@@ -548,7 +574,7 @@ def _forward_batch(
         Gstart = np.zeros(C, dtype=np.int64)
         _advance(
             h[b], ss[bs], se[be], md[bm], run[br],
-            has_ss, has_se, has_md, has_run, 0, A, preds, D, Kc, tail, init, R,
+            has_ss, has_se, has_md, has_run, 0, A, preds, succs, D, dstep, Kc, tail, init, R,
             ring, G, alpha, P, 0, lengths[b], mode,
             False, 0, f2, f2, f2, f2, f2, f2,
             bp_len[b], bp_prev[b], Gstart, NO_PP, no_pv(C), np.zeros(2, dtype=np.int64),
@@ -589,7 +615,8 @@ def traceback(
 
 @nb.njit(cache=True, nogil=True)
 def _advance_row(
-    b, h, ss, se, md, run, has_ss, has_se, has_md, has_run, off, A, preds, D, Kc, tail, init,
+    b, h, ss, se, md, run, has_ss, has_se, has_md, has_run, off, A, preds, succs,
+    D, dstep, Kc, tail, init,
     R, rings, G, alpha, P, e0, mode, bp_len, bp_prev, Gstart, pp, pv, pptr,
 ):  # fmt: skip
     """Advance sequence b of a batch over one chunk (see :func:`_advance_batch`)."""
@@ -598,7 +625,7 @@ def _advance_row(
     bb = np.int64(b) if bp_len.shape[0] > 1 else np.int64(0)  # (prange index is unsigned)
     _advance(
         h[b], ss[bs], se[be], md[bm], run[br], has_ss, has_se, has_md, has_run, off,
-        A, preds, D, Kc, tail, init, R,
+        A, preds, succs, D, dstep, Kc, tail, init, R,
         rings[b], G[b], alpha[b], P[b], e0, h.shape[1], mode,
         False, 0, f2, f2, f2, f2, f2, f2,
         bp_len[bb], bp_prev[bb], Gstart[b], pp[b], pv[b], pptr[b],
@@ -607,7 +634,8 @@ def _advance_row(
 
 @nb.njit(cache=True, parallel=True)
 def _advance_batch(
-    h, ss, se, md, run, has_ss, has_se, has_md, has_run, off, A, preds, D, Kc, tail, init, R,
+    h, ss, se, md, run, has_ss, has_se, has_md, has_run, off, A, preds, succs,
+    D, dstep, Kc, tail, init, R,
     rings, G, alpha, P, e0, mode, bp_len, bp_prev, Gstart, pp, pv, pptr,
 ):  # fmt: skip
     """Advance B sequences in lockstep over one chunk h (B, n, C) whose row 0 is absolute
@@ -616,21 +644,24 @@ def _advance_batch(
     probes pp (B, n_p), pv (B, n_p, 5, C), pptr (B, 2) as in :func:`_advance`."""
     for b in nb.prange(h.shape[0]):
         _advance_row(
-            b, h, ss, se, md, run, has_ss, has_se, has_md, has_run, off, A, preds, D, Kc,
+            b, h, ss, se, md, run, has_ss, has_se, has_md, has_run, off, A, preds, succs,
+            D, dstep, Kc,
             tail, init, R, rings, G, alpha, P, e0, mode, bp_len, bp_prev, Gstart, pp, pv, pptr,
         )  # fmt: skip
 
 
 @nb.njit(cache=True, nogil=True)
 def _advance_serial(
-    h, ss, se, md, run, has_ss, has_se, has_md, has_run, off, A, preds, D, Kc, tail, init, R,
+    h, ss, se, md, run, has_ss, has_se, has_md, has_run, off, A, preds, succs,
+    D, dstep, Kc, tail, init, R,
     rings, G, alpha, P, e0, mode, bp_len, bp_prev, Gstart, pp, pv, pptr,
 ):  # fmt: skip
     """:func:`_advance_batch` in the calling thread: starting the thread pool costs about a
     millisecond, more than a small chunk of one sequence."""
     for b in range(h.shape[0]):
         _advance_row(
-            b, h, ss, se, md, run, has_ss, has_se, has_md, has_run, off, A, preds, D, Kc,
+            b, h, ss, se, md, run, has_ss, has_se, has_md, has_run, off, A, preds, succs,
+            D, dstep, Kc,
             tail, init, R, rings, G, alpha, P, e0, mode, bp_len, bp_prev, Gstart, pp, pv, pptr,
         )  # fmt: skip
 
@@ -643,7 +674,8 @@ def advance_chunk(*args) -> None:
 
 @nb.njit(cache=True, nogil=True)
 def _reverse_row(
-    b, h, ss, se, md, run, has_ss, has_se, has_md, has_run, off, A, preds, D, Kc, tail, init,
+    b, h, ss, se, md, run, has_ss, has_se, has_md, has_run, off, A, preds, succs,
+    D, dstep, Kc, tail, init,
     R, block, rings, G, alpha, P, a0, galpha, gG, gP, carry, gh, gss, gse,
 ):  # fmt: skip
     """Reverse sweep of sequence b over one chunk (see :func:`_reverse_batch`)."""
@@ -653,7 +685,7 @@ def _reverse_row(
     hb, ssb, seb, mdb, runb = h[b], ss[bs], se[be], md[bm], run[br]
     cks = _checkpoints(
         hb, ssb, seb, mdb, runb, has_ss, has_se, has_md, has_run, off,
-        A, preds, D, Kc, tail, init, R,
+        A, preds, succs, D, dstep, Kc, tail, init, R,
         rings[b].copy(), G[b].copy(), alpha[b].copy(), P[b].copy(), a0, n, block,
         NO_PP, no_pv(C), np.zeros(2, dtype=np.int64),
     )  # fmt: skip
@@ -661,7 +693,7 @@ def _reverse_row(
     gD = np.zeros(D.shape)
     _reverse(
         hb, ssb, seb, mdb, runb, has_ss, has_se, has_md, has_run, off,
-        A, preds, D, Kc, tail, init, R, block, cks[0], cks[1], cks[2], cks[3], a0, n,
+        A, preds, succs, D, dstep, Kc, tail, init, R, block, cks[0], cks[1], cks[2], cks[3], a0, n,
         galpha[b], gG[b], gP[b], carry[b], gh[b], gss[b], gse[b], gA, gD, np.zeros(C),
         np.zeros(C),
     )  # fmt: skip
@@ -669,7 +701,8 @@ def _reverse_row(
 
 @nb.njit(cache=True, parallel=True)
 def _reverse_batch(
-    h, ss, se, md, run, has_ss, has_se, has_md, has_run, off, A, preds, D, Kc, tail, init,
+    h, ss, se, md, run, has_ss, has_se, has_md, has_run, off, A, preds, succs,
+    D, dstep, Kc, tail, init,
     R, block, rings, G, alpha, P, a0, galpha, gG, gP, carry,
 ):  # fmt: skip
     """Posteriors of one chunk h (B, n, C) of B sequences (row 0 = absolute position
@@ -682,7 +715,8 @@ def _reverse_batch(
     gse = np.zeros((B, n, C))
     for b in nb.prange(B):
         _reverse_row(
-            b, h, ss, se, md, run, has_ss, has_se, has_md, has_run, off, A, preds, D, Kc,
+            b, h, ss, se, md, run, has_ss, has_se, has_md, has_run, off, A, preds, succs,
+            D, dstep, Kc,
             tail, init, R, block, rings, G, alpha, P, a0, galpha, gG, gP, carry, gh, gss, gse,
         )  # fmt: skip
     return gh, gss, gse
@@ -690,7 +724,8 @@ def _reverse_batch(
 
 @nb.njit(cache=True, nogil=True)
 def _reverse_serial(
-    h, ss, se, md, run, has_ss, has_se, has_md, has_run, off, A, preds, D, Kc, tail, init,
+    h, ss, se, md, run, has_ss, has_se, has_md, has_run, off, A, preds, succs,
+    D, dstep, Kc, tail, init,
     R, block, rings, G, alpha, P, a0, galpha, gG, gP, carry,
 ):  # fmt: skip
     """:func:`_reverse_batch` in the calling thread."""
@@ -700,7 +735,8 @@ def _reverse_serial(
     gse = np.zeros((B, n, C))
     for b in range(B):
         _reverse_row(
-            b, h, ss, se, md, run, has_ss, has_se, has_md, has_run, off, A, preds, D, Kc,
+            b, h, ss, se, md, run, has_ss, has_se, has_md, has_run, off, A, preds, succs,
+            D, dstep, Kc,
             tail, init, R, block, rings, G, alpha, P, a0, galpha, gG, gP, carry, gh, gss, gse,
         )  # fmt: skip
     return gh, gss, gse

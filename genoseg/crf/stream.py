@@ -96,7 +96,7 @@ class _Stream:
         a = _Arrays(probe)
         self._arrays = a  # parameter arrays, converted once
         self.B, self.C, self.R = batch, C, a.R
-        self._static = (a.A, a.preds, a.D, a.Kc, a.tail, a.init)
+        self._static = (a.A, a.preds, a.succs, a.D, a.dstep, a.Kc, a.tail, a.init)
         self._final = a.final
         self.rings = np.full((batch, C, 2 * a.R), -np.inf)
         self.G = np.full((batch, C), -np.inf)
@@ -413,7 +413,7 @@ class PosteriorStream(_TwoPass, ForwardStream):
             raise ValueError("this PosteriorStream was made without chains=")
         if not self._backward_started or self._saved:
             raise ValueError("chain_marginals() needs every chunk of pass 2 (backward) first")
-        A, _, D, Kc, tail, _ = self._static
+        A, _, _, D, _, Kc, tail, _ = self._static
         return [
             torch.from_numpy(
                 chainsmod.probabilities(fc, self._pv[b], self._chain_end[b], A, D, Kc, tail)

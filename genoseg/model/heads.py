@@ -32,13 +32,14 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import numba as nb
 import numpy as np
 import torch
 from torch import Tensor
 
 from genoseg.grammar.spec import Grammar
 
-__all__ = ["CHANNELS", "N_OUTPUTS", "LabelMap", "frame_terms", "map_scores"]
+__all__ = ["CHANNELS", "N_OUTPUTS", "LabelMap", "engine_scores", "frame_terms", "map_scores"]
 
 CHANNELS: tuple[str, ...] = (
     "intergenic",
@@ -242,3 +243,133 @@ def map_scores(
     ss = ss + torch.where((st >= 0).view(1, 1, C), bnd[..., (st - 9).clamp_min(0)], zero)
     se = se + torch.where((en >= 0).view(1, 1, C), bnd[..., (en - 9).clamp_min(0)], zero)
     return h, ss, se, carry_out
+
+
+@nb.njit(cache=True, nogil=True)
+def _engine_scores_kernel(
+    out, ss_rule, se_rule, emis, st, en, ex, ex_plus, a_s, a_e, offset, carry, inv_t, center,
+    label_mean,
+):  # fmt: skip
+    T, C = ss_rule.shape
+    h = np.empty((T, C), dtype=np.float32)
+    ss = np.empty((T, C))
+    se = np.empty((T, C))
+    Qp = carry[0].copy()  # prefix sums before the current row, residue r
+    Qm = carry[1].copy()
+    nxt_p = np.empty(3)
+    nxt_m = np.empty(3)
+    content = np.empty(9, dtype=np.float32)
+    for t in range(T):
+        u = offset + t
+        for k in range(9):
+            content[k] = out[t, k] - label_mean[k]
+        mean = np.float32(0.0)
+        if center:
+            acc = np.float32(0.0)
+            for k in range(9):
+                acc += content[k]
+            mean = acc / np.float32(9.0)
+        for c in range(C):
+            v = content[emis[c]] if emis[c] >= 0 else np.float32(0.0)
+            h[t, c] = (v - mean) * np.float32(inv_t)
+            x = 0.0
+            if st[c] >= 0:
+                x = np.float64(out[t, st[c]])
+            ss[t, c] = x
+            y = 0.0
+            if en[c] >= 0:
+                y = np.float64(out[t, en[c]])
+            se[t, c] = y
+        for r in range(3):
+            nxt_p[r] = Qp[r] + np.float64(content[2 + (u - r) % 3])
+            nxt_m[r] = Qm[r] + np.float64(content[6 + (r - u) % 3])
+        for i in range(ex.shape[0]):
+            c = ex[i]
+            rs = (u + a_s[i]) % 3
+            re = (u + a_e[i]) % 3
+            if ex_plus[i]:
+                ss[t, c] -= Qp[rs]
+                se[t, c] += nxt_p[re]
+            else:
+                ss[t, c] -= Qm[rs]
+                se[t, c] += nxt_m[re]
+        for c in range(C):
+            ss[t, c] = (np.float64(ss_rule[t, c]) + ss[t, c]) * inv_t
+            se[t, c] = (np.float64(se_rule[t, c]) + se[t, c]) * inv_t
+        for r in range(3):
+            Qp[r] = nxt_p[r]
+            Qm[r] = nxt_m[r]
+    carry_out = np.empty((2, 3))
+    carry_out[0] = Qp
+    carry_out[1] = Qm
+    return h, ss, se, carry_out
+
+
+def engine_scores(
+    out: np.ndarray,
+    seg_start: np.ndarray,
+    seg_end: np.ndarray,
+    lm: LabelMap,
+    *,
+    centering: str = "none",
+    offset: int = 0,
+    carry: np.ndarray | None = None,
+    temperature: float = 1.0,
+    label_mean: np.ndarray | None = None,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """:func:`map_scores` of one sequence fused with the grammar's rules and the
+    temperature, in one numba pass (prediction; training differentiates the torch code).
+
+    ``out`` (T, N_OUTPUTS) float32 network outputs of rows [offset, offset + T);
+    ``seg_start`` / ``seg_end`` (T, C) the grammar's rule scores (compile_rows);
+    ``carry`` (2, 3) float64 frame prefix sums before row 0 (None = zeros);
+    ``label_mean`` (9,) content means to subtract (``label_mean`` centering; computed
+    over ``out`` when None). Returns emissions (T, C) float32 and seg_start, seg_end
+    (T, C) float64, all divided by ``temperature``, and the carry after the last row --
+    :func:`map_scores` + the rules, within float32 rounding of the emissions (tested).
+    """
+    if centering not in ("none", "position", "label_mean"):
+        raise ValueError(f"unknown centering {centering!r}")
+    if not temperature > 0:
+        raise ValueError(f"temperature must be > 0, got {temperature}")
+    out = np.ascontiguousarray(out, dtype=np.float32)
+    if centering == "label_mean":
+        lmean = out[:, :9].mean(0) if label_mean is None else label_mean
+    else:
+        lmean = np.zeros(9)
+    lmean = np.asarray(lmean, dtype=np.float32)
+    carry = np.zeros((2, 3)) if carry is None else np.asarray(carry, dtype=np.float64)
+    plus = np.ascontiguousarray(lm.exon_strand > 0)
+    return _engine_scores_kernel(
+        out, np.ascontiguousarray(seg_start), np.ascontiguousarray(seg_end),
+        lm.emission_channel, lm.start_channel, lm.end_channel, lm.exon_labels, plus,
+        lm.exon_start_shift, lm.exon_end_shift, int(offset), carry.reshape(2, 3),
+        1.0 / float(temperature), centering == "position", lmean,
+    )  # fmt: skip
+
+
+@nb.njit(cache=True, nogil=True)
+def _frame_carry_kernel(out, offset, carry, label_mean):
+    Q = carry.copy()
+    for t in range(out.shape[0]):
+        u = offset + t
+        for r in range(3):
+            Q[0, r] = Q[0, r] + np.float64(out[t, 2 + (u - r) % 3] - label_mean[2 + (u - r) % 3])
+            Q[1, r] = Q[1, r] + np.float64(out[t, 6 + (r - u) % 3] - label_mean[6 + (r - u) % 3])
+    return Q
+
+
+def frame_carry(
+    out: np.ndarray,
+    *,
+    offset: int = 0,
+    carry: np.ndarray | None = None,
+    label_mean: np.ndarray | None = None,
+) -> np.ndarray:
+    """The (2, 3) frame prefix sums after rows ``out`` (T, N_OUTPUTS) of positions
+    [offset, offset + T), continuing ``carry``: exactly the carry :func:`engine_scores`
+    returns for the same rows, without computing their scores."""
+    out = np.ascontiguousarray(out, dtype=np.float32)
+    lmean = np.zeros(9, np.float32) if label_mean is None else np.asarray(label_mean, np.float32)
+    carry = np.zeros((2, 3)) if carry is None else np.asarray(carry, dtype=np.float64)
+    return _frame_carry_kernel(out, int(offset), carry.reshape(2, 3).copy(), lmean)

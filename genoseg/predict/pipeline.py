@@ -39,7 +39,6 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from torch import Tensor
 
 from genoseg.crf.stream import PosteriorStream, ViterbiStream
 from genoseg.data.bam import Evidence
@@ -47,7 +46,7 @@ from genoseg.data.fasta import Genome
 from genoseg.decode.genes import Gene, Segment, genes_from_path
 from genoseg.decode.tracks import boundary_posteriors, fill_boundary_posteriors, posterior_tracks
 from genoseg.model.gene_model import GeneModel, compile_rows
-from genoseg.model.heads import N_OUTPUTS, frame_terms
+from genoseg.model.heads import N_OUTPUTS, engine_scores, frame_carry
 
 __all__ = ["ContigResult", "Predictor", "Span"]
 
@@ -200,6 +199,7 @@ class Predictor:
         return out.float().cpu().numpy()
 
     def _structural(self, contig: str, c0: int, c1: int, open_start: bool, open_end: bool):
+        """The grammar's rules (seg_start, seg_end, max_dur; (T, C) numpy) of rows [c0, c1)."""
         L = self.genome.length(contig)
         lo = max(0, c0 - self.grammar_context)
         hi = min(L, c1 + max(self.model.halo, 8))
@@ -209,21 +209,23 @@ class Predictor:
             self.grammar, codes, c0 - lo, hi - c1, open_start=open_start, open_end=open_end
         )
         self.timing["compile"] += time.monotonic() - t0
-        return {k: torch.from_numpy(np.ascontiguousarray(v)).unsqueeze(0) for k, v in st.items()}
+        return st
 
-    def _chunk_inputs(self, span: Span, c0: int, c1: int, out: np.ndarray, carry: Tensor):
-        """(engine inputs of the chunk, frame carry after it)."""
-        structural = self._structural(
+    def _chunk_inputs(self, span: Span, c0: int, c1: int, out: np.ndarray, carry: np.ndarray):
+        """(engine inputs of the chunk, frame carry after it): GeneModel.crf_inputs
+        fused into one numba pass (genoseg.model.heads.engine_scores, tested against it)."""
+        rules = self._structural(
             span.contig, c0, c1, open_start=c0 == span.start and span.start > 0,
             open_end=c1 == span.end and span.end < self.genome.length(span.contig),
         )  # fmt: skip
         t0 = time.monotonic()
-        with torch.no_grad():
-            kw, carry = self.model.crf_inputs(
-                torch.from_numpy(out).unsqueeze(0), structural, offset=c0, carry=carry,
-                tables=self.tables, temperature=self.temperature,
-            )  # fmt: skip
-        chunk = (kw["emissions"].float(), kw["seg_start"], kw["seg_end"], kw["max_dur"])
+        h, ss, se, carry = engine_scores(
+            out, rules["seg_start"], rules["seg_end"], self.model.label_map,
+            centering=self.model.cfg.centering, offset=c0, carry=carry,
+            temperature=self.temperature,
+        )  # fmt: skip
+        md = np.ascontiguousarray(rules["max_dur"])
+        chunk = tuple(torch.from_numpy(v).unsqueeze(0) for v in (h, ss, se, md))
         if self.device.type == "cuda":  # the streams run the Triton kernels there
             chunk = tuple(t.to(self.device) for t in chunk)
         self.timing["scores"] += time.monotonic() - t0
@@ -311,12 +313,10 @@ class Predictor:
 
         return rows
 
-    def _advance_carry(self, out: np.ndarray, offset: int, carry: Tensor) -> Tensor:
+    def _advance_carry(self, out: np.ndarray, offset: int, carry: np.ndarray) -> np.ndarray:
         """Frame prefix sums after the rows ``out`` (rows from ``offset``)."""
         t0 = time.monotonic()
-        q = torch.from_numpy(out).unsqueeze(0)
-        lm, C = self.model.label_map, self.grammar.num_labels
-        _, _, nxt = frame_terms(q[..., 2:5], q[..., 6:9], lm, C, offset=offset, carry=carry)
+        nxt = frame_carry(out, offset=offset, carry=carry)
         self.timing["scores"] += time.monotonic() - t0
         return nxt
 
@@ -480,8 +480,8 @@ class _OutputStore:
     def __init__(self, pred: Predictor, span: Span, mode: str):
         self.pred, self.span, self.mode = pred, span, mode
         n = len(pred._chunks(span))
-        self.carries: list[Tensor | None] = [None] * n
-        self.carries[0] = None if n == 0 else torch.zeros(1, 2, 3, dtype=torch.float64)
+        self.carries: list[np.ndarray | None] = [None] * n
+        self.carries[0] = None if n == 0 else np.zeros((2, 3))
         self.mem: dict[int, np.ndarray] = {}
         self.mm = None
         self.path: str | None = None
