@@ -280,11 +280,13 @@ def _checkpoints(
     h, ss, se, md, run, has_ss, has_se, has_md, has_run, off,
     A, preds, succs,
     D, dstep, Kc, tail, init, R, ring, G, alpha, P, a0, n_total, block, pp, pv, pptr,
+    to_end=True,
 ):  # fmt: skip
     """Advance the state (ring, G, alpha, P; in place) over end positions (a0, a0+n_total],
     saving it at the start of every block of ``block`` positions, recording the probes
     pp/pv/pptr (see :func:`_advance`). Returns the saved states (cr (nb, C, 2R), cG, ca, cP
-    (nb, C))."""
+    (nb, C)). ``to_end=False``: stop at the last block's start (a reverse sweep needs only
+    the block starts; the state is then not advanced to the end)."""
     C = alpha.shape[0]
     f2 = np.zeros((1, 1))
     i2 = np.zeros((1, 1), dtype=np.int32)
@@ -301,6 +303,8 @@ def _checkpoints(
         cP[k] = P
         a = a0 + k * block
         n = min(block, a0 + n_total - a)
+        if k == nblocks - 1 and not to_end:
+            break
         _advance(
             h, ss, se, md, run, has_ss, has_se, has_md, has_run, off,
             A, preds, succs, D, dstep, Kc, tail, init, R,
@@ -687,7 +691,7 @@ def _reverse_row(
         hb, ssb, seb, mdb, runb, has_ss, has_se, has_md, has_run, off,
         A, preds, succs, D, dstep, Kc, tail, init, R,
         rings[b].copy(), G[b].copy(), alpha[b].copy(), P[b].copy(), a0, n, block,
-        NO_PP, no_pv(C), np.zeros(2, dtype=np.int64),
+        NO_PP, no_pv(C), np.zeros(2, dtype=np.int64), False,
     )  # fmt: skip
     gA = np.zeros((C, C))
     gD = np.zeros(D.shape)

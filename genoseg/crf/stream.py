@@ -62,6 +62,33 @@ def _continue_runs(a: _Arrays, x, carry: np.ndarray | None, start: int, R: int):
     return a.run[:, -1, :].astype(np.int64)
 
 
+#: PosteriorStream.backward recomputes a chunk of up to this many rows in one block
+ONE_BLOCK = 131_072
+
+
+def pack_rings(rings: np.ndarray) -> tuple:
+    """A saved copy of the start-score rings (B, C, 2R) that keeps only their finite
+    entries: the two halves of a ring are equal (every entry is written at s % R and
+    s % R + R), and most starts are forbidden (-inf) in a gene grammar -- about 11 % are
+    finite on A. thaliana, so a state saved per chunk takes ~1 MB instead of 11 MB.
+    Exact: :func:`unpack_rings` gives the rings back bit for bit."""
+    B, C, R2 = rings.shape
+    half = rings[:, :, : R2 // 2].reshape(-1)
+    idx = np.flatnonzero(np.isfinite(half))
+    idx = idx.astype(np.int32) if half.size < 2**31 else idx
+    return (rings.shape, idx, half[idx])
+
+
+def unpack_rings(packed: tuple) -> np.ndarray:
+    """The rings (B, C, 2R) saved by :func:`pack_rings`."""
+    shape, idx, vals = packed
+    B, C, R2 = shape
+    half = np.full(B * C * (R2 // 2), -np.inf)
+    half[idx] = vals
+    half = half.reshape(B, C, R2 // 2)
+    return np.concatenate([half, half], axis=2)
+
+
 def _on(t: Tensor, device: torch.device) -> Tensor:
     return t if t.device == device else t.to(device)
 
@@ -142,7 +169,7 @@ class _Stream:
         """Everything needed to redo the chunk of n rows starting at the current position."""
         if self.backend == "triton":  # chunk functions never modify the states they get
             return (self.position, n, self.ts)
-        return (self.position, n, self.rings.copy(), self.G.copy(), self.alpha.copy(),
+        return (self.position, n, pack_rings(self.rings), self.G.copy(), self.alpha.copy(),
                 self.P.copy(), self.Gstart.copy(), self.run_carry)  # fmt: skip
 
     def _step(self, emissions, seg_start, seg_end, max_dur, label_mask) -> None:
@@ -318,6 +345,7 @@ class ViterbiStream(_TwoPass):
             bp_len, bp_prev = vc.bp_len.cpu().numpy(), vc.bp_prev.cpu().numpy()
         else:
             rings, G, alpha, P, Gstart, run_carry = saved[2:]
+            rings = unpack_rings(rings)
             a, _ = self._cpu_arrays(x, start, run_carry)
             bp_len = np.zeros((self.B, n, self.C), dtype=np.int32)
             bp_prev = np.full((self.B, n, self.C), -1, dtype=np.int32)
@@ -354,14 +382,18 @@ class PosteriorStream(_TwoPass, ForwardStream):
     """Exact posteriors of long sequences fed chunk by chunk, in two passes.
 
     Pass 1: :meth:`forward` for every chunk in order (keeps one engine state per chunk:
-    2·R·C float64 numbers, where R = max K_c + 1). Pass 2: :meth:`backward` for the same
-    chunks in reverse order, with the same inputs again; each call returns the chunk's
+    the finite entries of its R·C start scores, R = max K_c + 1; :func:`pack_rings`).
+    Pass 2: :meth:`backward` for the same chunks in reverse order, with the same inputs
+    again; each call returns the chunk's
     :class:`~genoseg.crf.api.Marginals` (rows of that chunk only, on the stream's device),
     equal to what one :func:`~genoseg.crf.api.marginals` call on the whole sequence gives
     for those rows. Only one chunk's emissions are needed at a time, so a chromosome's
     posteriors never need its whole (T, C) score matrix in memory. ``backend`` as for
     :class:`ForwardStream`; ``checkpoint``: positions between the saved states of the
-    recomputation inside a chunk (default: the engine's choice; results do not depend on it).
+    recomputation inside a chunk (default: the whole chunk in one block up to
+    :data:`ONE_BLOCK` rows -- pass 2 then redoes the chunk's forward once, with a working
+    memory of about 7·(n + R)·C float64 -- else the engine's choice; results do not depend
+    on it).
 
     ``chains``: optional, per sequence a list of chains of consecutive segments
     ``[(s1, e1, c1), (s2 = e1, e2, c2), ...]`` in whole-sequence coordinates (0-based
@@ -446,6 +478,7 @@ class PosteriorStream(_TwoPass, ForwardStream):
                 self._record_chain_ends(start, n, marg.end)
             return marg
         rings, G, alpha, P, _, run_carry = saved[2:]
+        rings = unpack_rings(rings)
         a, _ = self._cpu_arrays(x, start, run_carry)
         if self._adjoint is None:
             log_z = self.log_z().cpu().numpy()
@@ -455,7 +488,7 @@ class PosteriorStream(_TwoPass, ForwardStream):
             self._adjoint = (galpha, np.zeros((self.B, self.C)), np.zeros((self.B, self.C)),
                              np.zeros((self.B, self.R, self.C)), log_z)  # fmt: skip
         galpha, gG, gP, carry, log_z = self._adjoint
-        block = self.checkpoint or default_checkpoint(n, self.R)
+        block = self.checkpoint or (n if n <= ONE_BLOCK else default_checkpoint(n, self.R))
         gh, gss, gse = cpu.reverse_chunk(
             a.h, a.ss, a.se, a.md, a.run, a.has_ss, a.has_se, a.has_md, a.has_run, start,
             *self._static, self.R, block, rings, G, alpha, P, start, galpha, gG, gP, carry,

@@ -123,9 +123,14 @@ def _stop_table(stops: tuple[str, ...]) -> np.ndarray:
 
 
 def max_dur_fast(
-    grammar: Grammar, codes: np.ndarray, valid: np.ndarray | None = None
+    grammar: Grammar,
+    codes: np.ndarray,
+    valid: np.ndarray | None = None,
+    rows: tuple[int, int] | None = None,
 ) -> np.ndarray:
-    """Vectorized max_dur (T, C) int32 over the whole of ``codes`` (see module doc).
+    """Vectorized max_dur (T, C) int32 over the whole of ``codes`` (see module doc), or
+    over ``codes`` rows ``[rows[0], rows[1])`` only (the stop codons before them are still
+    read: the result equals the same rows of the whole).
 
     For an exon label with frame offset o ending at t, the aligned codons end at
     q ≡ t - o (mod 3); with q* the last aligned stop codon end at or before t - o (t - o - 3
@@ -134,12 +139,14 @@ def max_dur_fast(
     """
     n = len(codes)
     C = grammar.num_labels
-    out = np.full((n, C), MAX_DUR_UNBOUNDED, dtype=np.int64)
+    r0, r1 = (0, n) if rows is None else rows
+    out = np.full((r1 - r0, C), MAX_DUR_UNBOUNDED, dtype=np.int32)
     t = np.arange(n, dtype=np.int64)
+    tr = t[r0:r1]
     if valid is not None and not valid.all():
         inv = np.where(~valid, t, -1)
-        last_invalid = np.maximum.accumulate(inv)
-        cap = np.where(last_invalid >= 0, t - last_invalid, MAX_DUR_UNBOUNDED)
+        last_invalid = np.maximum.accumulate(inv)[r0:r1]
+        cap = np.where(last_invalid >= 0, tr - last_invalid, MAX_DUR_UNBOUNDED)
     else:
         cap = None
     cache: dict[tuple[str, ...], np.ndarray] = {}
@@ -155,14 +162,14 @@ def max_dur_fast(
             for m in range(3):
                 last[m::3] = np.maximum.accumulate(q[m::3]) if len(q[m::3]) else q[m::3]
             cache[fr.stops] = last
-        b = t - fr.offset - (3 if fr.skip_last else 0)
+        b = tr - fr.offset - (3 if fr.skip_last else 0)
         qstar = np.where(b >= 0, last[np.clip(b, 0, None)], -1)
-        md = np.where(qstar >= 0, t - qstar + 2 + (1 if fr.allow_first else 0), MAX_DUR_UNBOUNDED)
-        md = np.where(md > t, MAX_DUR_UNBOUNDED, md)  # reaches the sequence start
+        md = np.where(qstar >= 0, tr - qstar + 2 + (1 if fr.allow_first else 0), MAX_DUR_UNBOUNDED)
+        md = np.where(md > tr, MAX_DUR_UNBOUNDED, md)  # reaches the sequence start
         if cap is not None:
             md = np.minimum(md, cap)
         out[:, c] = md
-    return out.astype(np.int32)
+    return out
 
 
 def _translate_has_stop(seq: str, frame_start: int, stops: set[str], skip_final: bool) -> bool:
@@ -241,8 +248,9 @@ def compile_window_np(
         raise ValueError(f"empty window: len {n}, left_context {lo}, right_context {right_context}")
     C = grammar.num_labels
     T = hi - lo
-    ss = np.zeros((T, C), dtype=np.float64)
-    se = np.zeros((T, C), dtype=np.float64)
+    # float32 (as returned): the float64 motif scores are rounded once, on assignment
+    ss = np.zeros((T, C), dtype=np.float32)
+    se = np.zeros((T, C), dtype=np.float32)
     cache: dict = {}  # k-mer indices shared by rules with the same shift and k
     for c, lab in enumerate(grammar.labels):
         if lab.start_rules:
@@ -254,7 +262,7 @@ def compile_window_np(
     if bad.any():
         ss[np.ix_(bad, gene)] = NEG_INF
         se[np.ix_(bad, gene)] = NEG_INF
-    md = max_dur_fast(grammar, codes, valid)[lo:hi]
+    md = max_dur_fast(grammar, codes, valid, rows=(lo, hi))
     tabs = grammar.static_tables
     init, final = tabs["init"].copy(), tabs["final"].copy()
     if open_start:
@@ -269,8 +277,8 @@ def compile_window_np(
         "init": init,
         "final": final,
         "tail": tabs["tail"],
-        "seg_start": ss.astype(np.float32),
-        "seg_end": se.astype(np.float32),
+        "seg_start": ss,
+        "seg_end": se,
         "max_dur": md,
     }
 

@@ -50,6 +50,11 @@ from genoseg.model.heads import N_OUTPUTS, engine_scores, frame_carry
 
 __all__ = ["ContigResult", "Predictor", "Span"]
 
+#: ``cache="auto"`` keeps the network outputs of spans up to this long in memory (68 bytes
+#: per base: 136 MB) and spills longer ones to a temporary file, so that peak memory does
+#: not grow with contig length.
+AUTO_MEMORY_BP = 2_000_000
+
 
 @dataclass(frozen=True)
 class Span:
@@ -119,7 +124,7 @@ class Predictor:
         window: chunk length in bases (results do not depend on it).
         posteriors: compute exact posteriors (4 passes) or only the Viterbi path (2).
         cache: ``auto`` | ``memory`` | ``spill`` | ``recompute`` (module doc); ``auto`` keeps
-            spans up to 20 Mb in memory (68 bytes per base) and spills longer ones.
+            spans up to :data:`AUTO_MEMORY_BP` in memory and spills longer ones.
         on_tracks: called with (contig, {track: TrackChunk}) for every chunk of posteriors.
         workers, min_part, overlap: a stretch of at least ``2 * min_part`` bases is decoded
             in ``min(workers, length // min_part)`` parallel parts (genoseg.crf.parallel:
@@ -268,7 +273,7 @@ class Predictor:
             prog = _Progress(span.end - span.start, 4 if self.posteriors else 2, self.quiet)
         mode = self.cache
         if mode == "auto":
-            mode = "memory" if span.end - span.start <= 20_000_000 else "spill"
+            mode = "memory" if span.end - span.start <= AUTO_MEMORY_BP else "spill"
         store = _OutputStore(self, span, mode)
         try:
             res = self._decode(span, store, prog)
@@ -483,44 +488,49 @@ class _OutputStore:
         self.carries: list[np.ndarray | None] = [None] * n
         self.carries[0] = None if n == 0 else np.zeros((2, 3))
         self.mem: dict[int, np.ndarray] = {}
-        self.mm = None
+        self.fd: int | None = None
         self.path: str | None = None
         if mode == "spill" and n:
-            # created, mapped and unlinked at once (POSIX): the mapping keeps the file alive
-            # and nothing is left in TMPDIR however the process ends (SIGTERM, SIGKILL)
-            rows = span.end - span.start
+            # created and unlinked at once (POSIX): the open descriptor keeps the file alive
+            # and nothing is left in TMPDIR however the process ends (SIGTERM, SIGKILL).
+            # Read and written with pread/pwrite, not mapped: the file's pages stay in the
+            # page cache and do not count in the process's resident memory.
             fd, path = tempfile.mkstemp(prefix="genoseg-predict-", suffix=".f32")
+            self.fd = fd
             try:
-                os.ftruncate(fd, rows * N_OUTPUTS * 4)
-                self.mm = np.memmap(path, mode="r+", dtype=np.float32, shape=(rows, N_OUTPUTS))
-            finally:
-                os.close(fd)
-                try:
-                    os.unlink(path)
-                except OSError:  # pragma: no cover - platforms that cannot unlink an open file
-                    self.path = path
+                os.unlink(path)
+            except OSError:  # pragma: no cover - platforms that cannot unlink an open file
+                self.path = path
         self.have: set[int] = set()
         self.last: tuple[int, tuple] | None = None  # (chunk, engine inputs) of the last yield
 
     def get(self, k: int, c0: int, c1: int) -> np.ndarray:
         if self.mode == "memory" and k in self.mem:
             return self.mem[k]
+        at = (c0 - self.span.start) * N_OUTPUTS * 4
         if self.mode == "spill" and k in self.have:
-            return np.asarray(self.mm[c0 - self.span.start : c1 - self.span.start])
+            raw = os.pread(self.fd, (c1 - c0) * N_OUTPUTS * 4, at)
+            return np.frombuffer(raw, dtype=np.float32).reshape(c1 - c0, N_OUTPUTS)
         out = self.pred._outputs(self.span.contig, c0, c1)
         if self.mode == "memory":
             self.mem[k] = out
         elif self.mode == "spill":
-            self.mm[c0 - self.span.start : c1 - self.span.start] = out
+            data = np.ascontiguousarray(out, dtype=np.float32).tobytes()
+            done = 0
+            while done < len(data):  # pwrite may write less than asked
+                done += os.pwrite(self.fd, data[done:], at + done)
             self.have.add(k)
         return out
 
     def close(self) -> None:
         self.last = None
         self.mem.clear()
-        self.mm = None
+        if self.fd is not None:
+            os.close(self.fd)
+            self.fd = None
         if self.path is not None:  # pragma: no cover
             os.unlink(self.path)
+            self.path = None
 
 
 def file_digest(path: str | os.PathLike) -> str:
