@@ -1,7 +1,8 @@
 """``genoseg predict`` benchmark: whole pipeline (encoder + engine + writers) beside AUGUSTUS.
 
 Run:  .venv/bin/python benchmarks/bench_predict.py [--model CKPT] [--genome FASTA]
-          [--sizes 1,5,20] [--rss-posteriors] [--cache-contig Chr4] [--no-augustus] [-o REPORT.md]
+          [--sizes 1,5,20] [--rss-no-posteriors] [--cache-contig Chr4] [--no-augustus]
+          [-o REPORT.md]
 
 Every measurement runs in a fresh subprocess (``python bench_predict.py --child ...``) that
 calls :func:`genoseg.predict.run.run_predict` and reports its wall time, the time split
@@ -18,9 +19,10 @@ Sections of the markdown report (stdout or -o):
    (the species config sets ``sample 100``) and with ``--sample=0`` (Viterbi only). kb/s =
    genome bases / wall seconds of the process (genoseg: also without interpreter start-up).
 2. Cache modes memory / spill / recompute on one contig (posteriors): time and peak RSS.
-3. Peak RSS for synthetic random contigs of ``--sizes`` Mb (default 1, 5, 20), cache
-   ``recompute`` (and ``memory`` for comparison): RSS must not grow with the contig beyond
-   the engine's per-chunk checkpoints.
+3. Peak RSS for synthetic random contigs of ``--sizes`` Mb (default 1, 5, 20), with
+   posteriors and the default config (``cache: auto``: network outputs in memory up to 2 Mb,
+   spilled to a temporary file beyond): RSS must not grow with the contig beyond the
+   engine's per-chunk checkpoints.
 
 The model: ``--model`` (default: build/runs/default/best.pt when present, else the model
 shipped with genoseg). It is a benchmark, not a test: numbers depend on the machine and
@@ -40,6 +42,8 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+
+from genoseg.predict.pipeline import AUTO_MEMORY_BP
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED = REPO.parent / "shared" / "data"
@@ -132,8 +136,8 @@ def main() -> None:
     ap.add_argument("--model", default=None)
     ap.add_argument("--genome", default=str(SHARED / "athaliana_1pct" / "genome.fa"))
     ap.add_argument("--sizes", default="1,5,20", help="synthetic contig sizes, Mb ('' = none)")
-    ap.add_argument("--rss-posteriors", action="store_true",
-                    help="synthetic contigs with posteriors (default: none)")  # fmt: skip
+    ap.add_argument("--rss-no-posteriors", action="store_true",
+                    help="synthetic contigs without posteriors (default: with)")  # fmt: skip
     ap.add_argument("--cache-contig", default="Chr4", help="contig for the cache comparison")
     ap.add_argument("--no-augustus", action="store_true")
     ap.add_argument("--threads", type=int, default=None)
@@ -225,23 +229,23 @@ def main() -> None:
     # 3. peak RSS against contig length
     sizes = [float(x) for x in args.sizes.split(",") if x.strip()]
     if sizes:
-        post = args.rss_posteriors
+        post = not args.rss_no_posteriors
         say(f"### Peak RSS against contig length (random sequence, "
-            f"{'posteriors' if post else '--no-posteriors'})")  # fmt: skip
+            f"{'posteriors' if post else '--no-posteriors'}, default config)")  # fmt: skip
         say()
         say("| contig Mb | cache | wall s | kb/s w/o start-up | peak RSS MB | genes |")
         say("|---|---|---|---|---|---|")
         for mb in sizes:
             fa = synthetic(work / f"random_{mb:g}.fa", mb)
-            for mode in ("recompute", "memory"):
-                cfg = work / f"{mode}.yaml"
-                cfg.write_text(f"cache: {mode}\n")
-                r = run_child({**common, "genome": str(fa), "posteriors": post,
-                               "output": str(work / "rss.gff3"), "config": str(cfg)})  # fmt: skip
-                s = r["summary"]
-                say(f"| {mb:g} | {mode} | {r['wall_s']:.1f} | "
-                    f"{mb * 1e6 / s['seconds'] / 1e3:.1f} | {r['maxrss_mb']:.0f} | "
-                    f"{s['genes']} |")  # fmt: skip
+            cfg = work / "auto.yaml"
+            cfg.write_text("cache: auto\n")
+            r = run_child({**common, "genome": str(fa), "posteriors": post,
+                           "output": str(work / "rss.gff3"), "config": str(cfg)})  # fmt: skip
+            s = r["summary"]
+            mode = "memory" if mb * 1e6 <= AUTO_MEMORY_BP else "spill"
+            say(f"| {mb:g} | auto ({mode}) | {r['wall_s']:.1f} | "
+                f"{mb * 1e6 / s['seconds'] / 1e3:.1f} | {r['maxrss_mb']:.0f} | "
+                f"{s['genes']} |")  # fmt: skip
         say()
     load = os.getloadavg()
     say(f"Load average at the end: {load[0]:.1f} / {load[1]:.1f} / {load[2]:.1f}.")
