@@ -340,6 +340,19 @@ def test_window_size_and_offset_invariance(invariance, work):
     gt_validate(a)
 
 
+def test_cache_modes_give_the_same_output(invariance, work, model, slice_fa):
+    """Network outputs kept in memory, spilled to a temporary file, or recomputed in every
+    pass: byte-identical GFF3 (the w7000 run used the default, in-memory cache)."""
+    ref = invariance["w7000"][0].read_text()
+    body = lambda t: [ln for ln in t.splitlines() if not ln.startswith("#")]  # noqa: E731
+    for mode in ("spill", "recompute"):
+        out = work / f"cache_{mode}.gff3"
+        cfg = config(work / f"cache_{mode}.yaml", cache=mode)
+        predict(slice_fa, "-o", out, "--model", model, "-q", "--window", 7000, "--config", cfg)
+        assert body(out.read_text()) == body(ref), mode
+        assert len(body(ref)) > 20
+
+
 def test_region_with_flanks_matches_whole_run(invariance):
     (a, ta), (r, tr) = invariance["w7000"], invariance["region"]
     keep = lambda rows: [x for x in rows if 9000 < _gene_start(x, rows) <= 18000]  # noqa: E731
