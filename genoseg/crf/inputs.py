@@ -17,6 +17,7 @@ longest label's ``K``.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import torch
@@ -130,6 +131,11 @@ def _check_float(
     if isinstance(x, Tensor) and not x.is_floating_point():
         raise ValueError(f"{name} must be a floating-point tensor, got {x.dtype}")
     _check_tensor(name, x, shape, device)
+    # fast path, one pass: the extremes are NaN if any entry is, and +-inf if any entry is
+    if x.numel():
+        lo, hi = (float(v) for v in torch.aminmax(x.detach()))
+        if math.isfinite(hi) and (allow_neg_inf or math.isfinite(lo)):
+            return x
     nan = torch.isnan(x)
     bad = nan | (x == float("inf")) if allow_neg_inf else ~torch.isfinite(x)
     if not bool(bad.any()):
@@ -310,21 +316,21 @@ def _check_tail_max_dur(
     tailed = torch.isfinite(tail).to(max_dur.device)
     if not tailed.any():
         return
+    cols = tailed.nonzero()[:, 0]  # only the tailed labels' columns are read
     T = max_dur.shape[1]
     reach = torch.arange(offset + 1, offset + T + 1, device=max_dur.device, dtype=torch.int64).view(
         1, T, 1
     )
-    md = max_dur.to(torch.int64)
-    partial = (
-        (md > label_k.to(max_dur.device).view(1, 1, -1)) & (md < reach) & tailed.view(1, 1, -1)
-    )
+    md = max_dur.index_select(2, cols).to(torch.int64)
+    partial = (md > label_k.to(max_dur.device)[cols].view(1, 1, -1)) & (md < reach)
     if valid is not None:
         partial &= valid.unsqueeze(-1)
     if partial.any():
-        b, t, c = (int(v) for v in partial.nonzero()[0])
+        b, t, i = (int(v) for v in partial.nonzero()[0])
+        c = int(cols[i])
         t += offset
         raise ValueError(
-            f"max_dur[{b}, {t}, {c}] = {int(md[b, t, c])} bounds label {c}'s geometric tail "
-            f"partially; for a label with a tail, max_dur must be <= K_c = {int(label_k[c])} "
-            f"(no tail) or >= t + 1 (unbounded)"
+            f"max_dur[{b}, {t}, {c}] = {int(md[b, t - offset, i])} bounds label {c}'s "
+            f"geometric tail partially; for a label with a tail, max_dur must be <= "
+            f"K_c = {int(label_k[c])} (no tail) or >= t + 1 (unbounded)"
         )

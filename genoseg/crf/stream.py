@@ -62,10 +62,6 @@ def _continue_runs(a: _Arrays, x, carry: np.ndarray | None, start: int, R: int):
     return a.run[:, -1, :].astype(np.int64)
 
 
-#: PosteriorStream.backward recomputes a chunk of up to this many rows in one block
-ONE_BLOCK = 131_072
-
-
 def pack_rings(rings: np.ndarray) -> tuple:
     """A saved copy of the start-score rings (B, C, 2R) that keeps only their finite
     entries: the two halves of a ring are equal (every entry is written at s % R and
@@ -390,10 +386,7 @@ class PosteriorStream(_TwoPass, ForwardStream):
     for those rows. Only one chunk's emissions are needed at a time, so a chromosome's
     posteriors never need its whole (T, C) score matrix in memory. ``backend`` as for
     :class:`ForwardStream`; ``checkpoint``: positions between the saved states of the
-    recomputation inside a chunk (default: the whole chunk in one block up to
-    :data:`ONE_BLOCK` rows -- pass 2 then redoes the chunk's forward once, with a working
-    memory of about 7·(n + R)·C float64 -- else the engine's choice; results do not depend
-    on it).
+    recomputation inside a chunk (default: the engine's choice; results do not depend on it).
 
     ``chains``: optional, per sequence a list of chains of consecutive segments
     ``[(s1, e1, c1), (s2 = e1, e2, c2), ...]`` in whole-sequence coordinates (0-based
@@ -488,7 +481,7 @@ class PosteriorStream(_TwoPass, ForwardStream):
             self._adjoint = (galpha, np.zeros((self.B, self.C)), np.zeros((self.B, self.C)),
                              np.zeros((self.B, self.R, self.C)), log_z)  # fmt: skip
         galpha, gG, gP, carry, log_z = self._adjoint
-        block = self.checkpoint or (n if n <= ONE_BLOCK else default_checkpoint(n, self.R))
+        block = self.checkpoint or default_checkpoint(n, self.R)
         gh, gss, gse = cpu.reverse_chunk(
             a.h, a.ss, a.se, a.md, a.run, a.has_ss, a.has_se, a.has_md, a.has_run, start,
             *self._static, self.R, block, rings, G, alpha, P, start, galpha, gG, gP, carry,

@@ -1,33 +1,43 @@
-"""A file handle that is reopened in every process (DataLoader workers, forks)."""
+"""A file handle that is reopened in every process (DataLoader workers, forks) and in every
+thread (pysam handles must not be shared by threads reading at once)."""
 
 from __future__ import annotations
 
 import os
+import threading
 from typing import Any
 
 
 class ProcessLocalHandle:
     """Mixin for readers over pysam files: ``_handle()`` opens the file lazily with
-    ``_open_handle()`` and again after a fork; pickling drops the handle. Subclasses call
+    ``_open_handle()``, once per process and thread (after a fork, or in another thread,
+    it opens its own); pickling drops the handles. Subclasses call
     ``ProcessLocalHandle.__init__(self)`` and implement ``_open_handle``."""
 
     def __init__(self) -> None:
-        self._fh: Any = None
-        self._pid = -1
+        self._fhs: dict[tuple[int, int], Any] = {}  # (pid, thread id) -> handle
+        self._fh_lock = threading.Lock()
 
     def _open_handle(self) -> Any:  # pragma: no cover - abstract
         raise NotImplementedError
 
     def _handle(self) -> Any:
-        if self._fh is None or self._pid != os.getpid():
-            self._fh = self._open_handle()
-            self._pid = os.getpid()
-        return self._fh
+        key = (os.getpid(), threading.get_ident())
+        fh = self._fhs.get(key)
+        if fh is None:
+            fh = self._open_handle()
+            with self._fh_lock:
+                self._fhs[key] = fh
+        return fh
 
     def close(self) -> None:
-        if self._fh is not None and self._pid == os.getpid():
-            self._fh.close()
-        self._fh = None
+        """Close this process's handles (every thread's)."""
+        pid = os.getpid()
+        with self._fh_lock:
+            handles, self._fhs = self._fhs, {}
+        for (p, _), fh in handles.items():
+            if p == pid:
+                fh.close()
 
     def __enter__(self):
         return self
@@ -37,5 +47,10 @@ class ProcessLocalHandle:
 
     def __getstate__(self) -> dict:
         state = self.__dict__.copy()
-        state["_fh"], state["_pid"] = None, -1
+        state["_fhs"] = {}
+        del state["_fh_lock"]
         return state
+
+    def __setstate__(self, state: dict) -> None:
+        self.__dict__.update(state)
+        self._fh_lock = threading.Lock()

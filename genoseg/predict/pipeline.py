@@ -32,8 +32,11 @@ import hashlib
 import os
 import sys
 import tempfile
+import threading
 import time
+from collections import deque
 from collections.abc import Callable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -89,9 +92,11 @@ class _Progress:
         self.last = 0.0
         self.quiet = quiet
         self.tty = sys.stderr.isatty()
+        self.lock = threading.Lock()
 
     def add(self, bp: int) -> None:
-        self.done += bp
+        with self.lock:
+            self.done += bp
         if self.quiet:
             return
         now = time.monotonic()
@@ -129,7 +134,8 @@ class Predictor:
         workers, min_part, overlap: a stretch of at least ``2 * min_part`` bases is decoded
             in ``min(workers, length // min_part)`` parallel parts (genoseg.crf.parallel:
             exact, each part converged over ``overlap`` bases, lengthened when a check
-            fails); shorter stretches, or ``workers=1``, use one stream.
+            fails); shorter stretches use one stream each, and :meth:`predict_spans` decodes
+            up to ``workers`` of them at once (threads; one encoder call at a time).
     """
 
     def __init__(
@@ -180,8 +186,16 @@ class Predictor:
         # seconds: encoder (network), compile (grammar rules), scores (network outputs ->
         # engine inputs), engine (streams), decode (boundary posteriors, tracks), writing
         # (track chunks handed to on_tracks; genoseg predict adds the final files)
+        # (summed over threads when stretches are decoded concurrently)
         self.timing = {"encoder": 0.0, "compile": 0.0, "scores": 0.0, "engine": 0.0,
                        "decode": 0.0, "writing": 0.0}  # fmt: skip
+        self._timing_lock = threading.Lock()
+        self._encoder_lock = threading.Lock()  # one encoder call at a time (all torch threads)
+
+    def _tick(self, stage: str, t0: float) -> None:
+        dt = time.monotonic() - t0
+        with self._timing_lock:
+            self.timing[stage] += dt
 
     # -- one chunk ------------------------------------------------------------------
 
@@ -198,10 +212,13 @@ class Predictor:
         if self.model.uses_evidence and self.evidence is not None:
             ev = torch.from_numpy(self.evidence.track(contig, lo, hi)).unsqueeze(0)
             ev = ev.to(self.device)
-        with torch.no_grad():
+        self._tick("encoder", t0)  # reading the sequence and evidence
+        with self._encoder_lock, torch.no_grad():
+            t0 = time.monotonic()  # (not the wait for another thread's encoder call)
             out = self.model.outputs(seq, sm, ev)[0, c0 - lo : c1 - lo]
-        self.timing["encoder"] += time.monotonic() - t0
-        return out.float().cpu().numpy()
+            out = out.float().cpu().numpy()
+            self._tick("encoder", t0)
+        return out
 
     def _structural(self, contig: str, c0: int, c1: int, open_start: bool, open_end: bool):
         """The grammar's rules (seg_start, seg_end, max_dur; (T, C) numpy) of rows [c0, c1)."""
@@ -213,7 +230,7 @@ class Predictor:
         st = compile_rows(
             self.grammar, codes, c0 - lo, hi - c1, open_start=open_start, open_end=open_end
         )
-        self.timing["compile"] += time.monotonic() - t0
+        self._tick("compile", t0)
         return st
 
     def _chunk_inputs(self, span: Span, c0: int, c1: int, out: np.ndarray, carry: np.ndarray):
@@ -233,7 +250,7 @@ class Predictor:
         chunk = tuple(torch.from_numpy(v).unsqueeze(0) for v in (h, ss, se, md))
         if self.device.type == "cuda":  # the streams run the Triton kernels there
             chunk = tuple(t.to(self.device) for t in chunk)
-        self.timing["scores"] += time.monotonic() - t0
+        self._tick("scores", t0)
         return chunk, carry
 
     # -- chunk output cache -----------------------------------------------------------
@@ -266,8 +283,64 @@ class Predictor:
 
     # -- a span -----------------------------------------------------------------------
 
-    def predict_span(self, span: Span, prog: _Progress | None = None) -> ContigResult:
-        """Decode one span (see :class:`Span`)."""
+    def predict_spans(
+        self,
+        spans: list[Span],
+        prog: _Progress | None = None,
+        on_tracks: Callable[[Span, str, dict], None] | None = None,
+    ) -> Iterator[ContigResult]:
+        """Decode ``spans``, yielding their results in order. With ``workers`` > 1, spans
+        too short for parallel parts run up to ``workers`` at a time in threads (the
+        engine releases the GIL), at most ``2 * workers`` of them in flight; their track
+        chunks are buffered (at most 2 * min_part bases each) and handed to
+        ``on_tracks(span, contig, chunks)`` in span order, exactly as one at a time."""
+        if self.workers <= 1:
+            for span in spans:
+                sink = None if on_tracks is None else _bind(on_tracks, span)
+                yield self.predict_span(span, prog, sink)
+            return
+        pending: deque[tuple[Future, Span, list]] = deque()
+
+        def drain() -> ContigResult:
+            fut, span, buf = pending.popleft()
+            res = fut.result()
+            if on_tracks is not None:
+                t0 = time.monotonic()
+                for contig, chunks in buf:
+                    on_tracks(span, contig, chunks)
+                self._tick("writing", t0)
+            return res
+
+        pool = ThreadPoolExecutor(max_workers=self.workers, thread_name_prefix="genoseg-span")
+        try:
+            for span in spans:
+                if self._parts(span) > 1:  # parallel parts: alone, tracks written directly
+                    while pending:
+                        yield drain()
+                    sink = None if on_tracks is None else _bind(on_tracks, span)
+                    yield self.predict_span(span, prog, sink)
+                    continue
+                # up to 2 x workers queued: a thread that finishes early takes the next
+                # span while an earlier, longer one is still running
+                while len(pending) >= 2 * self.workers:
+                    yield drain()
+                buf: list = []
+                sink = None if on_tracks is None else (lambda c, ch, b=buf: b.append((c, ch)))
+                pending.append((pool.submit(self.predict_span, span, prog, sink), span, buf))
+            while pending:
+                yield drain()
+        finally:
+            pool.shutdown(wait=False, cancel_futures=True)
+
+    def predict_span(
+        self,
+        span: Span,
+        prog: _Progress | None = None,
+        on_tracks: Callable[[str, dict], None] | None = None,
+    ) -> ContigResult:
+        """Decode one span (see :class:`Span`); ``on_tracks(contig, chunks)`` gets every
+        chunk's posterior tracks (default: the ``on_tracks`` given to the constructor)."""
+        sink = on_tracks if on_tracks is not None else self.on_tracks
         own = prog is None
         if own:
             prog = _Progress(span.end - span.start, 4 if self.posteriors else 2, self.quiet)
@@ -276,7 +349,7 @@ class Predictor:
             mode = "memory" if span.end - span.start <= AUTO_MEMORY_BP else "spill"
         store = _OutputStore(self, span, mode)
         try:
-            res = self._decode(span, store, prog)
+            res = self._decode(span, store, prog, sink)
         finally:
             store.close()
             if own:
@@ -322,10 +395,12 @@ class Predictor:
         """Frame prefix sums after the rows ``out`` (rows from ``offset``)."""
         t0 = time.monotonic()
         nxt = frame_carry(out, offset=offset, carry=carry)
-        self.timing["scores"] += time.monotonic() - t0
+        self._tick("scores", t0)
         return nxt
 
-    def _decode_parallel(self, span: Span, store, prog: _Progress, parts: int) -> ContigResult:
+    def _decode_parallel(
+        self, span: Span, store, prog: _Progress, parts: int, sink
+    ) -> ContigResult:
         from genoseg.crf import parallel as par
 
         L = self.genome.length(span.contig)
@@ -336,7 +411,7 @@ class Predictor:
         common = dict(parts=parts, overlap=self.overlap, chunk=self.window, workers=parts)
         t0 = time.monotonic()
         vit = par.parallel_viterbi(rows, T, tables, **common)
-        self.timing["engine"] += time.monotonic() - t0
+        self._tick("engine", t0)
         segments = self._segments(span, vit.segments)
         if not self.posteriors:
             return self._finish(span, segments, None, None)
@@ -345,15 +420,17 @@ class Predictor:
 
         def on_chunk(a: int, b: int, m) -> None:
             nonlocal seg_list
-            seg_list = self._posterior_chunk(span, span.start + a, span.start + b, m, seg_list)
+            seg_list = self._posterior_chunk(
+                span, span.start + a, span.start + b, m, seg_list, sink
+            )
 
         t0 = time.monotonic()
         post = par.parallel_posteriors(rows, T, tables, chains=chains, on_chunk=on_chunk, **common)
-        self.timing["engine"] += time.monotonic() - t0
+        self._tick("engine", t0)
         marg = post.chain_marginals.numpy()
         return self._finish(span, seg_list, marg, chain_of, post.log_z)
 
-    def _posterior_chunk(self, span: Span, c0: int, c1: int, m, seg_list: list[Segment]):
+    def _posterior_chunk(self, span: Span, c0: int, c1: int, m, seg_list: list[Segment], sink):
         """Boundary posteriors onto the path's segments, and the chunk's tracks."""
         L = self.genome.length(span.contig)
         t0 = time.monotonic()
@@ -361,15 +438,15 @@ class Predictor:
         st, en = m.start[0].cpu().numpy(), m.end[0].cpu().numpy()
         lower, upper = boundary_posteriors(self.grammar, st, en)
         seg_list = _fill(seg_list, lower, upper, c0)
-        if self.on_tracks is not None:
+        if sink is not None:
             tracks = posterior_tracks(self.grammar, pos, st, en, offset=c0,
                                       contig_length=L if c1 == L else None)  # fmt: skip
-            self.timing["decode"] += time.monotonic() - t0
+            self._tick("decode", t0)
             t0 = time.monotonic()
-            self.on_tracks(span.contig, tracks)
-            self.timing["writing"] += time.monotonic() - t0
+            sink(span.contig, tracks)
+            self._tick("writing", t0)
         else:
-            self.timing["decode"] += time.monotonic() - t0
+            self._tick("decode", t0)
         return seg_list
 
     def _segments(self, span: Span, path) -> list[Segment]:
@@ -383,10 +460,10 @@ class Predictor:
         genes = genes_from_path(self.grammar, span.contig, segments)
         return _chains(segments, genes, span.start, self.grammar.intergenic)
 
-    def _decode(self, span: Span, store, prog: _Progress) -> ContigResult:
+    def _decode(self, span: Span, store, prog: _Progress, sink) -> ContigResult:
         parts = self._parts(span)
         if parts > 1:
-            return self._decode_parallel(span, store, prog, parts)
+            return self._decode_parallel(span, store, prog, parts, sink)
         L = self.genome.length(span.contig)
         args = self._stream_args(span.start > 0, span.end < L)
         # passes 1-2: Viterbi
@@ -394,12 +471,12 @@ class Predictor:
         for _, _, inp in self._pass(span, store, False, prog):
             t0 = time.monotonic()
             vs.forward(*inp)
-            self.timing["engine"] += time.monotonic() - t0
+            self._tick("engine", t0)
         pieces: list[list[tuple[int, int, int]]] = []  # traced on the host
         for _, _, inp in self._pass(span, store, True, prog):
             t0 = time.monotonic()
             pieces.append(vs.backward(*inp)[0])
-            self.timing["engine"] += time.monotonic() - t0
+            self._tick("engine", t0)
         segments = self._segments(span, [seg for piece in reversed(pieces) for seg in piece])
         if not self.posteriors:
             return self._finish(span, segments, None, None)
@@ -409,13 +486,13 @@ class Predictor:
         for _, _, inp in self._pass(span, store, False, prog):
             t0 = time.monotonic()
             ps.forward(*inp)
-            self.timing["engine"] += time.monotonic() - t0
+            self._tick("engine", t0)
         seg_list = list(segments)
         for c0, c1, inp in self._pass(span, store, True, prog):
             t0 = time.monotonic()
             m = ps.backward(*inp)
-            self.timing["engine"] += time.monotonic() - t0
-            seg_list = self._posterior_chunk(span, c0, c1, m, seg_list)
+            self._tick("engine", t0)
+            seg_list = self._posterior_chunk(span, c0, c1, m, seg_list, sink)
         marg = ps.chain_marginals()[0].numpy()
         log_z = float(ps.log_z()[0])
         return self._finish(span, seg_list, marg, chain_of, log_z)
@@ -438,6 +515,10 @@ class Predictor:
                         tx.posterior = float(marg[chain_of[key]])
         segs = [s for s in segments if span.keep_start <= s.start < span.keep_end]
         return ContigResult(span, kept, segs, log_z)
+
+
+def _bind(on_tracks: Callable[[Span, str, dict], None], span: Span):
+    return lambda contig, chunks: on_tracks(span, contig, chunks)
 
 
 def _fill(segments: list[Segment], lower, upper, offset: int) -> list[Segment]:

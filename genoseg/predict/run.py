@@ -259,10 +259,10 @@ def run_predict(o: PredictOptions) -> dict:
 
     prog = _Progress(total, 4 if o.posteriors else 2, o.quiet)
     try:
-        for span in spans:
-            if track_writer is not None:
-                predictor.on_tracks = lambda c, ch, span=span: on_tracks(c, ch, span)
-            res = predictor.predict_span(span, prog)
+        sink = None
+        if track_writer is not None:
+            sink = lambda span, c, ch: on_tracks(c, ch, span)  # noqa: E731
+        for span, res in zip(spans, predictor.predict_spans(spans, prog, sink)):
             pred.add(span.contig, res.genes, res.segments)
         prog.close()
         el = time.monotonic() - t0
