@@ -271,3 +271,47 @@ def test_stream_kernels_release_the_gil():
         counts.append(n)
     # a kernel holding the GIL leaves the main thread a few thousand iterations at most
     assert min(counts) > 100_000, counts
+
+
+def test_viterbi_desert_lengthens_past_the_segment_at_once():
+    """A path that is one long segment across a core boundary (a gene desert) has no
+    segment end to stitch at: once both paths hold one segment across the stitch zone, the
+    overlap is lengthened past that segment in one step (here past the contig, so the contig
+    is decoded sequentially) instead of doubling and redoing both parts again and again.
+    The path is still the sequential one."""
+    T = 4000
+    tables, _, x = synthetic(T, 3)
+    h, ss, se = (t[0].clone() for t in x)
+    h[:, 0] += 3.0  # label 0 (tailed) wins everywhere: one segment [0, T)
+    x = (h[None], ss[None], se[None])
+
+    def rows(a: int, b: int):
+        return h[a:b], ss[a:b], se[a:b], None
+
+    want = crf.viterbi(**one_call(tables, x))[1][0]
+    assert len(want) == 1
+    got = par.parallel_viterbi(rows, T, tables, parts=2, overlap=50, chunk=500)
+    assert got.segments == want
+    # (doubling alone took 7 doublings, 16 part runs, before falling back)
+    assert got.report.fallback and got.report.part_runs <= 4 and got.report.lengthened <= 1
+
+
+def test_posteriors_reduce_keeps_only_what_the_caller_asks():
+    """``reduce`` runs in the worker on every core chunk; on_chunk gets its result, in
+    contig order, covering every row once (also through the sequential fallback)."""
+    T = 2500
+    tables, rows, x = synthetic(T, 1)
+    ref = crf.marginals(**one_call(tables, x))
+    for parts, overlap in ((3, 1200), (3, 4)):
+        got = []
+        par.parallel_posteriors(
+            rows, T, tables, parts=parts, overlap=overlap, chunk=300,
+            reduce=lambda a, b, m: (a, b, m.position[0].sum(-1).double().numpy()),
+            on_chunk=lambda a, b, r, got=got: got.append((a, b, r)),
+        )  # fmt: skip
+        assert [g[0] for g in got] == sorted(g[0] for g in got)
+        assert got[0][0] == 0 and got[-1][1] == T
+        assert all(u[1] == v[0] for u, v in zip(got[:-1], got[1:]))
+        for a, b, (ra, rb, sums) in got:
+            assert (ra, rb) == (a, b)
+            np.testing.assert_allclose(sums, ref.position[0, a:b].sum(-1).numpy(), atol=1e-6)

@@ -198,6 +198,9 @@ class _Context:
     chunk: int
     lock: threading.Lock | None
     out_dtype: torch.dtype | None = None
+    # reduce(c0, c1, marginals) of every core chunk, in the worker (parallel_posteriors)
+    reduce: Callable[[int, int, Marginals], object] | None = None
+    first_row: int = 0  # rows below it are not kept (the fallback after delivered parts)
 
     def stream_args(self):
         z = torch.zeros_like(self.init)
@@ -365,12 +368,17 @@ def _run_posteriors(
         trio = (m.position, m.start, m.end)
         for i, w in enumerate(wins):
             a, b = w.start + u, w.start + v
-            lo, hi = max(a, w.core_start), min(b, w.core_end)
+            lo, hi = max(a, w.core_start, ctx.first_row), min(b, w.core_end)
             if lo < hi:
                 sl = slice(lo - a, hi - a)
-                chunks[i].append(
-                    (lo, hi, *(t[i : i + 1, sl].to(ctx.out_dtype).cpu() for t in trio))
-                )
+                kept = tuple(t[i : i + 1, sl].to(ctx.out_dtype).cpu() for t in trio)
+                if ctx.reduce is not None:
+                    nan = torch.full((1,), float("nan"), dtype=torch.float64)
+                    st, en = kept[1], kept[2]
+                    m = Marginals(*kept, st.sum(-1), en.sum(-1), nan)
+                    chunks[i].append((lo, hi, ctx.reduce(lo, hi, m)))
+                else:
+                    chunks[i].append((lo, hi, *kept))
             for key, (blo, bhi) in bands[i].items():
                 lo, hi = max(a, blo), min(b, bhi)
                 if lo < hi:
@@ -431,6 +439,26 @@ def _segments_in(path: list[Segment], ends: list[int], lo: int, hi: int) -> list
         out.append(path[i])
         i += 1
     return out
+
+
+def _desert_overlap(left: _VitResult, right: _VitResult) -> int | None:
+    """When both paths hold one segment of the same label across the whole zone where
+    :func:`_stitch_point` looks for a stitch (a gene desert; the paths may differ near the
+    windows' open ends), the overlap that reaches past that segment's start in the left
+    path and its end in the right path, plus the current overlap; else None."""
+    a = right.win.core_start
+    s0, e0 = right.win.start, left.win.end
+    lo, hi = a - (a - s0) // 2, a + (e0 - a) // 2  # the stitch zone
+    spans = []
+    for path in (left.path, right.path):
+        inside = _segments_in(path, [s[1] for s in path], lo, hi)
+        if len(inside) != 1:
+            return None
+        spans.append(inside[0])
+    if spans[0][2] != spans[1][2]:
+        return None
+    first, last = spans[0][0], spans[1][1]  # left path's segment start, right path's end
+    return max(a - first, last - a) + (e0 - s0) // 2
 
 
 def _stitch_point(left: _VitResult, right: _VitResult) -> int | None:
@@ -544,12 +572,15 @@ def _schedule(
                     continue
                 if k - 1 in queue or k in queue or k - 1 in in_flight or k in in_flight:
                     continue
-                if check(results[k - 1], results[k], k):
+                verdict = check(results[k - 1], results[k], k)
+                if verdict is True:
                     verified.add(k)
                     continue
-                if ov[k] >= T:
-                    raise _Fallback
-                ov[k] = min(2 * ov[k], T)
+                # failed: double the overlap, or lengthen it to the check's hint at once
+                new = max(2 * ov[k], verdict if isinstance(verdict, int) else 0)
+                if ov[k] >= T or new >= T:  # parts as long as the contig: sequential is
+                    raise _Fallback  # cheaper than redoing both neighbours
+                ov[k] = new
                 report.lengthened += 1
                 for p in (k - 1, k):
                     if p >= delivered:
@@ -650,11 +681,13 @@ def sequential_posteriors(
     chains: Sequence[Sequence[Segment]] | None = None,
     on_chunk: OnChunk | None = None,
     first_row: int = 0,
+    reduce: Callable[[int, int, Marginals], object] | None = None,
 ) -> ParallelPosteriors:
     """Posteriors by one :class:`~genoseg.crf.stream.PosteriorStream` over the contig;
     ``on_chunk`` gets the rows ``>= first_row`` in contig order (what
-    :func:`parallel_posteriors` reproduces, and its fallback)."""
+    :func:`parallel_posteriors` reproduces, and its fallback); ``reduce`` as there."""
     ctx = _context(rows, T, tables, chunk, True)
+    ctx.reduce, ctx.first_row = reduce, first_row
     ch = [[list(map(tuple, c)) for c in chains]] if chains is not None else None
     res = _run_posteriors(ctx, [Window(0, 0, T, 0, T)], [(0, 0)], ch)[0]
     if on_chunk is not None:
@@ -666,7 +699,11 @@ def sequential_posteriors(
 
 def _deliver(res: _PostResult, on_chunk: OnChunk, first_row: int = 0) -> None:
     nan = torch.full((1,), float("nan"), dtype=torch.float64)
-    for lo, hi, pos, st, en in res.chunks:
+    for item in res.chunks:
+        if len(item) == 3:  # reduced in the worker (rows below first_row never kept)
+            on_chunk(*item)
+            continue
+        lo, hi, pos, st, en = item
         if hi <= first_row:
             continue
         k = max(0, first_row - lo)
@@ -719,10 +756,13 @@ def parallel_viterbi(
         return ParallelViterbi(sequential_viterbi(rows, T, tables, chunk=chunk), report)
     stitch: dict[int, int] = {}
 
-    def check(left: _VitResult, right: _VitResult, k: int) -> bool:
+    def check(left: _VitResult, right: _VitResult, k: int) -> bool | int:
         x = _stitch_point(left, right)
         if x is None:
-            return False
+            # no shared segment end: if both paths hold one segment across the whole
+            # overlap (a gene desert), a longer overlap helps only once it spans that
+            # segment, and every try redoes both parts: lengthen to it at once
+            return _desert_overlap(left, right) or False
         stitch[k] = x
         return True
 
@@ -765,6 +805,7 @@ def parallel_posteriors(
     tol: float = 1e-7,
     max_pending: int | None = None,
     thread_safe_rows: bool = False,
+    reduce: Callable[[int, int, Marginals], object] | None = None,
 ) -> ParallelPosteriors:
     """Exact posteriors of contig rows ``[0, T)`` decoded in ``parts`` parallel parts:
     within ``tol``-scale of :func:`sequential_posteriors` (module doc: the band check).
@@ -782,6 +823,10 @@ def parallel_posteriors(
         max_pending: parts decoded but not yet handed to ``on_chunk`` (memory: their core
             posteriors, 12·C bytes per row in float32; default workers + 2, or two
             batches).
+        reduce: ``reduce(c0, c1, marginals)`` is called in the worker for every chunk of
+            core rows as soon as it is computed, and only its result is kept for
+            ``on_chunk(c0, c1, result)``: what a caller needs of the posteriors (tracks,
+            a few boundary values) instead of 12·C bytes per row until delivery.
 
     Returns:
         :class:`ParallelPosteriors` (log Z, chain marginals, report).
@@ -790,6 +835,7 @@ def parallel_posteriors(
     if not tol > 0:
         raise ValueError(f"tol must be > 0, got {tol}")
     ctx = _context(rows, T, tables, chunk, thread_safe_rows)
+    ctx.reduce = reduce
     mode = _resolve_mode(mode, ctx)
     chains_l = [[tuple(map(int, s)) for s in ch] for ch in chains] if chains is not None else None
     if chains_l is not None:
@@ -802,7 +848,7 @@ def parallel_posteriors(
     report = ParallelReport(boundaries=list(bounds))
     if not bounds:
         out = sequential_posteriors(
-            rows, T, tables, chunk=chunk, chains=chains_l, on_chunk=on_chunk
+            rows, T, tables, chunk=chunk, chains=chains_l, on_chunk=on_chunk, reduce=reduce
         )
         out.report = report
         report.part_runs = 1
@@ -847,7 +893,7 @@ def parallel_posteriors(
         report.fallback = True
         out = sequential_posteriors(
             rows, T, tables, chunk=chunk, chains=chains_l, on_chunk=on_chunk,
-            first_row=delivered_row[0],
+            first_row=delivered_row[0], reduce=reduce,
         )  # fmt: skip
         out.report = report
         return out

@@ -408,7 +408,10 @@ class Predictor:
         A, D, init, final, tail = self._stream_args(span.start > 0, span.end < L)
         tables = {"transitions": A, "durations": D, "init": init, "final": final, "tail": tail}
         rows = self._rows(span, store, prog)
-        common = dict(parts=parts, overlap=self.overlap, chunk=self.window, workers=parts)
+        # rows() is thread-safe (numba/numpy, per-thread FASTA handles, one encoder at a
+        # time), so parts build their inputs in parallel too
+        common = dict(parts=parts, overlap=self.overlap, chunk=self.window, workers=parts,
+                      thread_safe_rows=True)  # fmt: skip
         t0 = time.monotonic()
         vit = par.parallel_viterbi(rows, T, tables, **common)
         self._tick("engine", t0)
@@ -417,15 +420,46 @@ class Predictor:
             return self._finish(span, segments, None, None)
         chains, chain_of = self._chains(span, segments)
         seg_list = list(segments)
+        # rows (span-relative) where a path segment starts or has its last base: the only
+        # boundary posteriors the genes need
+        marks = np.unique(
+            np.array([s.start for s in segments] + [s.end - 1 for s in segments], dtype=np.int64)
+        )
+        L = self.genome.length(span.contig)
 
-        def on_chunk(a: int, b: int, m) -> None:
+        def reduce(a: int, b: int, m):
+            """In the part's worker: what the span keeps of a chunk's posteriors (its
+            tracks, and the boundary posteriors at path segment ends), not 12·C bytes/row."""
+            t0 = time.monotonic()
+            c0, c1 = span.start + a, span.start + b
+            st, en = m.start[0].cpu().numpy(), m.end[0].cpu().numpy()
+            lower, upper = boundary_posteriors(self.grammar, st, en)
+            idx = marks[(marks >= c0) & (marks < c1)] - c0
+            tracks = None
+            if sink is not None:
+                pos = m.position[0].cpu().numpy()
+                tracks = posterior_tracks(self.grammar, pos, st, en, offset=c0,
+                                          contig_length=L if c1 == L else None)  # fmt: skip
+            self._tick("decode", t0)
+            return idx, lower[idx], upper[idx], tracks
+
+        def on_chunk(a: int, b: int, kept) -> None:
             nonlocal seg_list
-            seg_list = self._posterior_chunk(
-                span, span.start + a, span.start + b, m, seg_list, sink
-            )
+            idx, low, up, tracks = kept
+            c0 = span.start + a
+            lower = np.zeros((b - a, low.shape[1]), np.float32)
+            upper = np.zeros_like(lower)
+            lower[idx], upper[idx] = low, up
+            seg_list = _fill(seg_list, lower, upper, c0)
+            if tracks is not None:
+                t0 = time.monotonic()
+                sink(span.contig, tracks)
+                self._tick("writing", t0)
 
         t0 = time.monotonic()
-        post = par.parallel_posteriors(rows, T, tables, chains=chains, on_chunk=on_chunk, **common)
+        post = par.parallel_posteriors(
+            rows, T, tables, chains=chains, on_chunk=on_chunk, reduce=reduce, **common
+        )
         self._tick("engine", t0)
         marg = post.chain_marginals.numpy()
         return self._finish(span, seg_list, marg, chain_of, post.log_z)
