@@ -16,7 +16,8 @@ the contig), ``ov_k`` being the overlap at core boundary k:
 Forward and backward messages, and Viterbi tracebacks, forget where they started, so
 inside the cores the parts reproduce the sequential stream. Nothing is assumed about how
 fast they forget: every core boundary is checked against both neighbouring parts, and an
-overlap too short to converge is doubled and the affected parts are decoded again.
+overlap too short to converge is doubled (or lengthened past a gene desert at once, see
+:func:`_desert_overlap`) and the affected parts are decoded again.
 
 * Posteriors (:func:`parallel_posteriors`): parts p-1 and p both cover the *band*
   ``[a_p - g, a_p + g)`` (g = a quarter of the shorter of the two overlaps). Inside it, the
@@ -114,7 +115,7 @@ class Window:
 class ParallelReport:
     """What a parallel run did. ``boundaries``: core boundaries ``a_1 .. a_P-1``;
     ``overlaps``: final overlap at each; ``part_runs``: part decodes (P when no overlap
-    was lengthened); ``lengthened``: overlap doublings; ``stitches`` (Viterbi): the segment
+    was lengthened); ``lengthened``: overlap lengthenings; ``stitches`` (Viterbi): the segment
     end where the path was stitched at each boundary; ``band_diff`` (posteriors): largest
     posterior difference between neighbours in the band of each boundary when it passed;
     ``fallback``: the contig was decoded sequentially (an overlap reached the contig length

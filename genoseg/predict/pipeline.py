@@ -150,7 +150,7 @@ class Predictor:
         on_tracks: Callable[[str, dict], None] | None = None,
         quiet: bool = False,
         workers: int = 1,
-        min_part: int = 1_000_000,
+        min_part: int = 500_000,
         overlap: int = 20_000,
     ):
         if window < 1:

@@ -37,7 +37,7 @@ class PredictConfig:
     device: str = "auto"
     threads: int = 0
     workers: int = 0  # parallel parts of one long contig (0 = one per CPU thread)
-    min_part: int = 1_000_000  # bases per parallel part at least (shorter: one stream)
+    min_part: int = 500_000  # bases per parallel part at least (shorter: one stream)
     overlap: int = 20_000  # convergence overlap of parallel parts (lengthened when needed)
     evidence: EvidenceOptions = field(default_factory=EvidenceOptions)
 
