@@ -136,6 +136,14 @@ else:
 """
 
 
+def _default_signals() -> None:
+    """The writer starts with default signal dispositions: under ``nohup`` (SIGHUP
+    ignored) or a shell that ignores SIGINT, an ignored signal stays ignored in children,
+    and genoseg rightly keeps it ignored (tested below)."""
+    for s in (signal.SIGTERM, signal.SIGHUP, signal.SIGINT):
+        signal.signal(s, signal.SIG_DFL)
+
+
 def _run(tmp_path: Path, kind: str, sig: int, setup: str = "", body: str = "time.sleep(30)",
          after: str = "", wait_for: Path | None = None):  # fmt: skip
     script = _WRITER.format(setup=textwrap.dedent(setup), body=body, after=textwrap.dedent(after))
@@ -148,6 +156,7 @@ def _run(tmp_path: Path, kind: str, sig: int, setup: str = "", body: str = "time
         text=True,
         env=env,
         cwd=tmp_path,
+        preexec_fn=_default_signals,
     )
     assert p.stdout.readline().strip() == "ready", p.stderr.read()
     assert _leftovers(tmp_path), "the temporary exists while writing"
