@@ -22,7 +22,7 @@ offsets). Passes over the chunks:
    and the exact chain marginals: P(this exon / intron / whole transcript is in the path).
 
 Network outputs of a chunk are computed once and kept for the later passes
-(``cache="memory"``), spilled to a temporary memory-mapped file (``"spill"``), or recomputed
+(``cache="memory"``), written to a temporary file and read back (``"spill"``), or recomputed
 (``"recompute"``); see docs/predict.md for the measured trade-off.
 """
 
