@@ -246,6 +246,15 @@ def map_scores(
 
 
 @nb.njit(cache=True, nogil=True)
+def _frame_step(Qp, Qm, content, u, nxt_p, nxt_m):
+    """Frame prefix sums after base u (absolute position) with centred content scores
+    ``content`` (9,) float32: nxt[r] = Q[r] + score of u under codon-start residue r."""
+    for r in range(3):
+        nxt_p[r] = Qp[r] + np.float64(content[2 + (u - r) % 3])
+        nxt_m[r] = Qm[r] + np.float64(content[6 + (r - u) % 3])
+
+
+@nb.njit(cache=True, nogil=True)
 def _engine_scores_kernel(
     out, ss_rule, se_rule, emis, st, en, ex, ex_plus, a_s, a_e, offset, carry, inv_t, center,
     label_mean,
@@ -280,9 +289,7 @@ def _engine_scores_kernel(
             if en[c] >= 0:
                 y = np.float64(out[t, en[c]])
             se[t, c] = y
-        for r in range(3):
-            nxt_p[r] = Qp[r] + np.float64(content[2 + (u - r) % 3])
-            nxt_m[r] = Qm[r] + np.float64(content[6 + (r - u) % 3])
+        _frame_step(Qp, Qm, content, u, nxt_p, nxt_m)
         for i in range(ex.shape[0]):
             c = ex[i]
             rs = (u + a_s[i]) % 3
@@ -350,12 +357,18 @@ def engine_scores(
 
 @nb.njit(cache=True, nogil=True)
 def _frame_carry_kernel(out, offset, carry, label_mean):
-    Q = carry.copy()
+    Qp, Qm = carry[0].copy(), carry[1].copy()
+    nxt_p, nxt_m = np.empty(3), np.empty(3)
+    content = np.empty(9, dtype=np.float32)
     for t in range(out.shape[0]):
-        u = offset + t
-        for r in range(3):
-            Q[0, r] = Q[0, r] + np.float64(out[t, 2 + (u - r) % 3] - label_mean[2 + (u - r) % 3])
-            Q[1, r] = Q[1, r] + np.float64(out[t, 6 + (r - u) % 3] - label_mean[6 + (r - u) % 3])
+        for k in range(9):
+            content[k] = out[t, k] - label_mean[k]
+        _frame_step(Qp, Qm, content, offset + t, nxt_p, nxt_m)
+        Qp[:] = nxt_p
+        Qm[:] = nxt_m
+    Q = np.empty((2, 3))
+    Q[0] = Qp
+    Q[1] = Qm
     return Q
 
 

@@ -420,41 +420,15 @@ class Predictor:
             return self._finish(span, segments, None, None)
         chains, chain_of = self._chains(span, segments)
         seg_list = list(segments)
-        # rows (span-relative) where a path segment starts or has its last base: the only
-        # boundary posteriors the genes need
-        marks = np.unique(
-            np.array([s.start for s in segments] + [s.end - 1 for s in segments], dtype=np.int64)
-        )
-        L = self.genome.length(span.contig)
+        marks = _marks(segments)
 
-        def reduce(a: int, b: int, m):
-            """In the part's worker: what the span keeps of a chunk's posteriors (its
-            tracks, and the boundary posteriors at path segment ends), not 12·C bytes/row."""
-            t0 = time.monotonic()
-            c0, c1 = span.start + a, span.start + b
-            st, en = m.start[0].cpu().numpy(), m.end[0].cpu().numpy()
-            lower, upper = boundary_posteriors(self.grammar, st, en)
-            idx = marks[(marks >= c0) & (marks < c1)] - c0
-            tracks = None
-            if sink is not None:
-                pos = m.position[0].cpu().numpy()
-                tracks = posterior_tracks(self.grammar, pos, st, en, offset=c0,
-                                          contig_length=L if c1 == L else None)  # fmt: skip
-            self._tick("decode", t0)
-            return idx, lower[idx], upper[idx], tracks
+        def reduce(a: int, b: int, m):  # in the part's worker
+            return self._keep_chunk(span, span.start + a, span.start + b, m, marks, sink)
 
         def on_chunk(a: int, b: int, kept) -> None:
             nonlocal seg_list
-            idx, low, up, tracks = kept
-            c0 = span.start + a
-            lower = np.zeros((b - a, low.shape[1]), np.float32)
-            upper = np.zeros_like(lower)
-            lower[idx], upper[idx] = low, up
-            seg_list = _fill(seg_list, lower, upper, c0)
-            if tracks is not None:
-                t0 = time.monotonic()
-                sink(span.contig, tracks)
-                self._tick("writing", t0)
+            seg_list = self._apply_chunk(span, span.start + a, span.start + b, kept, seg_list,
+                                         sink)  # fmt: skip
 
         t0 = time.monotonic()
         post = par.parallel_posteriors(
@@ -464,23 +438,35 @@ class Predictor:
         marg = post.chain_marginals.numpy()
         return self._finish(span, seg_list, marg, chain_of, post.log_z)
 
-    def _posterior_chunk(self, span: Span, c0: int, c1: int, m, seg_list: list[Segment], sink):
-        """Boundary posteriors onto the path's segments, and the chunk's tracks."""
-        L = self.genome.length(span.contig)
+    def _keep_chunk(self, span: Span, c0: int, c1: int, m, marks: np.ndarray, sink):
+        """What a span keeps of the posteriors of contig rows [c0, c1): the boundary
+        posteriors at ``marks`` (the rows where a path segment starts or has its last base,
+        all the genes need) and the tracks when there is a ``sink`` -- not 12·C bytes per
+        row (parallel parts compute it in their workers)."""
         t0 = time.monotonic()
-        pos = m.position[0].cpu().numpy()
         st, en = m.start[0].cpu().numpy(), m.end[0].cpu().numpy()
         lower, upper = boundary_posteriors(self.grammar, st, en)
-        seg_list = _fill(seg_list, lower, upper, c0)
+        idx = marks[(marks >= c0) & (marks < c1)] - c0
+        tracks = None
         if sink is not None:
-            tracks = posterior_tracks(self.grammar, pos, st, en, offset=c0,
-                                      contig_length=L if c1 == L else None)  # fmt: skip
-            self._tick("decode", t0)
+            L = self.genome.length(span.contig)
+            tracks = posterior_tracks(self.grammar, m.position[0].cpu().numpy(), st, en,
+                                      offset=c0, contig_length=L if c1 == L else None)  # fmt: skip
+        self._tick("decode", t0)
+        return idx, lower[idx], upper[idx], tracks
+
+    def _apply_chunk(self, span: Span, c0: int, c1: int, kept, seg_list: list[Segment], sink):
+        """Boundary posteriors of a :meth:`_keep_chunk` result onto the path's segments,
+        and its tracks to ``sink``; returns the updated segments."""
+        idx, low, up, tracks = kept
+        lower = np.zeros((c1 - c0, low.shape[1]), np.float32)
+        upper = np.zeros_like(lower)
+        lower[idx], upper[idx] = low, up
+        fill_boundary_posteriors(seg_list, lower, upper, offset=c0)
+        if tracks is not None:
             t0 = time.monotonic()
             sink(span.contig, tracks)
             self._tick("writing", t0)
-        else:
-            self._tick("decode", t0)
         return seg_list
 
     def _segments(self, span: Span, path) -> list[Segment]:
@@ -522,11 +508,13 @@ class Predictor:
             ps.forward(*inp)
             self._tick("engine", t0)
         seg_list = list(segments)
+        marks = _marks(segments)
         for c0, c1, inp in self._pass(span, store, True, prog):
             t0 = time.monotonic()
             m = ps.backward(*inp)
             self._tick("engine", t0)
-            seg_list = self._posterior_chunk(span, c0, c1, m, seg_list, sink)
+            kept = self._keep_chunk(span, c0, c1, m, marks, sink)
+            seg_list = self._apply_chunk(span, c0, c1, kept, seg_list, sink)
         marg = ps.chain_marginals()[0].numpy()
         log_z = float(ps.log_z()[0])
         return self._finish(span, seg_list, marg, chain_of, log_z)
@@ -555,9 +543,10 @@ def _bind(on_tracks: Callable[[Span, str, dict], None], span: Span):
     return lambda contig, chunks: on_tracks(span, contig, chunks)
 
 
-def _fill(segments: list[Segment], lower, upper, offset: int) -> list[Segment]:
-    fill_boundary_posteriors(segments, lower, upper, offset=offset)
-    return segments
+def _marks(segments: list[Segment]) -> np.ndarray:
+    """Contig rows where a path segment starts or has its last base (sorted, unique)."""
+    rows = [s.start for s in segments] + [s.end - 1 for s in segments]
+    return np.unique(np.array(rows, dtype=np.int64))
 
 
 def _complete_genes(path: list[tuple[int, int, int]], ig: int) -> list[tuple[int, int, int]]:
