@@ -328,33 +328,53 @@ def test_deterministic_bits():
 STREAM_INPUTS = ("emissions", "seg_start", "seg_end", "max_dur", "label_mask")
 
 
-def _streamed(kw, chunks, batch):
+def _streamed(kw, chunks, batch, keep_pointers=False):
     """(log Z, best score, best paths) of kw fed chunk by chunk [(start, n)] through
-    ForwardStream and the two passes of ViterbiStream."""
+    ForwardStream and the two passes of ViterbiStream (with ``keep_pointers``, pass 2 gets
+    no inputs)."""
     params = {k: kw[k] for k in ("transitions", "durations", "init", "final", "tail")}
     fs = crf.ForwardStream(**params, batch=batch)
-    vs = crf.ViterbiStream(**params, batch=batch)
+    vs = crf.ViterbiStream(**params, batch=batch, keep_pointers=keep_pointers)
     parts = [[kw[k][:, a : a + n] if k in kw else None for k in STREAM_INPUTS] for a, n in chunks]
     for part in parts:
         fs.update(*part)
         vs.forward(*part)
     paths = [[] for _ in range(batch)]
     for part in reversed(parts):
-        for b, segs in enumerate(vs.backward(*part)):
+        for b, segs in enumerate(vs.backward() if keep_pointers else vs.backward(*part)):
             paths[b] = segs + paths[b]
     return fs.log_z(), vs.score(), paths
 
 
-def test_chunked_stream_equals_one_call():
+@pytest.mark.parametrize("keep_pointers", [False, True])
+def test_chunked_stream_equals_one_call(keep_pointers):
     T = 1500
     kw = _problem(T, 4, 12, B=2, seed=11, max_dur=True)
     z = _call(crf.log_partition, kw)
     vs, vp = _call(crf.viterbi, kw)
     for sizes in ([T], [1] * 13 + [T - 13], [5, 11, 700, 784]):
         starts = [sum(sizes[:i]) for i in range(len(sizes))]
-        z2, s2, p2 = _streamed(kw, list(zip(starts, sizes)), 2)
+        z2, s2, p2 = _streamed(kw, list(zip(starts, sizes)), 2, keep_pointers)
         assert torch.equal(z2, z.to(F64))
         assert torch.equal(s2, vs) and p2 == vp
+
+
+def test_kept_pointers_check_inputs_given_again():
+    """keep_pointers: pass 2 takes no inputs, and checks them when they are given."""
+    kw = _problem(300, 3, 8, seed=4)
+    params = {k: kw[k] for k in ("transitions", "durations", "init", "final", "tail")}
+    vs = crf.ViterbiStream(**params, keep_pointers=True)
+    vs.forward(kw["emissions"][:, :200])
+    vs.forward(kw["emissions"][:, 200:])
+    with pytest.raises(ValueError, match="chunk has 200 rows"):
+        vs.backward(kw["emissions"][:, :200])
+    assert vs.backward(kw["emissions"][:, 200:]) and vs.backward()
+    with pytest.raises(ValueError, match="more times than forward"):
+        vs.backward()
+    plain = crf.ViterbiStream(**params)
+    plain.forward(kw["emissions"])
+    with pytest.raises(ValueError, match="needs the chunk's inputs"):
+        plain.backward()
 
 
 def test_viterbi_stream_long_tail_segment_across_chunks():
@@ -504,9 +524,10 @@ def test_label_mask_gradients_and_stream(seed):
         torch.testing.assert_close(a, b, rtol=1e-9, atol=1e-10)
     m = _call(crf.marginals, kw)
     assert m.position[~kw["label_mask"]].abs().max() < 1e-12, "posterior on a forbidden label"
-    z2, _, p2 = _streamed(kw, [(0, 7), (7, 1), (8, 32)], B)
-    assert torch.equal(z2, grads["cpu"][0])
-    assert p2 == _call(crf.viterbi, kw)[1]
+    for keep_pointers in (False, True):
+        z2, _, p2 = _streamed(kw, [(0, 7), (7, 1), (8, 32)], B, keep_pointers)
+        assert torch.equal(z2, grads["cpu"][0])
+        assert p2 == _call(crf.viterbi, kw)[1]
 
 
 def test_partial_nll():

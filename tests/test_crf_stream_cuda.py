@@ -137,6 +137,13 @@ def _worker_streams(name: str) -> dict:
         ours = [segs[k] + ours[k] for k in range(2)]
     r["segments_equal_cpu_stream"] = bool(same)
     r["path_equals_one_call"] = ours == [list(p) for p in whole_paths]
+    vk = ViterbiStream(*params, batch=2, backend="triton", keep_pointers=True)
+    for _, _, args in chunks():
+        vk.forward(*args)
+    kept = [[], []]
+    for _ in pieces:
+        kept = [seg + prev for seg, prev in zip(vk.backward(), kept)]
+    r["kept_pointers_path_equals_one_call"] = kept == [list(p) for p in whole_paths]
     cuts = {a for a, _ in pieces[1:]}
     r["tail_segment_across_boundary"] = any(
         e - s > 3 and any(s < c < e for c in cuts) for p in ours for s, e, _ in p
@@ -314,6 +321,7 @@ def test_triton_streams_match_cpu_streams(name):
     assert r["score_vs_cpu"] < 1e-9 and r["score_vs_one_call"] < 1e-9
     assert r["segments_equal_cpu_stream"]
     assert r["path_equals_one_call"]
+    assert r["kept_pointers_path_equals_one_call"]
     assert r["tail_segment_across_boundary"]
     assert r["vs_cpu"] < 1e-6 and r["vs_one_call"] < 1e-6
     assert r["marg_log_z"] < 1e-6 and r["stream_log_z"] < 1e-6

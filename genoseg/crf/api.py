@@ -567,7 +567,10 @@ def chain_marginals(
     result = []
     for b, fc in enumerate(flats):
         end = gse[b, fc.last_e - 1, fc.last_c]
-        p = chainsmod.probabilities(fc, pv[b], end, a.A, a.D, a.Kc, a.tail)
+        probes = chainsmod.ChainProbes.empty(fc)
+        everywhere = (-np.inf, np.inf)  # one forward over the whole sequence: every probe
+        chainsmod.gather(fc, probes, pv[b], 0, everywhere, everywhere, a.A)
+        p = chainsmod.probabilities(fc, probes, end, a.D, a.Kc, a.tail)
         result.append(torch.from_numpy(p))
     return result
 

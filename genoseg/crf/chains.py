@@ -18,7 +18,9 @@ forward records, at every chain boundary only, the start score Q, alpha, and the
 log-sum-exp split as (m, lacc) -- the engine's own rounded values, so each weight is exact
 to a few ulp(1) even when prefix sums reach 1e9, as in the reverse sweep (docs/crf.md,
 numerics). Cost: one forward with these probes plus one reverse sweep for the end
-posteriors, then O(total number of chain segments) -- independent of T per chain.
+posteriors, then O(total number of chain segments) -- independent of T per chain. What the
+chains need of the probes is gathered per segment as the forward goes (:class:`ChainProbes`),
+so a stream keeps O(1) floats per chain segment, and one chunk's probes at a time.
 """
 
 from __future__ import annotations
@@ -119,45 +121,117 @@ def durations_of(D: np.ndarray, Kc: np.ndarray, tail: np.ndarray, c, d) -> np.nd
     return np.where(kc > 0, out, -np.inf)
 
 
+@dataclass
+class ChainProbes:
+    """What the chain marginals need of the forward, per chain segment (the order of
+    :class:`FlatChains`), gathered from the probes as the forward goes (:func:`gather`):
+    O(1) floats per segment instead of the probes' 5·C per boundary, so a stream's memory
+    for chains does not grow with C.
+
+    q (N,): the start score Q of the segment's label at its start; m, lacc, bound (N,):
+    at its end, the label's length log-sum-exp split and length bound (:func:`cpu._advance`
+    rows 2-4); enter (N,): log of the weight of its label in the log-sum-exp entering the
+    next segment's label at its end (0 for a chain's last segment). All float64, -inf
+    (q, m, enter), nan (lacc) or -inf (bound) until gathered.
+    """
+
+    q: np.ndarray
+    m: np.ndarray
+    lacc: np.ndarray
+    bound: np.ndarray
+    enter: np.ndarray
+    by_s: np.ndarray  # segment order by start, then the sorted starts
+    s_sorted: np.ndarray
+    by_e: np.ndarray
+    e_sorted: np.ndarray
+
+    @classmethod
+    def empty(cls, fc: FlatChains) -> ChainProbes:
+        N = len(fc.seg_s)
+        by_s = np.argsort(fc.seg_s, kind="stable")
+        by_e = np.argsort(fc.seg_e, kind="stable")
+        return cls(
+            q=np.full(N, -np.inf), m=np.full(N, -np.inf), lacc=np.full(N, np.nan),
+            bound=np.full(N, -np.inf), enter=np.where(fc.has_next, -np.inf, 0.0),
+            by_s=by_s, s_sorted=fc.seg_s[by_s], by_e=by_e, e_sorted=fc.seg_e[by_e],
+        )  # fmt: skip
+
+
+def window(fc: FlatChains, lo: int, hi: int) -> tuple[int, int]:
+    """Indices [i0, i1) of the probe points ``fc.points`` in [lo, hi] (closed)."""
+    return (int(np.searchsorted(fc.points, lo, "left")),
+            int(np.searchsorted(fc.points, hi, "right")))  # fmt: skip
+
+
+def gather(
+    fc: FlatChains,
+    probes: ChainProbes,
+    pv: np.ndarray,
+    i0: int,
+    starts: tuple[float, float],
+    ends: tuple[float, float],
+    A: np.ndarray,
+) -> None:
+    """Copy into ``probes`` what the chains need of probe values ``pv`` (n, 5, C), rows for
+    the points ``fc.points[i0 : i0 + n]``: the start scores of segments starting in
+    [starts[0], starts[1]) and the end quantities of segments ending in [ends[0], ends[1])
+    -- the positions whose probes this forward call recorded (a chunk over ends (e0, e0+n]
+    records starts e0..e0+n-1 and ends e0+1..e0+n). ``A`` (C, C) the transitions."""
+    pts = fc.points
+    a, b = np.searchsorted(probes.s_sorted, starts, "left")
+    sel = probes.by_s[a:b]
+    if len(sel):
+        rows = np.searchsorted(pts, fc.seg_s[sel]) - i0
+        probes.q[sel] = pv[rows, 0, fc.seg_c[sel]]
+    a, b = np.searchsorted(probes.e_sorted, ends, "left")
+    sel = probes.by_e[a:b]
+    if not len(sel):
+        return
+    rows = np.searchsorted(pts, fc.seg_e[sel]) - i0
+    c = fc.seg_c[sel]
+    probes.m[sel], probes.lacc[sel], probes.bound[sel] = (pv[rows, k, c] for k in (2, 3, 4))
+    link = fc.has_next[sel]
+    if link.any():
+        k, rows = sel[link], rows[link]
+        c_to = fc.seg_c[k + 1]
+        x = pv[rows, 1, :] + A[:, c_to].T  # (n_links, C): alpha[s, c'] + A[c', c_to]
+        top = x.max(axis=1)
+        safe = np.where(np.isfinite(top), top, 0.0)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            lse = safe + np.log(np.exp(x - safe[:, None]).sum(axis=1))
+            probes.enter[k] = np.where(
+                np.isfinite(top), x[np.arange(len(k)), fc.seg_c[k]] - lse, -np.inf
+            )
+
+
 def probabilities(
     fc: FlatChains,
-    pv: np.ndarray,
+    probes: ChainProbes,
     end_posterior: np.ndarray,
-    A: np.ndarray,
     D: np.ndarray,
     Kc: np.ndarray,
     tail: np.ndarray,
 ) -> np.ndarray:
     """(n_chains,) float64 chain marginals of one sequence.
 
-    pv (n_p, 5, C): the forward probes at ``fc.points`` (cpu._advance: Q, alpha, m, lacc,
-    length bound); end_posterior (n_chains,): P(a label-last_c segment ends at last_e).
+    probes: the forward's quantities at the chain boundaries (:func:`gather`);
+    end_posterior (n_chains,): P(a label-last_c segment ends at last_e).
     """
     out = np.zeros(fc.n_chains)
     if fc.n_chains == 0:
         return out
-    i_s = np.searchsorted(fc.points, fc.seg_s)
-    i_e = np.searchsorted(fc.points, fc.seg_e)
     c = fc.seg_c
     d = fc.seg_e - fc.seg_s
-    q = pv[i_s, 0, c]
-    m = pv[i_e, 2, c]
-    lacc = pv[i_e, 3, c]
+    q, m, lacc = probes.q, probes.m, probes.lacc
     dur = durations_of(D, Kc, tail, c, d)
-    ok = (d <= pv[i_e, 4, c]) & np.isfinite(q) & np.isfinite(m) & np.isfinite(dur)
+    ok = (d <= probes.bound) & np.isfinite(q) & np.isfinite(m) & np.isfinite(dur)
     with np.errstate(invalid="ignore", divide="ignore"):
         # (q + dur) - m rounds exactly as the forward's term - m (for lengths <= K_c)
         log_len = np.where(ok, ((q + dur) - m) - lacc, -np.inf)
         np.add.at(out, fc.seg_chain, log_len)
         k = np.flatnonzero(fc.has_next)
         if len(k):
-            c_to = c[k + 1]
-            x = pv[i_e[k], 1, :] + A[:, c_to].T  # (n_links, C): alpha[s, c'] + A[c', c_to]
-            top = x.max(axis=1)
-            safe = np.where(np.isfinite(top), top, 0.0)
-            lse = safe + np.log(np.exp(x - safe[:, None]).sum(axis=1))
-            log_enter = np.where(np.isfinite(top), x[np.arange(len(k)), c[k]] - lse, -np.inf)
-            np.add.at(out, fc.seg_chain[k], log_enter)
+            np.add.at(out, fc.seg_chain[k], probes.enter[k])
         out += np.log(end_posterior)
         p = np.exp(out)
     return np.minimum(np.nan_to_num(p, nan=0.0), 1.0)

@@ -133,9 +133,8 @@ class _Stream:
         # the numba forward also runs on the Triton backend only to record chain probes
         self._cpu_pass1 = self.backend == "cpu"
         # forward probes at chain boundaries (PosteriorStream chains; none by default)
-        self._pp = np.zeros((batch, 0), dtype=np.int64)
-        self._pv = np.zeros((batch, 0, 5, C))
-        self._pptr = np.zeros((batch, 2), dtype=np.int64)
+        self._no_probes = (np.zeros((batch, 0), dtype=np.int64), np.zeros((batch, 0, 5, C)),
+                           np.zeros((batch, 2), dtype=np.int64))  # fmt: skip
 
     @property
     def _tk(self):
@@ -179,16 +178,26 @@ class _Stream:
                 _, ts = tk.viterbi_chunk(x, self.ts, pointers=False)
         if self._cpu_pass1:  # (on the Triton backend: the chain probes, while the GPU runs)
             a, run_carry = self._cpu_arrays(x, self.position, self.run_carry)
+            probes = self._probe_window(self.position, x.T)
             cpu.advance_chunk(
                 a.h, a.ss, a.se, a.md, a.run, a.has_ss, a.has_se, a.has_md, a.has_run,
                 self.position, *self._static,
                 self.R, self.rings, self.G, self.alpha, self.P, self.position, self.mode,
-                _NO_BP, _NO_BP, self.Gstart, self._pp, self._pv, self._pptr,
+                _NO_BP, _NO_BP, self.Gstart, *probes[:3],
             )  # fmt: skip
+            self._gather_probes(self.position, x.T, probes)
             self.run_carry = run_carry
         if self.backend == "triton":
             self.ts = ts
         self.position += x.T
+
+    def _probe_window(self, e0: int, n: int) -> tuple:
+        """(pp, pv, pptr, ...) for the forward over ends (e0, e0 + n] (cpu._advance); none
+        here, the chain probes of :class:`PosteriorStream` otherwise."""
+        return self._no_probes
+
+    def _gather_probes(self, e0: int, n: int, probes: tuple) -> None:
+        """Keep what the chains need of the probes of :meth:`_probe_window`."""
 
     def _out(self, t: np.ndarray | Tensor) -> Tensor:
         """A result on the stream's device."""
@@ -294,13 +303,70 @@ class ViterbiStream(_TwoPass):
     order they are exactly the path of one :func:`~genoseg.crf.api.viterbi` call.
     ``backend`` as for :class:`ForwardStream` (on CUDA the back-pointers are computed on
     the device and one chunk's worth is copied to the host for the traceback).
+
+    ``keep_pointers=True``: pass 1 writes every chunk's back-pointers and keeps them on the
+    host (compacted: lengths as uint16 where they fit, labels as int8, 3·C bytes per
+    position and sequence; int32 lengths 5·C) instead of a state, and pass 2 only traces
+    back: :meth:`backward` needs no inputs then. Faster by one forward per chunk, for
+    memory that grows with the sequence -- for sequences short enough to afford it.
     """
 
     mode = cpu.SCORE  # pass 1 keeps states only; pass 2 writes back-pointers (MAX)
 
-    def __init__(self, *args, **kwargs):
+    def __init__(self, *args, keep_pointers: bool = False, **kwargs):
         super().__init__(*args, **kwargs)
+        self.keep_pointers = keep_pointers
         self._cursor: list[list] | None = None  # per sequence: [end, label, label resolved]
+
+    def forward(
+        self,
+        emissions: Tensor,
+        seg_start: Tensor | None = None,
+        seg_end: Tensor | None = None,
+        max_dur: Tensor | None = None,
+        label_mask: Tensor | None = None,
+    ) -> None:
+        """Pass 1: consume the next chunk: emissions (B, n, C) or (n, C) and the optional
+        inputs for the same rows."""
+        if not self.keep_pointers:
+            return super().forward(emissions, seg_start, seg_end, max_dur, label_mask)
+        if self._backward_started:
+            raise ValueError("forward() after backward(): start a new ViterbiStream")
+        x = self._check_chunk((emissions, seg_start, seg_end, max_dur, label_mask), self.position)
+        start = self.position
+        bp_len, bp_prev = self._pointers(x, (start, x.T, *self._live_state()), advance=True)
+        self._saved.append((start, x.T, _compact(bp_len, np.uint16), _compact(bp_prev, np.int8)))
+        self.position += x.T
+
+    def _live_state(self) -> tuple:
+        if self.backend == "triton":
+            return (self.ts,)
+        return (self.rings, self.G, self.alpha, self.P, self.Gstart, self.run_carry)
+
+    def _pointers(self, x, saved: tuple, advance: bool) -> tuple[np.ndarray, np.ndarray]:
+        """Back-pointers (bp_len, bp_prev) (B, n, C) int32 of checked chunk ``x`` from the
+        state in ``saved`` (as :meth:`_state` keeps it, or live with ``advance``: then the
+        stream's state moves past the chunk)."""
+        start, n = saved[0], saved[1]
+        if self.backend == "triton":
+            vc, ts = self._tk.viterbi_chunk(x, saved[2], pointers=True)
+            if advance:
+                self.ts = ts
+            return vc.bp_len.cpu().numpy(), vc.bp_prev.cpu().numpy()
+        rings, G, alpha, P, Gstart, run_carry = saved[2:]
+        if not advance:
+            rings = unpack_rings(rings)
+        a, run_next = self._cpu_arrays(x, start, run_carry)
+        bp_len = np.zeros((self.B, n, self.C), dtype=np.int32)
+        bp_prev = np.full((self.B, n, self.C), -1, dtype=np.int32)
+        cpu.advance_chunk(
+            a.h, a.ss, a.se, a.md, a.run, a.has_ss, a.has_se, a.has_md, a.has_run, start,
+            *self._static, self.R, rings, G, alpha, P, start, cpu.MAX, bp_len, bp_prev,
+            Gstart, *self._no_probes,  # (no probes in a ViterbiStream)
+        )  # fmt: skip
+        if advance:
+            self.run_carry = run_next
+        return bp_len, bp_prev
 
     def _best(self) -> tuple[np.ndarray, np.ndarray]:
         """(best score (B,) float64, last label (B,)) after pass 1, on the host."""
@@ -321,35 +387,31 @@ class ViterbiStream(_TwoPass):
 
     def backward(
         self,
-        emissions: Tensor,
+        emissions: Tensor | None = None,
         seg_start: Tensor | None = None,
         seg_end: Tensor | None = None,
         max_dur: Tensor | None = None,
         label_mask: Tensor | None = None,
     ) -> list[Segments]:
         """Pass 2: per sequence, the best path's segments ending in the last chunk not yet
-        traced (give the chunks of pass 1 again, last first), in order."""
+        traced (give the chunks of pass 1 again, last first, in order; with
+        ``keep_pointers`` no inputs are needed)."""
         if self._cursor is None:
             scores, last = self._best()
             _raise_forbidden(scores)  # everything forbidden
             self._cursor = [[self.position, int(c), True] for c in last]
-        inputs = (emissions, seg_start, seg_end, max_dur, label_mask)
-        saved, x = self._next_chunk(inputs)
-        start, n = saved[0], saved[1]
-        if self.backend == "triton":
-            vc, _ = self._tk.viterbi_chunk(x, saved[2], pointers=True)
-            bp_len, bp_prev = vc.bp_len.cpu().numpy(), vc.bp_prev.cpu().numpy()
+        if self.keep_pointers:
+            if not self._saved:
+                raise ValueError("backward() called more times than forward()")
+            start, n, bp_len, bp_prev = self._saved[-1]
+            if emissions is not None:  # given anyway: they must be the chunk's
+                self._next_chunk((emissions, seg_start, seg_end, max_dur, label_mask))
         else:
-            rings, G, alpha, P, Gstart, run_carry = saved[2:]
-            rings = unpack_rings(rings)
-            a, _ = self._cpu_arrays(x, start, run_carry)
-            bp_len = np.zeros((self.B, n, self.C), dtype=np.int32)
-            bp_prev = np.full((self.B, n, self.C), -1, dtype=np.int32)
-            cpu.advance_chunk(
-                a.h, a.ss, a.se, a.md, a.run, a.has_ss, a.has_se, a.has_md, a.has_run, start,
-                *self._static, self.R, rings, G, alpha, P, start, cpu.MAX, bp_len, bp_prev,
-                Gstart, self._pp, self._pv, self._pptr,  # (no probes in a ViterbiStream)
-            )  # fmt: skip
+            if emissions is None:
+                raise ValueError("backward() needs the chunk's inputs (keep_pointers=False)")
+            saved, x = self._next_chunk((emissions, seg_start, seg_end, max_dur, label_mask))
+            start = saved[0]
+            bp_len, bp_prev = self._pointers(x, saved, advance=False)
         self._done()
         out = []
         for b in range(self.B):
@@ -374,6 +436,14 @@ class ViterbiStream(_TwoPass):
         return out
 
 
+def _compact(a: np.ndarray, dtype) -> np.ndarray:
+    """``a`` as the smaller integer ``dtype`` when every value fits, else unchanged."""
+    info = np.iinfo(dtype)
+    if a.size == 0 or (int(a.min()) >= info.min and int(a.max()) <= info.max):
+        return a.astype(dtype)
+    return a
+
+
 class PosteriorStream(_TwoPass, ForwardStream):
     """Exact posteriors of long sequences fed chunk by chunk, in two passes.
 
@@ -393,7 +463,8 @@ class PosteriorStream(_TwoPass, ForwardStream):
     half-open; a chain may span many chunks); after the last :meth:`backward`,
     :meth:`chain_marginals` gives their exact marginals, equal to
     :func:`~genoseg.crf.api.chain_marginals` on the whole sequence. Pass 1 records the
-    engine's quantities at the chain boundaries (5·C float64 per boundary), pass 2 the end
+    engine's quantities at the chain boundaries (one chunk's probes at a time, kept as a few
+    floats per chain segment: :class:`~genoseg.crf.chains.ChainProbes`), pass 2 the end
     posteriors of the chains' last segments. On the Triton backend the kernels compute the
     posteriors and the end posteriors, while pass 1 also runs the numba forward on host
     copies of the chunks to record the boundary quantities (the kernels do not record
@@ -424,8 +495,7 @@ class PosteriorStream(_TwoPass, ForwardStream):
             self._chains = [
                 chainsmod.flatten(chains[b], None, self.C, f"chains[{b}]") for b in range(self.B)
             ]
-            self._pp = chainsmod.probe_rows(self._chains)
-            self._pv = np.full((*self._pp.shape, 5, self.C), -np.inf)
+            self._probes = [chainsmod.ChainProbes.empty(fc) for fc in self._chains]
             self._chain_end = [np.zeros(fc.n_chains) for fc in self._chains]
             self._cpu_pass1 = True  # probes come from the numba forward on every backend
 
@@ -438,13 +508,35 @@ class PosteriorStream(_TwoPass, ForwardStream):
             raise ValueError("this PosteriorStream was made without chains=")
         if not self._backward_started or self._saved:
             raise ValueError("chain_marginals() needs every chunk of pass 2 (backward) first")
-        A, _, _, D, _, Kc, tail, _ = self._static
+        _, _, _, D, _, Kc, tail, _ = self._static
         return [
             torch.from_numpy(
-                chainsmod.probabilities(fc, self._pv[b], self._chain_end[b], A, D, Kc, tail)
+                chainsmod.probabilities(fc, self._probes[b], self._chain_end[b], D, Kc, tail)
             )
             for b, fc in enumerate(self._chains)
         ]
+
+    def _probe_window(self, e0: int, n: int) -> tuple:
+        """The probe points in [e0, e0 + n] only (one chunk's probes at a time, 5·C floats
+        each), per sequence padded with PROBE_PAD; the last entry: the window starts."""
+        if self._chains is None:
+            return self._no_probes
+        wins = [chainsmod.window(fc, e0, e0 + n) for fc in self._chains]
+        w = max(i1 - i0 for i0, i1 in wins)
+        pp = np.full((self.B, w), cpu.PROBE_PAD, dtype=np.int64)
+        for b, (fc, (i0, i1)) in enumerate(zip(self._chains, wins)):
+            pp[b, : i1 - i0] = fc.points[i0:i1]
+        pv = np.full((self.B, w, 5, self.C), -np.inf)
+        return pp, pv, np.zeros((self.B, 2), dtype=np.int64), [i0 for i0, _ in wins]
+
+    def _gather_probes(self, e0: int, n: int, probes: tuple) -> None:
+        if self._chains is None:
+            return
+        _, pv, _, starts = probes
+        A = self._static[0]
+        for b, fc in enumerate(self._chains):  # starts e0..e0+n-1, ends e0+1..e0+n
+            chainsmod.gather(fc, self._probes[b], pv[b], starts[b], (e0, e0 + n),
+                             (e0 + 1, e0 + n + 1), A)  # fmt: skip
 
     def backward(
         self,

@@ -47,7 +47,12 @@ from genoseg.crf.stream import PosteriorStream, ViterbiStream
 from genoseg.data.bam import Evidence
 from genoseg.data.fasta import Genome
 from genoseg.decode.genes import Gene, Segment, genes_from_path
-from genoseg.decode.tracks import boundary_posteriors, fill_boundary_posteriors, posterior_tracks
+from genoseg.decode.tracks import (
+    TrackChunk,
+    boundary_posteriors,
+    fill_boundary_posteriors,
+    posterior_tracks,
+)
 from genoseg.model.gene_model import GeneModel, compile_rows
 from genoseg.model.heads import N_OUTPUTS, engine_scores, frame_carry
 
@@ -57,6 +62,10 @@ __all__ = ["ContigResult", "Predictor", "Span"]
 #: per base: 136 MB) and spills longer ones to a temporary file, so that peak memory does
 #: not grow with contig length.
 AUTO_MEMORY_BP = 2_000_000
+#: Spans up to this long keep their Viterbi back-pointers from pass 1 (3 bytes per base and
+#: label: 135 MB per Mb for the gene grammar), so pass 2 only traces back instead of
+#: recomputing every chunk; longer ones recompute, and memory does not grow with them.
+KEEP_POINTERS_BP = 1_000_000
 
 
 @dataclass(frozen=True)
@@ -422,18 +431,28 @@ class Predictor:
         seg_list = list(segments)
         marks = _marks(segments)
 
+        # a part's chunks wait in memory until it can be delivered: its tracks wait on disk
+        spool = _TrackSpool() if sink is not None else None
+
         def reduce(a: int, b: int, m):  # in the part's worker
-            return self._keep_chunk(span, span.start + a, span.start + b, m, marks, sink)
+            kept = self._keep_chunk(span, span.start + a, span.start + b, m, marks, sink)
+            return kept if spool is None else (*kept[:3], spool.put(kept[3]))
 
         def on_chunk(a: int, b: int, kept) -> None:
             nonlocal seg_list
+            if spool is not None:
+                kept = (*kept[:3], spool.take(kept[3]))
             seg_list = self._apply_chunk(span, span.start + a, span.start + b, kept, seg_list,
                                          sink)  # fmt: skip
 
         t0 = time.monotonic()
-        post = par.parallel_posteriors(
-            rows, T, tables, chains=chains, on_chunk=on_chunk, reduce=reduce, **common
-        )
+        try:
+            post = par.parallel_posteriors(
+                rows, T, tables, chains=chains, on_chunk=on_chunk, reduce=reduce, **common
+            )
+        finally:
+            if spool is not None:
+                spool.close()
         self._tick("engine", t0)
         marg = post.chain_marginals.numpy()
         return self._finish(span, seg_list, marg, chain_of, post.log_z)
@@ -486,17 +505,26 @@ class Predictor:
             return self._decode_parallel(span, store, prog, parts, sink)
         L = self.genome.length(span.contig)
         args = self._stream_args(span.start > 0, span.end < L)
-        # passes 1-2: Viterbi
-        vs = ViterbiStream(*args)
+        # passes 1-2: Viterbi (a short span keeps its back-pointers: pass 2 only traces)
+        keep = span.end - span.start <= KEEP_POINTERS_BP
+        vs = ViterbiStream(*args, keep_pointers=keep)
         for _, _, inp in self._pass(span, store, False, prog):
             t0 = time.monotonic()
             vs.forward(*inp)
             self._tick("engine", t0)
         pieces: list[list[tuple[int, int, int]]] = []  # traced on the host
-        for _, _, inp in self._pass(span, store, True, prog):
-            t0 = time.monotonic()
-            pieces.append(vs.backward(*inp)[0])
-            self._tick("engine", t0)
+        if keep:
+            for c0, c1 in reversed(self._chunks(span)):
+                t0 = time.monotonic()
+                pieces.append(vs.backward()[0])
+                self._tick("engine", t0)
+                prog.add(c1 - c0)
+        else:
+            for _, _, inp in self._pass(span, store, True, prog):
+                t0 = time.monotonic()
+                pieces.append(vs.backward(*inp)[0])
+                self._tick("engine", t0)
+        del vs
         segments = self._segments(span, [seg for piece in reversed(pieces) for seg in piece])
         if not self.posteriors:
             return self._finish(span, segments, None, None)
@@ -592,19 +620,7 @@ class _OutputStore:
         self.carries: list[np.ndarray | None] = [None] * n
         self.carries[0] = None if n == 0 else np.zeros((2, 3))
         self.mem: dict[int, np.ndarray] = {}
-        self.fd: int | None = None
-        self.path: str | None = None
-        if mode == "spill" and n:
-            # created and unlinked at once (POSIX): the open descriptor keeps the file alive
-            # and nothing is left in TMPDIR however the process ends (SIGTERM, SIGKILL).
-            # Read and written with pread/pwrite, not mapped: the file's pages stay in the
-            # page cache and do not count in the process's resident memory.
-            fd, path = tempfile.mkstemp(prefix="genoseg-predict-", suffix=".f32")
-            self.fd = fd
-            try:
-                os.unlink(path)
-            except OSError:  # pragma: no cover - platforms that cannot unlink an open file
-                self.path = path
+        self.file = _Spool(".f32") if mode == "spill" and n else None
         self.have: set[int] = set()
         self.last: tuple[int, tuple] | None = None  # (chunk, engine inputs) of the last yield
 
@@ -613,28 +629,93 @@ class _OutputStore:
             return self.mem[k]
         at = (c0 - self.span.start) * N_OUTPUTS * 4
         if self.mode == "spill" and k in self.have:
-            raw = os.pread(self.fd, (c1 - c0) * N_OUTPUTS * 4, at)
+            raw = self.file.read(at, (c1 - c0) * N_OUTPUTS * 4)
             return np.frombuffer(raw, dtype=np.float32).reshape(c1 - c0, N_OUTPUTS)
         out = self.pred._outputs(self.span.contig, c0, c1)
         if self.mode == "memory":
             self.mem[k] = out
         elif self.mode == "spill":
-            data = np.ascontiguousarray(out, dtype=np.float32).tobytes()
-            done = 0
-            while done < len(data):  # pwrite may write less than asked
-                done += os.pwrite(self.fd, data[done:], at + done)
+            self.file.write(np.ascontiguousarray(out, dtype=np.float32).tobytes(), at)
             self.have.add(k)
         return out
 
     def close(self) -> None:
         self.last = None
         self.mem.clear()
+        if self.file is not None:
+            self.file.close()
+            self.file = None
+
+
+class _Spool:
+    """An anonymous temporary file for data kept between passes. Created and unlinked at
+    once (POSIX): the open descriptor keeps it alive and nothing is left in TMPDIR however
+    the process ends (SIGTERM, SIGKILL). Read and written with pread/pwrite, not mapped:
+    its pages stay in the page cache and do not count in the process's resident memory.
+    Thread-safe (positional I/O; :meth:`append` reserves its range under a lock)."""
+
+    def __init__(self, suffix: str):
+        fd, path = tempfile.mkstemp(prefix="genoseg-predict-", suffix=suffix)
+        self.fd: int | None = fd
+        self.path: str | None = None
+        try:
+            os.unlink(path)
+        except OSError:  # pragma: no cover - platforms that cannot unlink an open file
+            self.path = path
+        self.size = 0
+        self.lock = threading.Lock()
+
+    def write(self, data: bytes, at: int) -> None:
+        done = 0
+        while done < len(data):  # pwrite may write less than asked
+            done += os.pwrite(self.fd, data[done:], at + done)
+
+    def append(self, data: bytes) -> int:
+        """Write ``data`` after everything appended so far; returns its offset."""
+        with self.lock:
+            at, self.size = self.size, self.size + len(data)
+        self.write(data, at)
+        return at
+
+    def read(self, at: int, n: int) -> bytes:
+        out = bytearray()
+        while len(out) < n:  # pread may return less than asked
+            part = os.pread(self.fd, n - len(out), at + len(out))
+            if not part:
+                raise OSError(f"temporary file ended at {at + len(out)}, {n} bytes wanted")
+            out += part
+        return bytes(out)
+
+    def close(self) -> None:
         if self.fd is not None:
             os.close(self.fd)
             self.fd = None
         if self.path is not None:  # pragma: no cover
             os.unlink(self.path)
             self.path = None
+
+
+class _TrackSpool(_Spool):
+    """Posterior tracks of a span's chunks parked on disk while a parallel part waits to be
+    delivered in contig order (its chunks are kept until its neighbours are checked), so
+    memory does not grow with the part's length. :meth:`put` returns a token for
+    :meth:`take`."""
+
+    def __init__(self):
+        super().__init__(".tracks")
+
+    def put(self, tracks: dict[str, TrackChunk]) -> list[tuple[str, int, int, int]]:
+        token = []
+        for name, t in tracks.items():
+            v = np.ascontiguousarray(t.values, dtype=np.float32)
+            token.append((name, t.start, len(v), self.append(v.tobytes())))
+        return token
+
+    def take(self, token: list[tuple[str, int, int, int]]) -> dict[str, TrackChunk]:
+        return {
+            name: TrackChunk(name, start, np.frombuffer(self.read(at, 4 * n), dtype=np.float32))
+            for name, start, n, at in token
+        }
 
 
 def file_digest(path: str | os.PathLike) -> str:
