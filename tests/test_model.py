@@ -142,6 +142,39 @@ def test_receptive_field_and_window_invariance() -> None:
         assert not torch.allclose(part[:, halo - 3], full[:, 100], atol=1e-5)
 
 
+@pytest.mark.parametrize("masked", [False, True])
+def test_fused_inference_equals_step_by_step(monkeypatch, masked: bool) -> None:
+    """The oneDNN-fused inference path of the encoder blocks computes the training path's
+    function (within float32 rounding), leaves its input alone, and is deterministic."""
+    from genoseg.model import encoder as enc_mod
+
+    with torch.no_grad():
+        if not enc_mod._fused_ok(torch.zeros(1)):
+            pytest.skip("no oneDNN fused ops in this torch build")
+    torch.manual_seed(3)
+    enc = EncoderConfig(width=16, kernel=5, stem_kernel=7, dilations=[1, 4, 2])
+    model = GeneModel(G, ModelConfig(encoder=enc))
+    for p in model.parameters():  # trained-looking weights, not the near-zero init
+        p.data.normal_(0, 0.3)
+    rng = np.random.default_rng(4)
+    seq = torch.from_numpy(rng.integers(0, 5, (2, 3000)))
+    lengths = torch.tensor([3000, 2100]) if masked else None
+    x = torch.randn(2, 3000, 16)
+    x0 = x.clone()
+    with torch.no_grad():
+        runs = [model.outputs(seq, lengths=lengths) for _ in range(2)]
+        blk = model.encoder.blocks[0]
+        assert enc_mod._fused_ok(x)
+        blk(x, None)
+        assert torch.equal(x, x0), "the fused block wrote into its input"
+        monkeypatch.setattr(enc_mod, "FUSED_INFERENCE", False)
+        step = model.outputs(seq, lengths=lengths)
+    assert torch.equal(runs[0], runs[1])
+    scale = float(step.abs().max())
+    assert scale > 1.0  # the comparison below is not between zeros
+    assert float((runs[0] - step).abs().max()) <= 1e-5 * scale
+
+
 def test_padding_columns_match_sequence_end() -> None:
     model = _small_model()
     rng = np.random.default_rng(2)

@@ -117,10 +117,45 @@ def _conv_nwc(conv: nn.Conv1d, y: Tensor) -> Tensor:
     return out.squeeze(2).transpose(1, 2).contiguous()
 
 
+#: Inference on CPU runs each block as three oneDNN calls with the GELUs and the residual
+#: add fused in (:meth:`_Block._fused`): the same function, about 1.8x faster; outputs
+#: within a few float32 ulps of the step-by-step path (tested), and deterministic. Off:
+#: every call takes the step-by-step path, which training always uses (autograd).
+FUSED_INFERENCE = True
+
+
+def _fused_ok(x: Tensor) -> bool:
+    return (
+        FUSED_INFERENCE
+        and x.device.type == "cpu"
+        and x.dtype == torch.float32
+        and not torch.is_grad_enabled()
+        and torch.backends.mkldnn.is_available()
+        and hasattr(torch.ops.mkldnn, "_linear_pointwise")
+    )
+
+
 class _Block(nn.Module):
     """Pre-norm residual block: x + MLP(dilated conv(norm(x))), on (B, N, W) states. The
     pointwise MLP layers are 1x1 convolutions (their weights), applied as matrix products
     on the channels-last state (the same function, several times faster on CPU)."""
+
+    def _fused(self, x: Tensor, y: Tensor) -> Tensor:
+        """:meth:`forward` from the normed state ``y`` as oneDNN calls with fused
+        post-ops: conv + GELU, linear + GELU, linear + residual add (inference only)."""
+        mk = torch.ops.mkldnn
+        c = self.conv
+        _, up, _, down = self.mlp
+        B, N, W = x.shape
+        z = mk._convolution_pointwise(
+            y.transpose(1, 2).unsqueeze(2), c.weight.unsqueeze(2), c.bias,
+            [0, c.padding[0]], [1, 1], [1, c.dilation[0]], 1, "gelu", [], "none",
+        )  # (B, W, 1, N) in channels-last memory: (B, N, W) rows  # fmt: skip
+        z = z.squeeze(2).transpose(1, 2).reshape(B * N, W)
+        u = mk._linear_pointwise(z, up.weight.squeeze(-1), up.bias, "gelu", [], "none")
+        res = x.reshape(B * N, W)
+        out = mk._linear_pointwise.binary(u, res, down.weight.squeeze(-1), down.bias, "add")
+        return out.view(B, N, W)
 
     def __init__(self, width: int, kernel: int, dilation: int, mlp_ratio: int):
         super().__init__()
@@ -139,6 +174,8 @@ class _Block(nn.Module):
         y = self.norm(x)
         if mask is not None:  # zero padding at every layer, like a sequence end
             y = y * mask
+        if _fused_ok(x):
+            return self._fused(x.contiguous(), y)
         z = _conv_nwc(self.conv, y)  # (B, N, W)
         _, up, _, down = self.mlp
         z = F.gelu(z)

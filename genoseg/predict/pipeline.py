@@ -28,6 +28,7 @@ Network outputs of a chunk are computed once and kept for the later passes
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 import sys
@@ -199,7 +200,10 @@ class Predictor:
         self.timing = {"encoder": 0.0, "compile": 0.0, "scores": 0.0, "engine": 0.0,
                        "decode": 0.0, "writing": 0.0}  # fmt: skip
         self._timing_lock = threading.Lock()
-        self._encoder_lock = threading.Lock()  # one encoder call at a time (all torch threads)
+        # encoder calls on all torch threads run one at a time; on one thread each (several
+        # workers on CPU, genoseg.predict.run) side by side
+        self._encoder_lock = (threading.Lock() if torch.get_num_threads() > 1
+                              else contextlib.nullcontext())  # fmt: skip
 
     def _tick(self, stage: str, t0: float) -> None:
         dt = time.monotonic() - t0

@@ -252,13 +252,19 @@ def run_predict(o: PredictOptions) -> dict:
         o.quiet)  # fmt: skip
     t0 = time.monotonic()
     workers = cfg.workers or (1 if device.type == "cuda" else torch.get_num_threads())
-    predictor = Predictor(model, genome, evidence, window=cfg.window, posteriors=o.posteriors,
-                          cache=cfg.cache, quiet=o.quiet, workers=workers,
-                          min_part=cfg.min_part, overlap=cfg.overlap)  # fmt: skip
     from genoseg.predict.pipeline import _Progress
 
     prog = _Progress(total, 4 if o.posteriors else 2, o.quiet)
+    torch_threads = torch.get_num_threads()
     try:
+        if device.type == "cpu" and workers > 1 and not cfg.threads:
+            # one core per worker thread, encoder included: encoders side by side on one
+            # thread each beat one at a time on all cores while the engine waits for a core
+            torch.set_num_threads(1)
+        predictor = Predictor(model, genome, evidence, window=cfg.window,
+                              posteriors=o.posteriors, cache=cfg.cache, quiet=o.quiet,
+                              workers=workers, min_part=cfg.min_part,
+                              overlap=cfg.overlap)  # fmt: skip
         sink = None
         if track_writer is not None:
             sink = lambda span, c, ch: on_tracks(c, ch, span)  # noqa: E731
@@ -287,5 +293,6 @@ def run_predict(o: PredictOptions) -> dict:
         log("time: " + ", ".join(f"{k} {v:.1f} s" for k, v in t.items()), o.quiet)
         return {"genes": n_genes, "bp": total, "seconds": time.monotonic() - t0, "timing": t}
     finally:
+        torch.set_num_threads(torch_threads)
         if track_writer is not None:
             track_writer.abort()
