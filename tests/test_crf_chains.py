@@ -188,13 +188,18 @@ def test_bad_chains_are_errors(chain, match):
         crf.chain_marginals(kw["emissions"], None, **_args(kw), chains=[[], []])
 
 
-def _stream_chains(kw, chains, sizes, B, checkpoint=None):
+def _stream_chains(kw, chains, sizes, B, checkpoint=None, late=False):
+    """Chain marginals from a PosteriorStream fed ``sizes`` chunks; ``late``: the chains
+    given after pass 1 (set_chains)."""
     params = {k: kw[k] for k in PARAMS}
     names = [k for k in POSITIONAL if k in kw]
-    ps = crf.PosteriorStream(**params, batch=B, chains=chains, checkpoint=checkpoint)
+    ps = crf.PosteriorStream(**params, batch=B, chains=None if late else chains,
+                             checkpoint=checkpoint)  # fmt: skip
     starts = [sum(sizes[:i]) for i in range(len(sizes))]
     for a, n in zip(starts, sizes):
         ps.forward(*[kw[k][:, a : a + n] for k in names])
+    if late:
+        ps.set_chains(chains)
     with pytest.raises(ValueError, match="needs every chunk of pass 2"):
         ps.chain_marginals()
     for a, n in reversed(list(zip(starts, sizes))):
@@ -228,9 +233,10 @@ def test_stream_chains_equal_one_call(mask):
     for w, r in zip(want, ref_p):
         torch.testing.assert_close(w, r, atol=1e-10, rtol=1e-9)
     for sizes in ([T], [1] * 7 + [T - 7], [37, 1, 62, 100, 100], [50] * 6):
-        got = _stream_chains(kw, chains, sizes, B, checkpoint=16)
-        for g, w in zip(got, want):
-            torch.testing.assert_close(g, w, atol=1e-12, rtol=1e-10)
+        for late in (False, True):
+            got = _stream_chains(kw, chains, sizes, B, checkpoint=16, late=late)
+            for g, w in zip(got, want):
+                torch.testing.assert_close(g, w, atol=1e-12, rtol=1e-10)
 
 
 def test_stream_chain_errors():
@@ -244,8 +250,20 @@ def test_stream_chain_errors():
     ps.forward(kw["emissions"])
     with pytest.raises(ValueError, match=r"chains\[0\]\[1\] ends at 25, after the end"):
         ps.backward(kw["emissions"])
-    with pytest.raises(ValueError, match="made without chains"):
+    with pytest.raises(ValueError, match="has no chains"):
         crf.PosteriorStream(**params).chain_marginals()
+    ps = crf.PosteriorStream(**params)
+    ps.forward(kw["emissions"])
+    with pytest.raises(ValueError, match=r"chains\[0\]\[0\] ends at 25, after the end"):
+        ps.set_chains([[[(15, 25, 0)]]])
+    ps = crf.PosteriorStream(**params, chains=[[[(3, 8, 1)]]])
+    with pytest.raises(ValueError, match="has chains already"):
+        ps.set_chains([[[(3, 8, 1)]]])
+    ps = crf.PosteriorStream(**params)
+    ps.forward(kw["emissions"])
+    ps.backward(kw["emissions"])
+    with pytest.raises(ValueError, match="after backward"):
+        ps.set_chains([[[(3, 8, 1)]]])
 
 
 @pytest.mark.slow

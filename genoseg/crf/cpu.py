@@ -320,10 +320,11 @@ def _reverse(
     h, ss, se, md, run, has_ss, has_se, has_md, has_run, off,
     A, preds, succs, D, dstep, Kc, tail, init, R, block, cr, cG, ca, cP, a0, n_total,
     galpha, gG, gP, carry,
-    gh, gss, gse, gA, gD, gtail, ginit,
+    gh, gss, gse, gA, gD, gtail, ginit, pp, pv,
 ):  # fmt: skip
     """Reverse sweep (exact adjoint) over end positions (a0, a0+n_total] from the block
-    checkpoints of :func:`_checkpoints`, recomputing one block at a time.
+    checkpoints of :func:`_checkpoints`, recomputing one block at a time (and recording
+    the probes pp/pv of :func:`_advance` on the way: every position is recomputed once).
 
     Adjoint state, updated in place from the range end to its start: galpha (C,) of alpha
     at the current end, gG (C,) of the running tail, gP (C,) running prefix-sum adjoint,
@@ -370,7 +371,7 @@ def _reverse(
             A, preds, succs, D, dstep, Kc, tail, init, R,
             ring, G, alpha, P, a, n, LOG,
             True, a, Qk, Ak, Ik, Gk, Mk, Ek,
-            i2, i2, i1, NO_PP, no_pv(C), i1,
+            i2, i2, i1, pp, pv, np.zeros(2, dtype=np.int64),  # probe pointers from 0
         )  # fmt: skip
         for e in range(a + n, a, -1):
             s = e - 1
@@ -497,7 +498,7 @@ def _backward_one(
         h, ss, se, md, run, has_ss, has_se, has_md, has_run, 0,
         A, preds, succs, D, dstep, Kc, tail, init, R, block, cr, cG, ca, cP, 0, L,
         galpha, np.zeros(C), np.zeros(C), np.zeros((R, C)),
-        gh, gss, gse, gA, gD, gtail, ginit,
+        gh, gss, gse, gA, gD, gtail, ginit, NO_PP, no_pv(C),  # (probes: recorded above)
     )  # fmt: skip
     return logz
 
@@ -680,7 +681,7 @@ def advance_chunk(*args) -> None:
 def _reverse_row(
     b, h, ss, se, md, run, has_ss, has_se, has_md, has_run, off, A, preds, succs,
     D, dstep, Kc, tail, init,
-    R, block, rings, G, alpha, P, a0, galpha, gG, gP, carry, gh, gss, gse,
+    R, block, rings, G, alpha, P, a0, galpha, gG, gP, carry, gh, gss, gse, pp, pv,
 ):  # fmt: skip
     """Reverse sweep of sequence b over one chunk (see :func:`_reverse_batch`)."""
     C = h.shape[2]
@@ -699,7 +700,7 @@ def _reverse_row(
         hb, ssb, seb, mdb, runb, has_ss, has_se, has_md, has_run, off,
         A, preds, succs, D, dstep, Kc, tail, init, R, block, cks[0], cks[1], cks[2], cks[3], a0, n,
         galpha[b], gG[b], gP[b], carry[b], gh[b], gss[b], gse[b], gA, gD, np.zeros(C),
-        np.zeros(C),
+        np.zeros(C), pp[b], pv[b],
     )  # fmt: skip
 
 
@@ -707,12 +708,14 @@ def _reverse_row(
 def _reverse_batch(
     h, ss, se, md, run, has_ss, has_se, has_md, has_run, off, A, preds, succs,
     D, dstep, Kc, tail, init,
-    R, block, rings, G, alpha, P, a0, galpha, gG, gP, carry,
+    R, block, rings, G, alpha, P, a0, galpha, gG, gP, carry, pp, pv,
 ):  # fmt: skip
     """Posteriors of one chunk h (B, n, C) of B sequences (row 0 = absolute position
     off == a0) from the forward states at its start (rings (B, C, 2R), G, alpha, P (B, C)),
     continuing the carried adjoint state (galpha, gG, gP (B, C), carry (B, R, C); updated
-    in place). Batch elements in parallel threads. Returns gh, gss, gse (B, n, C)."""
+    in place), recording the forward probes pp (B, n_p) / pv (B, n_p, 5, C) of the chunk's
+    positions (:func:`_advance`; n_p = 0 for none). Batch elements in parallel threads.
+    Returns gh, gss, gse (B, n, C)."""
     B, n, C = h.shape
     gh = np.zeros((B, n, C))
     gss = np.zeros((B, n, C))
@@ -722,6 +725,7 @@ def _reverse_batch(
             b, h, ss, se, md, run, has_ss, has_se, has_md, has_run, off, A, preds, succs,
             D, dstep, Kc,
             tail, init, R, block, rings, G, alpha, P, a0, galpha, gG, gP, carry, gh, gss, gse,
+            pp, pv,
         )  # fmt: skip
     return gh, gss, gse
 
@@ -730,7 +734,7 @@ def _reverse_batch(
 def _reverse_serial(
     h, ss, se, md, run, has_ss, has_se, has_md, has_run, off, A, preds, succs,
     D, dstep, Kc, tail, init,
-    R, block, rings, G, alpha, P, a0, galpha, gG, gP, carry,
+    R, block, rings, G, alpha, P, a0, galpha, gG, gP, carry, pp, pv,
 ):  # fmt: skip
     """:func:`_reverse_batch` in the calling thread."""
     B, n, C = h.shape
@@ -742,6 +746,7 @@ def _reverse_serial(
             b, h, ss, se, md, run, has_ss, has_se, has_md, has_run, off, A, preds, succs,
             D, dstep, Kc,
             tail, init, R, block, rings, G, alpha, P, a0, galpha, gG, gP, carry, gh, gss, gse,
+            pp, pv,
         )  # fmt: skip
     return gh, gss, gse
 

@@ -462,13 +462,17 @@ class PosteriorStream(_TwoPass, ForwardStream):
     ``[(s1, e1, c1), (s2 = e1, e2, c2), ...]`` in whole-sequence coordinates (0-based
     half-open; a chain may span many chunks); after the last :meth:`backward`,
     :meth:`chain_marginals` gives their exact marginals, equal to
-    :func:`~genoseg.crf.api.chain_marginals` on the whole sequence. Pass 1 records the
-    engine's quantities at the chain boundaries (one chunk's probes at a time, kept as a few
-    floats per chain segment: :class:`~genoseg.crf.chains.ChainProbes`), pass 2 the end
-    posteriors of the chains' last segments. On the Triton backend the kernels compute the
-    posteriors and the end posteriors, while pass 1 also runs the numba forward on host
-    copies of the chunks to record the boundary quantities (the kernels do not record
-    them); it runs while the GPU works on the same chunk (docs/crf.md).
+    :func:`~genoseg.crf.api.chain_marginals` on the whole sequence. The engine's
+    quantities at the chain boundaries are recorded where the forward is computed (one
+    chunk's probes at a time, kept as a few floats per chain segment:
+    :class:`~genoseg.crf.chains.ChainProbes`), the end posteriors of the chains' last
+    segments in pass 2. On the CPU backend pass 2's recomputation of each chunk's forward
+    records them, so the chains can also be given after pass 1 (:meth:`set_chains`, e.g.
+    once a Viterbi pass over the same chunks found them). On the Triton backend the kernels
+    compute the posteriors and the end posteriors, while pass 1 also runs the numba forward
+    on host copies of the chunks to record the boundary quantities (the kernels do not
+    record them; chains at construction); it runs while the GPU works on the same chunk
+    (docs/crf.md).
 
     >>> ps = PosteriorStream(A, D, init, final, tail)   # doctest: +SKIP
     >>> for ch in chunks: ps.forward(ch)
@@ -488,16 +492,33 @@ class PosteriorStream(_TwoPass, ForwardStream):
         self.tadj = None  # Triton backend: the carried AdjointState
         self._chains: list[chainsmod.FlatChains] | None = None
         if chains is not None:
-            if len(chains) != self.B:
-                raise ValueError(
-                    f"chains must have {self.B} entries (one list per sequence), got {len(chains)}"
-                )
-            self._chains = [
-                chainsmod.flatten(chains[b], None, self.C, f"chains[{b}]") for b in range(self.B)
-            ]
-            self._probes = [chainsmod.ChainProbes.empty(fc) for fc in self._chains]
-            self._chain_end = [np.zeros(fc.n_chains) for fc in self._chains]
-            self._cpu_pass1 = True  # probes come from the numba forward on every backend
+            self._set_chains(chains)
+            if self.backend == "triton":  # the probes come from a numba forward in pass 1
+                self._cpu_pass1 = True
+
+    def set_chains(self, chains: Sequence[Sequence[Sequence[tuple[int, int, int]]]]) -> None:
+        """Give the ``chains`` (as for the constructor) after pass 1, before pass 2 (CPU
+        backend: pass 2 records what they need)."""
+        if self.backend == "triton":
+            raise ValueError("on the Triton backend give chains= to the constructor")
+        if self._backward_started:
+            raise ValueError("set_chains() after backward(): give them before pass 2")
+        if self._chains is not None:
+            raise ValueError("this PosteriorStream has chains already")
+        self._set_chains(chains)
+        for b, fc in enumerate(self._chains):
+            chainsmod.check_ends(fc, self.position, f"chains[{b}]")
+
+    def _set_chains(self, chains) -> None:
+        if len(chains) != self.B:
+            raise ValueError(
+                f"chains must have {self.B} entries (one list per sequence), got {len(chains)}"
+            )
+        self._chains = [
+            chainsmod.flatten(chains[b], None, self.C, f"chains[{b}]") for b in range(self.B)
+        ]
+        self._probes = [chainsmod.ChainProbes.empty(fc) for fc in self._chains]
+        self._chain_end = [np.zeros(fc.n_chains) for fc in self._chains]
 
     def chain_marginals(self) -> list[Tensor]:
         """Per sequence, the (n_chains,) float64 marginals of the chains given to the
@@ -505,7 +526,7 @@ class PosteriorStream(_TwoPass, ForwardStream):
         the last :meth:`backward` chunk. CPU tensors on every backend (as
         :func:`~genoseg.crf.api.chain_marginals`)."""
         if self._chains is None:
-            raise ValueError("this PosteriorStream was made without chains=")
+            raise ValueError("this PosteriorStream has no chains (chains= or set_chains())")
         if not self._backward_started or self._saved:
             raise ValueError("chain_marginals() needs every chunk of pass 2 (backward) first")
         _, _, _, D, _, Kc, tail, _ = self._static
@@ -518,8 +539,9 @@ class PosteriorStream(_TwoPass, ForwardStream):
 
     def _probe_window(self, e0: int, n: int) -> tuple:
         """The probe points in [e0, e0 + n] only (one chunk's probes at a time, 5·C floats
-        each), per sequence padded with PROBE_PAD; the last entry: the window starts."""
-        if self._chains is None:
+        each), per sequence padded with PROBE_PAD; the last entry: the window starts. In
+        pass 1 only on the Triton backend (the CPU backend records them in pass 2)."""
+        if self._chains is None or (self.backend == "cpu" and not self._backward_started):
             return self._no_probes
         wins = [chainsmod.window(fc, e0, e0 + n) for fc in self._chains]
         w = max(i1 - i0 for i0, i1 in wins)
@@ -530,7 +552,7 @@ class PosteriorStream(_TwoPass, ForwardStream):
         return pp, pv, np.zeros((self.B, 2), dtype=np.int64), [i0 for i0, _ in wins]
 
     def _gather_probes(self, e0: int, n: int, probes: tuple) -> None:
-        if self._chains is None:
+        if self._chains is None or len(probes) < 4:  # (no window: nothing recorded)
             return
         _, pv, _, starts = probes
         A = self._static[0]
@@ -574,12 +596,16 @@ class PosteriorStream(_TwoPass, ForwardStream):
                              np.zeros((self.B, self.R, self.C)), log_z)  # fmt: skip
         galpha, gG, gP, carry, log_z = self._adjoint
         block = self.checkpoint or default_checkpoint(n, self.R)
+        self._backward_started = True  # (pass 2 from here: _probe_window gives the probes)
+        probes = self._probe_window(start, n)
         gh, gss, gse = cpu.reverse_chunk(
             a.h, a.ss, a.se, a.md, a.run, a.has_ss, a.has_se, a.has_md, a.has_run, start,
             *self._static, self.R, block, rings, G, alpha, P, start, galpha, gG, gP, carry,
+            probes[0], probes[1],
         )  # fmt: skip
         self._done()
         if self._chains is not None:
+            self._gather_probes(start, n, probes)
             self._record_chain_ends(start, n, gse)
         dt = result_dtype(x)
         pos, st, en = (self._out(v).to(dt) for v in (gh, gss, gse))

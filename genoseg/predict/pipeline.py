@@ -205,6 +205,11 @@ class Predictor:
         self._encoder_lock = (threading.Lock() if torch.get_num_threads() > 1
                               else contextlib.nullcontext())  # fmt: skip
 
+    @property
+    def _cuda(self) -> bool:
+        """The streams run the Triton kernels (CUDA tensors)."""
+        return self.device.type == "cuda"
+
     def _tick(self, stage: str, t0: float) -> None:
         dt = time.monotonic() - t0
         with self._timing_lock:
@@ -509,12 +514,17 @@ class Predictor:
             return self._decode_parallel(span, store, prog, parts, sink)
         L = self.genome.length(span.contig)
         args = self._stream_args(span.start > 0, span.end < L)
-        # passes 1-2: Viterbi (a short span keeps its back-pointers: pass 2 only traces)
+        # a short span keeps its Viterbi back-pointers from the forward pass, and its
+        # posterior forward runs in the same pass (the chains are given after it, CPU
+        # engine): 2 passes over the chunks' inputs instead of 4
         keep = span.end - span.start <= KEEP_POINTERS_BP
         vs = ViterbiStream(*args, keep_pointers=keep)
+        ps = PosteriorStream(*args) if self.posteriors and keep and not self._cuda else None
         for _, _, inp in self._pass(span, store, False, prog):
             t0 = time.monotonic()
             vs.forward(*inp)
+            if ps is not None:
+                ps.forward(*inp)
             self._tick("engine", t0)
         pieces: list[list[tuple[int, int, int]]] = []  # traced on the host
         if keep:
@@ -532,13 +542,17 @@ class Predictor:
         segments = self._segments(span, [seg for piece in reversed(pieces) for seg in piece])
         if not self.posteriors:
             return self._finish(span, segments, None, None)
-        # passes 3-4: posteriors, with the path's segments and transcripts as chains
+        # the posteriors, with the path's segments and transcripts as chains
         chains, chain_of = self._chains(span, segments)
-        ps = PosteriorStream(*args, chains=[chains])
-        for _, _, inp in self._pass(span, store, False, prog):
-            t0 = time.monotonic()
-            ps.forward(*inp)
-            self._tick("engine", t0)
+        if ps is not None:
+            ps.set_chains([chains])
+            prog.add(span.end - span.start)  # (its forward pass ran with the Viterbi's)
+        else:
+            ps = PosteriorStream(*args, chains=[chains])
+            for _, _, inp in self._pass(span, store, False, prog):
+                t0 = time.monotonic()
+                ps.forward(*inp)
+                self._tick("engine", t0)
         seg_list = list(segments)
         marks = _marks(segments)
         for c0, c1, inp in self._pass(span, store, True, prog):
