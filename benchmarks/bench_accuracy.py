@@ -3,6 +3,7 @@ AUGUSTUS 3.5.0's prediction of the same sequence (benchmarks/peers/), with `geno
 (CDS mode, all six levels) and the exon-posterior calibration (ECE).
 
     .venv/bin/python benchmarks/bench_accuracy.py [--model CKPT] [--bam] [--out build/accuracy]
+        [--reliability docs/img]
 
 Prints a markdown table (benchmarks/README.md, README.md's model section).
 """
@@ -22,10 +23,12 @@ GENOSEG = [sys.executable, "-m", "genoseg.cli"]
 LEVELS = ("base", "exon", "intron", "intron_chain", "transcript", "gene")
 
 
-def evaluate(pred: Path, ref: Path) -> dict:
+def evaluate(pred: Path, ref: Path, png: Path | None = None) -> dict:
+    """`genoseg eval` JSON of ``pred`` on Chr5 (and its reliability diagram at ``png``)."""
+    extra = ["--reliability", str(png)] if png is not None else []
     r = subprocess.run(
         [*GENOSEG, "eval", str(ref), str(pred), "--seqids", "Chr5", "--skip-missing-parents",
-         "--json"],
+         "--json", *extra],
         capture_output=True, text=True, check=True, cwd=REPO,
     )  # fmt: skip
     return json.loads(r.stdout)
@@ -46,6 +49,8 @@ def main() -> None:
     ap.add_argument("--model", default=None, help="checkpoint (default: the shipped model)")
     ap.add_argument("--bam", action="store_true", help="also run with the junction BAM")
     ap.add_argument("--out", default=str(REPO / "build" / "accuracy"))
+    ap.add_argument("--reliability", default=None,
+                    help="folder for reliability diagrams (reliability_<run>.png)")  # fmt: skip
     a = ap.parse_args()
     out = Path(a.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -64,7 +69,11 @@ def main() -> None:
         t0 = time.monotonic()
         subprocess.run(cmd, check=True, cwd=REPO)
         el = time.monotonic() - t0
-        lines.append(row(f"{name} ({el:.0f} s)", evaluate(gff, ref)))
+        png = None
+        if a.reliability:
+            Path(a.reliability).mkdir(parents=True, exist_ok=True)
+            png = Path(a.reliability) / f"reliability_{gff.stem}.png"
+        lines.append(row(f"{name} ({el:.0f} s)", evaluate(gff, ref, png)))
     aug = REPO / "benchmarks" / "peers" / "augustus_athaliana_chr5.gff3"
     lines.append(row("AUGUSTUS 3.5.0 (arabidopsis)", evaluate(aug, ref)))
     print("F1 (%) on athaliana_1pct Chr5, CDS mode (genoseg eval):\n")

@@ -152,6 +152,8 @@ def main() -> None:
     ap.add_argument("--cache-contig", default="Chr4", help="contig for the cache comparison")
     ap.add_argument("--no-augustus", action="store_true")
     ap.add_argument("--threads", type=int, default=None)
+    ap.add_argument("--sections", default="throughput,cache,rss",
+                    help="which sections to run (comma-separated)")  # fmt: skip
     ap.add_argument("-o", "--output", default="-")
     args = ap.parse_args()
     if args.child:
@@ -188,58 +190,63 @@ def main() -> None:
     run_child({**common, "genome": str(REPO / "data_samples" / "athaliana_chr5_60k.fa"),
                "output": str(work / "warm.gff3")})  # fmt: skip
 
+    sections = set(args.sections.split(","))
     # 1. throughput on the shared genome
-    n = fasta_length(genome)
-    say(f"### Throughput on {genome.name} ({n / 1e6:.2f} Mb, "
-        f"{genome.parent.name})")  # fmt: skip
-    say()
-    say(f"| tool | mode | wall s | kb/s | kb/s w/o start-up | peak RSS MB | genes | {SPLIT_HEAD} |")
-    say("|---|---|---|---|---|---|---|---|")
-    for post in (True, False):
-        spec = {**common, "genome": str(genome), "output": str(work / f"g{post}.gff3"),
-                "bed": str(work / f"g{post}.bed"), "posteriors": post,
-                "tracks": str(work / "tracks") if post else None}  # fmt: skip
-        r = run_child(spec)
-        s = r["summary"]
-        say(f"| genoseg | {'posteriors' if post else '--no-posteriors'} | {r['wall_s']:.1f} | "
-            f"{n / r['wall_s'] / 1e3:.1f} | {n / s['seconds'] / 1e3:.1f} | "
-            f"{r['maxrss_mb']:.0f} | {s['genes']} | {split(s['timing'])} |")  # fmt: skip
-    if not args.no_augustus:
-        if shutil.which("augustus") is None:
-            say("| AUGUSTUS | not installed (apt-get install augustus augustus-data) | | | | | | |")
-        else:
-            for label, extra in (("default (sample=100 posteriors)", []),
-                                 ("--sample=0 (no sampling)", ["--sample=0"])):  # fmt: skip
-                a = augustus(genome, work / "augustus.gff3", extra)
-                say(f"| AUGUSTUS 3.5.0 | {label} | {a['wall_s']:.1f} | "
-                    f"{n / a['wall_s'] / 1e3:.1f} | | | {a['genes']} | |")  # fmt: skip
-    say()
+    if "throughput" in sections:
+        n = fasta_length(genome)
+        say(f"### Throughput on {genome.name} ({n / 1e6:.2f} Mb, "
+            f"{genome.parent.name})")  # fmt: skip
+        say()
+        say("| tool | mode | wall s | kb/s | kb/s w/o start-up | peak RSS MB | genes | "
+            f"{SPLIT_HEAD} |")  # fmt: skip
+        say("|---|---|---|---|---|---|---|---|")
+        for post in (True, False):
+            spec = {**common, "genome": str(genome), "output": str(work / f"g{post}.gff3"),
+                    "bed": str(work / f"g{post}.bed"), "posteriors": post,
+                    "tracks": str(work / "tracks") if post else None}  # fmt: skip
+            r = run_child(spec)
+            s = r["summary"]
+            say(f"| genoseg | {'posteriors' if post else '--no-posteriors'} | {r['wall_s']:.1f} | "
+                f"{n / r['wall_s'] / 1e3:.1f} | {n / s['seconds'] / 1e3:.1f} | "
+                f"{r['maxrss_mb']:.0f} | {s['genes']} | {split(s['timing'])} |")  # fmt: skip
+        if not args.no_augustus:
+            if shutil.which("augustus") is None:
+                say("| AUGUSTUS | not installed (apt-get install augustus augustus-data) "
+                    "| | | | | | |")  # fmt: skip
+            else:
+                for label, extra in (("default (sample=100 posteriors)", []),
+                                     ("--sample=0 (no sampling)", ["--sample=0"])):  # fmt: skip
+                    a = augustus(genome, work / "augustus.gff3", extra)
+                    say(f"| AUGUSTUS 3.5.0 | {label} | {a['wall_s']:.1f} | "
+                        f"{n / a['wall_s'] / 1e3:.1f} | | | {a['genes']} | |")  # fmt: skip
+        say()
 
     # 2. cache modes
-    from pyfaidx import Fasta
+    if "cache" in sections:
+        from pyfaidx import Fasta
 
-    contig = args.cache_contig
-    one = work / f"{contig}.fa"
-    with one.open("w") as fh:
-        fh.write(f">{contig}\n{Fasta(str(genome))[contig][:]}\n")
-    L = fasta_length(one)
-    say(f"### Cache modes ({contig}, {L / 1e3:.0f} kb, posteriors, window 100 kb)")
-    say()
-    say(f"| cache | wall s | kb/s w/o start-up | peak RSS MB | {SPLIT_HEAD} |")
-    say("|---|---|---|---|---|")
-    for mode in ("memory", "spill", "recompute"):
-        cfg = work / f"{mode}.yaml"
-        cfg.write_text(f"cache: {mode}\n")
-        r = run_child({**common, "genome": str(one), "output": str(work / f"{mode}.gff3"),
-                       "config": str(cfg)})  # fmt: skip
-        s = r["summary"]
-        say(f"| {mode} | {r['wall_s']:.1f} | {L / s['seconds'] / 1e3:.1f} | "
-            f"{r['maxrss_mb']:.0f} | {split(s['timing'])} |")  # fmt: skip
-    say()
+        contig = args.cache_contig
+        one = work / f"{contig}.fa"
+        with one.open("w") as fh:
+            fh.write(f">{contig}\n{Fasta(str(genome))[contig][:]}\n")
+        L = fasta_length(one)
+        say(f"### Cache modes ({contig}, {L / 1e3:.0f} kb, posteriors, window 100 kb)")
+        say()
+        say(f"| cache | wall s | kb/s w/o start-up | peak RSS MB | {SPLIT_HEAD} |")
+        say("|---|---|---|---|---|")
+        for mode in ("memory", "spill", "recompute"):
+            cfg = work / f"{mode}.yaml"
+            cfg.write_text(f"cache: {mode}\n")
+            r = run_child({**common, "genome": str(one), "output": str(work / f"{mode}.gff3"),
+                           "config": str(cfg)})  # fmt: skip
+            s = r["summary"]
+            say(f"| {mode} | {r['wall_s']:.1f} | {L / s['seconds'] / 1e3:.1f} | "
+                f"{r['maxrss_mb']:.0f} | {split(s['timing'])} |")  # fmt: skip
+        say()
 
     # 3. peak RSS against contig length
     sizes = [float(x) for x in args.sizes.split(",") if x.strip()]
-    if sizes:
+    if sizes and "rss" in sections:
         post = not args.rss_no_posteriors
         say(f"### Peak RSS against contig length (one contig: {genome.name} tiled, "
             f"{'posteriors' if post else '--no-posteriors'}, default config)")  # fmt: skip

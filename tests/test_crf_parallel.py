@@ -92,6 +92,9 @@ def test_viterbi_identical_short_and_long_overlap(mode):
     longo = par.parallel_viterbi(rows, T, tables, parts=4, overlap=600, chunk=300, mode=mode)
     assert longo.segments == want
     assert longo.report.lengthened == 0 and longo.report.part_runs == 4
+    kept = par.parallel_viterbi(rows, T, tables, parts=4, overlap=4, chunk=300, mode=mode,
+                                keep_pointers=10 * T)  # fmt: skip
+    assert kept.segments == want
     # the stitch points are segment ends of the path near the core boundaries
     ends = {e for _, e, _ in want}
     assert all(x in ends for x in longo.report.stitches)

@@ -202,6 +202,7 @@ class _Context:
     # reduce(c0, c1, marginals) of every core chunk, in the worker (parallel_posteriors)
     reduce: Callable[[int, int, Marginals], object] | None = None
     first_row: int = 0  # rows below it are not kept (the fallback after delivered parts)
+    keep_pointers: int = 0  # Viterbi streams of at most this many rows keep back-pointers
 
     def stream_args(self):
         z = torch.zeros_like(self.init)
@@ -405,13 +406,14 @@ def _run_posteriors(
 
 def _run_viterbi(ctx: _Context, wins: list[Window], wants, chains=None) -> list[_VitResult]:
     B = len(wins)
-    vs = ViterbiStream(*ctx.stream_args(), batch=B)
+    keep = B * wins[0].length <= ctx.keep_pointers  # pass 2 traces back without inputs
+    vs = ViterbiStream(*ctx.stream_args(), batch=B, keep_pointers=keep)
     pieces = _pieces(wins, ctx.chunk)
     for u, v in pieces:
         vs.forward(*ctx.batch_rows(wins, u, v))
     paths: list[list[Segment]] = [[] for _ in wins]
     for u, v in reversed(pieces):
-        got = vs.backward(*ctx.batch_rows(wins, u, v))
+        got = vs.backward() if keep else vs.backward(*ctx.batch_rows(wins, u, v))
         for i, w in enumerate(wins):
             paths[i] = [(s + w.start, e + w.start, c) for s, e, c in got[i]] + paths[i]
     return [_VitResult(w, wants[i], paths[i]) for i, w in enumerate(wins)]
@@ -724,6 +726,7 @@ def parallel_viterbi(
     mode: str = "auto",
     batch: int | None = None,
     thread_safe_rows: bool = False,
+    keep_pointers: int = 0,
 ) -> ParallelViterbi:
     """Best segmentation of contig rows ``[0, T)``, decoded in ``parts`` parallel parts;
     the same path as :func:`sequential_viterbi` (module doc: how parts are checked and
@@ -746,9 +749,13 @@ def parallel_viterbi(
         batch: parts per batched stream (default: all parts).
         thread_safe_rows: ``rows`` may be called from several threads at once; if False
             calls are serialized by a lock (the engine still runs in parallel).
+        keep_pointers: a part's stream of at most this many rows (times its batch) keeps
+            its back-pointers (``ViterbiStream(keep_pointers=True)``, 3·C bytes per row):
+            its traceback needs no second call of ``rows`` (default 0: never).
     """
     _check_counts(parts, overlap, workers)
     ctx = _context(rows, T, tables, chunk, thread_safe_rows)
+    ctx.keep_pointers = keep_pointers
     mode = _resolve_mode(mode, ctx)
     bounds = core_boundaries(T, parts)
     report = ParallelReport(boundaries=list(bounds))

@@ -431,7 +431,7 @@ class Predictor:
         common = dict(parts=parts, overlap=self.overlap, chunk=self.window, workers=parts,
                       thread_safe_rows=True)  # fmt: skip
         t0 = time.monotonic()
-        vit = par.parallel_viterbi(rows, T, tables, **common)
+        vit = par.parallel_viterbi(rows, T, tables, keep_pointers=KEEP_POINTERS_BP, **common)
         self._tick("engine", t0)
         segments = self._segments(span, vit.segments)
         if not self.posteriors:
