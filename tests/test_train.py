@@ -230,3 +230,31 @@ def test_temperature_calibration(tmp_path, h5) -> None:
     ck = torch.load(best, weights_only=True)
     assert ck["calibration"]["temperature"] > 0 and "valid_nll_per_kb" in ck["calibration"]
     assert load_model(best).calibration["temperature"] == ck["calibration"]["temperature"]
+
+
+def test_exon_calibration_scores_exon_posteriors(tmp_path):
+    """The exon objective of `genoseg.train.calibrate --exons`: the log-loss and ECE of the
+    predicted CDS parts' scores, a part being correct when it is a reference part."""
+    import math
+
+    from genoseg.train.calibrate import exon_calibration
+
+    head = "##gff-version 3\n##sequence-region c1 1 10000\n"
+
+    def gff(name, parts, scores):
+        rows = [f"c1\tt\tgene\t100\t2000\t.\t+\t.\tID={name}g",
+                f"c1\tt\tmRNA\t100\t2000\t.\t+\t.\tID={name}t;Parent={name}g"]  # fmt: skip
+        for (s, e), p in zip(parts, scores):
+            rows.append(f"c1\tt\tCDS\t{s}\t{e}\t{p}\t+\t0\tParent={name}t")
+        path = tmp_path / f"{name}.gff3"
+        path.write_text(head + "\n".join(rows) + "\n")
+        return str(path)
+
+    ref = gff("r", [(100, 399), (500, 799), (900, 2000)], [".", ".", "."])
+    pred = gff("p", [(100, 399), (500, 801), (900, 2000)], [0.9, 0.3, 0.6])
+    got = exon_calibration(pred, ref, ["c1"])
+    assert got["n"] == 3
+    want = -(math.log(0.9) + math.log(1 - 0.3) + math.log(0.6)) / 3
+    assert got["log_loss"] == pytest.approx(want)
+    # bins: 0.3 wrong (|0.3 - 0|), 0.6 right (|0.6 - 1|), 0.9 right (|0.9 - 1|)
+    assert got["ece"] == pytest.approx((0.3 + 0.4 + 0.1) / 3)

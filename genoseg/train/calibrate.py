@@ -62,20 +62,86 @@ def fit_temperature(model, sources: Sources, max_windows: int = 0, iters: int = 
             "valid_nll_per_kb_at_1": validation_nll(model, sources, 1.0, max_windows)}  # fmt: skip
 
 
+def exon_calibration(gff3: str, reference: str, seqids: list[str]) -> dict:
+    """Exon posteriors of a prediction against a reference (CDS mode, as ``genoseg eval``):
+    ``log_loss`` (mean negative log-likelihood of correct / not, a proper score), ``ece``
+    and ``n`` exons."""
+    from genoseg.data.annotation import read_annotation
+    from genoseg.eval.calibration import calibrate, collect_posteriors
+    from genoseg.eval.compare import compare
+
+    ref = read_annotation(reference, feature="CDS", missing_parents="skip")
+    pred = read_annotation(gff3, feature="CDS", missing_parents="skip")
+    res = compare(ref, pred, mode="CDS", seqids=seqids)
+    post, ok, _ = collect_posteriors(res.reference_scope, res.prediction_scope, "CDS")["exon"]
+    eps = 1e-6
+    ll = [-math.log(max(p, eps) if c else max(1.0 - p, eps)) for p, c in zip(post, ok)]
+    return {"log_loss": sum(ll) / max(len(ll), 1), "ece": calibrate(post, ok).ece,
+            "n": len(post)}  # fmt: skip
+
+
+def fit_exon_temperature(
+    checkpoint: str,
+    genome: str,
+    reference: str,
+    regions: list[str],
+    grid: tuple[float, ...] = (0.7, 0.85, 1.0, 1.15, 1.3, 1.5, 1.75, 2.0, 2.5, 3.0),
+    bam: str | None = None,
+) -> dict:
+    """The temperature of ``grid`` whose predicted exon posteriors on ``regions`` (held-out
+    contigs, never the test set) have the smallest exon log-loss against ``reference``.
+    The Viterbi path does not depend on T, only the posteriors do: one ``genoseg predict``
+    per T. Returns {"temperature", "objective": "exon_log_loss", per-T results}."""
+    import os
+    import tempfile
+
+    from genoseg.predict.run import PredictOptions, run_predict
+
+    ck = load_checkpoint(checkpoint)
+    model = model_from_checkpoint(ck, checkpoint)
+    tried = {}
+    with tempfile.TemporaryDirectory(prefix="genoseg-calibrate-") as tmp:
+        for t in grid:
+            path = os.path.join(tmp, f"t{t}.pt")
+            save_checkpoint(path, model, config=ck.get("config"), calibration={"temperature": t})
+            out = os.path.join(tmp, f"t{t}.gff3")
+            run_predict(PredictOptions(genome=genome, output=out, model=path, regions=regions,
+                                       bam=bam, quiet=True))  # fmt: skip
+            tried[t] = exon_calibration(out, reference, regions)
+            print(f"T = {t:.2f}: exon log-loss {tried[t]['log_loss']:.4f}, ECE "
+                  f"{tried[t]['ece']:.3f} ({tried[t]['n']} exons)", file=sys.stderr)  # fmt: skip
+    best = min(tried, key=lambda t: tried[t]["log_loss"])
+    return {"temperature": best, "objective": "exon_log_loss", "regions": regions,
+            "by_temperature": {str(t): v for t, v in tried.items()}}  # fmt: skip
+
+
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description="Fit the posterior temperature of a checkpoint.")
     ap.add_argument("checkpoint")
     ap.add_argument("--config", required=True, help="training config (its data.valid files)")
+    ap.add_argument("--exons", nargs=3, metavar=("GENOME", "REFERENCE", "REGIONS"),
+                    help="fit T to the exon posteriors predicted on REGIONS (comma-separated "
+                         "held-out contigs of GENOME, annotated in REFERENCE) instead of the "
+                         "validation windows' path NLL")  # fmt: skip
+    ap.add_argument("--bam", default=None, help="with --exons: RNA-seq evidence to predict with")
     a = ap.parse_args(argv)
     cfg = load_train_config(a.config)
-    if not cfg.data.valid:
-        sys.exit(f"{a.config}: data.valid is empty: nothing to calibrate on")
     ck = load_checkpoint(a.checkpoint)
     model = model_from_checkpoint(ck, a.checkpoint).eval()
-    src = Sources(cfg.data.valid, ("+",), model.grammar)
-    cal = fit_temperature(model, src, cfg.data.valid_max_windows)
-    print(f"temperature {cal['temperature']:.3f}: validation NLL {cal['valid_nll_per_kb']:.3f} "
-          f"nats/kb (T = 1: {cal['valid_nll_per_kb_at_1']:.3f})", file=sys.stderr)  # fmt: skip
+    if a.exons:
+        genome, reference, regions = a.exons
+        cal = fit_exon_temperature(a.checkpoint, genome, reference, regions.split(","),
+                                   bam=a.bam)  # fmt: skip
+        print(f"temperature {cal['temperature']:.3f} (exon log-loss on {regions})",
+              file=sys.stderr)  # fmt: skip
+    else:
+        if not cfg.data.valid:
+            sys.exit(f"{a.config}: data.valid is empty: nothing to calibrate on")
+        src = Sources(cfg.data.valid, ("+",), model.grammar)
+        cal = fit_temperature(model, src, cfg.data.valid_max_windows)
+        print(f"temperature {cal['temperature']:.3f}: validation NLL "
+              f"{cal['valid_nll_per_kb']:.3f} nats/kb (T = 1: "
+              f"{cal['valid_nll_per_kb_at_1']:.3f})", file=sys.stderr)  # fmt: skip
     save_checkpoint(a.checkpoint, model, config=ck.get("config"),
                     train_state=ck.get("train_state"), calibration=cal)  # fmt: skip
 
