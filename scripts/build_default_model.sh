@@ -1,24 +1,34 @@
 #!/usr/bin/env bash
-# Build the shipped default model from the repository: prepare the training data from
-# ../shared/data (A. thaliana only, never chromosome 5), train with configs/train.yaml,
-# fit the posterior temperature on the validation chromosome, and copy the best checkpoint
-# (weights, config, calibration; no optimizer state) to genoseg/models/default.pt.
+# Build a shipped model from the repository: prepare the training data from ../shared/data
+# (A. thaliana only, never chromosome 5), train, fit the posterior temperature on the
+# validation chromosome Chr4, and copy the best checkpoint (weights, config, calibration; no
+# optimizer state) into genoseg/models/.
 #   bash scripts/build_default_model.sh [--resume] [extra `genoseg train` options]
+#       -> genoseg/models/default.pt  (configs/train.yaml, sequence only)
+#   GENOSEG_MODEL=evidence bash scripts/build_default_model.sh [...]
+#       -> genoseg/models/evidence.pt (configs/train_evidence.yaml, reads the RNA-seq BAM;
+#          what `genoseg predict --bam` uses without --model; docs/accuracy.md)
 # Resumable: rerun with --resume after an interruption (exit status 75 = checkpointed).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 G=.venv/bin/genoseg
+NAME=${GENOSEG_MODEL:-default}
+A=../shared/data/athaliana_1pct
+case "$NAME" in
+  default) CONFIG=configs/train.yaml; BAM=() ;;
+  evidence) CONFIG=configs/train_evidence.yaml; BAM=(--bam "$A/synthetic_junction_reads.bam") ;;
+  *) echo "GENOSEG_MODEL must be default or evidence, got $NAME" >&2; exit 2 ;;
+esac
 mkdir -p build/data build/runs
 for set in athaliana_1pct_train athaliana_1pct_valid athaliana_kog athaliana_pasa; do
   [ -s "build/data/$set.h5" ] || "$G" prepare --config "configs/data/prepare_$set.yaml"
 done
-"$G" train --config configs/train.yaml "$@"
+"$G" train --config "$CONFIG" "$@"
 # the posterior temperature: the one whose exon posteriors on Chr4 (held out from training,
 # never the test set Chr5) have the smallest log-loss (docs/training.md, Calibration)
-A=../shared/data/athaliana_1pct
-.venv/bin/python -m genoseg.train.calibrate build/runs/default/best.pt --config configs/train.yaml \
-  --exons "$A/genome.fa" "$A/annotation_with_rnaseq_splice.gff3" Chr4
-.venv/bin/python - <<'PY'
+.venv/bin/python -m genoseg.train.calibrate "build/runs/$NAME/best.pt" --config "$CONFIG" \
+  "${BAM[@]}" --exons "$A/genome.fa" "$A/annotation_with_rnaseq_splice.gff3" Chr4
+NAME=$NAME .venv/bin/python - <<'PY'
 import os
 from genoseg.model.checkpoint import load_checkpoint, model_from_checkpoint, save_checkpoint
 
@@ -31,10 +41,11 @@ def relative(v):  # the shipped config names files relative to the repository
         return os.path.relpath(os.path.normpath(v), os.getcwd())
     return v
 
-src = "build/runs/default/best.pt"
+name = os.environ["NAME"]
+src = f"build/runs/{name}/best.pt"
 ck = load_checkpoint(src)
 model = model_from_checkpoint(ck, src)
-save_checkpoint("genoseg/models/default.pt", model, config=relative(ck["config"]),
+save_checkpoint(f"genoseg/models/{name}.pt", model, config=relative(ck["config"]),
                 calibration=ck.get("calibration"))
-print("wrote genoseg/models/default.pt")
+print(f"wrote genoseg/models/{name}.pt")
 PY

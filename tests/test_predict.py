@@ -539,6 +539,24 @@ def test_bam_of_the_genome_is_accepted(model, tmp_path):
     assert out.read_text().startswith("##gff-version 3\n")
 
 
+def test_bam_without_model_uses_the_shipped_evidence_model(tmp_path):
+    """`--bam` and no `--model`: the shipped evidence model reads the BAM (docs/accuracy.md);
+    without --bam the sequence-only default model runs."""
+    from genoseg.model.checkpoint import default_model_path
+
+    assert default_model_path(evidence=True).is_file()
+    flank0 = config(tmp_path / "flank0.yaml", flank=0)
+    for with_bam in (True, False):
+        out = tmp_path / f"g{with_bam}.gff3"
+        extra = ["--bam", SAMPLE_BAM] if with_bam else []
+        res = predict(SAMPLE_FA, "-o", out, *extra, "--no-posteriors", "--region",
+                      "Chr5:1-3000", "--config", flank0)  # fmt: skip
+        name = "evidence.pt" if with_bam else "default.pt"
+        assert f"model {name}" in res.stderr, res.stderr
+        assert ("RNA-seq evidence" in res.stderr) == with_bam, res.stderr
+        assert f"default ({name}" in out.read_text()
+
+
 def test_unwritable_output_folder(model, tmp_path):
     """Refused before any work. Root writes into folders whatever their mode, so as root a
     folder of sysfs (no file can be created there) stands in for a read-only folder."""

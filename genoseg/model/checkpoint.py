@@ -46,11 +46,14 @@ FORMAT = "genoseg-checkpoint"
 FORMAT_VERSION = 1
 
 
-def default_model_path() -> Path:
-    """The model shipped in the package (genoseg/models/default.pt)."""
+def default_model_path(evidence: bool = False) -> Path:
+    """A model shipped in the package: genoseg/models/default.pt (sequence only), or with
+    ``evidence`` genoseg/models/evidence.pt (trained to read RNA-seq evidence as well;
+    docs/accuracy.md)."""
     from importlib import resources
 
-    return Path(str(resources.files("genoseg") / "models" / "default.pt"))
+    name = "evidence.pt" if evidence else "default.pt"
+    return Path(str(resources.files("genoseg") / "models" / name))
 
 
 def model_config_from_dict(d: dict) -> ModelConfig:

@@ -15,7 +15,8 @@ import click
     "--model",
     "model_path",
     default=None,
-    help="Model checkpoint (default: the model shipped with genoseg).",
+    help="Model checkpoint (default: the model shipped with genoseg; with --bam its RNA-seq "
+    "evidence model).",
 )
 @click.option(
     "-c",

@@ -193,7 +193,10 @@ def run_predict(o: PredictOptions) -> dict:
     contigs = dict(genome.contigs)
     if not contigs or sum(contigs.values()) == 0:
         raise GenosegError(f"{o.genome}: no sequence records")
-    model_path = Path(o.model) if o.model else default_model_path()
+    # without --model: the shipped evidence model when there is a BAM to read
+    model_path = Path(o.model) if o.model else default_model_path(evidence=bool(o.bam))
+    if o.model is None and o.bam and not model_path.is_file():
+        model_path = default_model_path()
     if o.model is None and not model_path.is_file():
         raise GenosegError("no default model is installed with this genoseg; pass --model")
     model = load_model(model_path, device=str(device))
