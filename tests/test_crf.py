@@ -364,7 +364,7 @@ def test_kept_pointers_check_inputs_given_again():
     kw = _problem(300, 3, 8, seed=4)
     params = {k: kw[k] for k in ("transitions", "durations", "init", "final", "tail")}
     vs = crf.ViterbiStream(**params, keep_pointers=True)
-    vs.forward(kw["emissions"][:, :200])
+    vs.update(kw["emissions"][:, :200])  # (the alias of forward keeps pointers too)
     vs.forward(kw["emissions"][:, 200:])
     with pytest.raises(ValueError, match="chunk has 200 rows"):
         vs.backward(kw["emissions"][:, :200])

@@ -132,6 +132,9 @@ class _Stream:
         self.ts = None
         # the numba forward also runs on the Triton backend only to record chain probes
         self._cpu_pass1 = self.backend == "cpu"
+        # pass 1 records chain probes (PosteriorStream with chains on the Triton backend;
+        # on the CPU pass 2's recomputation records them)
+        self._pass1_probes = False
         # forward probes at chain boundaries (PosteriorStream chains; none by default)
         self._no_probes = (np.zeros((batch, 0), dtype=np.int64), np.zeros((batch, 0, 5, C)),
                            np.zeros((batch, 2), dtype=np.int64))  # fmt: skip
@@ -178,26 +181,19 @@ class _Stream:
                 _, ts = tk.viterbi_chunk(x, self.ts, pointers=False)
         if self._cpu_pass1:  # (on the Triton backend: the chain probes, while the GPU runs)
             a, run_carry = self._cpu_arrays(x, self.position, self.run_carry)
-            probes = self._probe_window(self.position, x.T)
+            probes = self._probe_window(self.position, x.T) if self._pass1_probes else None
             cpu.advance_chunk(
                 a.h, a.ss, a.se, a.md, a.run, a.has_ss, a.has_se, a.has_md, a.has_run,
                 self.position, *self._static,
                 self.R, self.rings, self.G, self.alpha, self.P, self.position, self.mode,
-                _NO_BP, _NO_BP, self.Gstart, *probes[:3],
+                _NO_BP, _NO_BP, self.Gstart, *(probes or self._no_probes)[:3],
             )  # fmt: skip
-            self._gather_probes(self.position, x.T, probes)
+            if probes is not None:
+                self._gather_probes(self.position, x.T, probes)
             self.run_carry = run_carry
         if self.backend == "triton":
             self.ts = ts
         self.position += x.T
-
-    def _probe_window(self, e0: int, n: int) -> tuple:
-        """(pp, pv, pptr, ...) for the forward over ends (e0, e0 + n] (cpu._advance); none
-        here, the chain probes of :class:`PosteriorStream` otherwise."""
-        return self._no_probes
-
-    def _gather_probes(self, e0: int, n: int, probes: tuple) -> None:
-        """Keep what the chains need of the probes of :meth:`_probe_window`."""
 
     def _out(self, t: np.ndarray | Tensor) -> Tensor:
         """A result on the stream's device."""
@@ -263,12 +259,19 @@ class _TwoPass(_Stream):
         inputs for the same rows."""
         if self._backward_started:
             raise ValueError(f"forward() after backward(): start a new {type(self).__name__}")
-        n = emissions.shape[-2] if isinstance(emissions, Tensor) and emissions.dim() >= 2 else 0
-        state = self._state(n)
-        self._step(emissions, seg_start, seg_end, max_dur, label_mask)
-        self._saved.append(state)  # only once the chunk was accepted
+        inputs = (emissions, seg_start, seg_end, max_dur, label_mask)
+        self._saved.append(self._pass1(inputs))  # only once the chunk was accepted
 
     update = forward
+
+    def _pass1(self, inputs: tuple) -> tuple:
+        """Advance over the chunk ``inputs``; returns what pass 2 keeps of it: the engine
+        state at its start (:meth:`_state`)."""
+        emissions = inputs[0]
+        n = emissions.shape[-2] if isinstance(emissions, Tensor) and emissions.dim() >= 2 else 0
+        state = self._state(n)
+        self._step(*inputs)
+        return state
 
     def _next_chunk(self, inputs: tuple):
         """Pass 2: (saved state, CRFInputs) of the last chunk not yet redone, checking that
@@ -318,25 +321,15 @@ class ViterbiStream(_TwoPass):
         self.keep_pointers = keep_pointers
         self._cursor: list[list] | None = None  # per sequence: [end, label, label resolved]
 
-    def forward(
-        self,
-        emissions: Tensor,
-        seg_start: Tensor | None = None,
-        seg_end: Tensor | None = None,
-        max_dur: Tensor | None = None,
-        label_mask: Tensor | None = None,
-    ) -> None:
-        """Pass 1: consume the next chunk: emissions (B, n, C) or (n, C) and the optional
-        inputs for the same rows."""
+    def _pass1(self, inputs: tuple) -> tuple:
+        """With ``keep_pointers``: the chunk's compacted back-pointers instead of a state."""
         if not self.keep_pointers:
-            return super().forward(emissions, seg_start, seg_end, max_dur, label_mask)
-        if self._backward_started:
-            raise ValueError("forward() after backward(): start a new ViterbiStream")
-        x = self._check_chunk((emissions, seg_start, seg_end, max_dur, label_mask), self.position)
+            return super()._pass1(inputs)
+        x = self._check_chunk(inputs, self.position)
         start = self.position
         bp_len, bp_prev = self._pointers(x, (start, x.T, *self._live_state()), advance=True)
-        self._saved.append((start, x.T, _compact(bp_len, np.uint16), _compact(bp_prev, np.int8)))
         self.position += x.T
+        return (start, x.T, _compact(bp_len, np.uint16), _compact(bp_prev, np.int8))
 
     def _live_state(self) -> tuple:
         if self.backend == "triton":
@@ -494,7 +487,7 @@ class PosteriorStream(_TwoPass, ForwardStream):
         if chains is not None:
             self._set_chains(chains)
             if self.backend == "triton":  # the probes come from a numba forward in pass 1
-                self._cpu_pass1 = True
+                self._cpu_pass1 = self._pass1_probes = True
 
     def set_chains(self, chains: Sequence[Sequence[Sequence[tuple[int, int, int]]]]) -> None:
         """Give the ``chains`` (as for the constructor) after pass 1, before pass 2 (CPU
@@ -538,11 +531,9 @@ class PosteriorStream(_TwoPass, ForwardStream):
         ]
 
     def _probe_window(self, e0: int, n: int) -> tuple:
-        """The probe points in [e0, e0 + n] only (one chunk's probes at a time, 5·C floats
-        each), per sequence padded with PROBE_PAD; the last entry: the window starts. In
-        pass 1 only on the Triton backend (the CPU backend records them in pass 2)."""
-        if self._chains is None or (self.backend == "cpu" and not self._backward_started):
-            return self._no_probes
+        """(pp, pv, pptr, window starts) for a forward over ends (e0, e0 + n]
+        (cpu._advance): the chains' probe points in [e0, e0 + n] only (one chunk's probes
+        at a time, 5·C floats each), per sequence padded with PROBE_PAD."""
         wins = [chainsmod.window(fc, e0, e0 + n) for fc in self._chains]
         w = max(i1 - i0 for i0, i1 in wins)
         pp = np.full((self.B, w), cpu.PROBE_PAD, dtype=np.int64)
@@ -552,8 +543,7 @@ class PosteriorStream(_TwoPass, ForwardStream):
         return pp, pv, np.zeros((self.B, 2), dtype=np.int64), [i0 for i0, _ in wins]
 
     def _gather_probes(self, e0: int, n: int, probes: tuple) -> None:
-        if self._chains is None or len(probes) < 4:  # (no window: nothing recorded)
-            return
+        """Keep what the chains need of the probes of :meth:`_probe_window`."""
         _, pv, _, starts = probes
         A = self._static[0]
         for b, fc in enumerate(self._chains):  # starts e0..e0+n-1, ends e0+1..e0+n
@@ -596,8 +586,7 @@ class PosteriorStream(_TwoPass, ForwardStream):
                              np.zeros((self.B, self.R, self.C)), log_z)  # fmt: skip
         galpha, gG, gP, carry, log_z = self._adjoint
         block = self.checkpoint or default_checkpoint(n, self.R)
-        self._backward_started = True  # (pass 2 from here: _probe_window gives the probes)
-        probes = self._probe_window(start, n)
+        probes = self._probe_window(start, n) if self._chains is not None else self._no_probes
         gh, gss, gse = cpu.reverse_chunk(
             a.h, a.ss, a.se, a.md, a.run, a.has_ss, a.has_se, a.has_md, a.has_run, start,
             *self._static, self.R, block, rings, G, alpha, P, start, galpha, gG, gP, carry,
