@@ -438,3 +438,30 @@ def test_bam_strandedness_is_logged_and_reported(prepared):
         report["strandedness"].startswith("auto: ")
         and "of 2,000 spliced reads" in report["strandedness"]
     )
+
+
+def test_region_patterns_and_exclude_split_locus_sets(tmp_path):
+    """A locus set is split by contig-name patterns (S. pombe KOG loci by chromosome) and a
+    held-out locus is dropped by name, as configs/data/prepare_spombe_kog_*.yaml do."""
+    from genoseg.data.fasta import Genome
+    from genoseg.data.prepare import select_regions
+    from genoseg.errors import GenosegError
+
+    fa = shared("spombe_kog", "genome.fa")
+    contigs = Genome.open(fa).contigs
+    train = select_regions(["KOG*_SPAC*", "KOG*_SPBC*"], None, contigs, str(fa))
+    test = select_regions(["KOG*_SPC*"], None, contigs, str(fa))
+    names = {r.contig for r in train}
+    assert len(names) == len(train) == 266
+    assert not names & {r.contig for r in test} and len(test) == 46
+    assert all(r.start == 0 and r.end == contigs[r.contig] for r in train)
+    first = train[0].contig
+    assert first not in {r.contig for r in select_regions(None, [first], contigs, str(fa))}
+    mixed = select_regions([f"{first}:1-100", "KOG*_SPCP*"], ["KOG*_SPCC*"], contigs, str(fa))
+    assert [(r.contig, r.start, r.end) for r in mixed][0] == (first, 0, 100) and len(mixed) == 3
+    with pytest.raises(GenosegError, match="matches no contig"):
+        select_regions(["KOG*_SPX*"], None, contigs, str(fa))
+    with pytest.raises(GenosegError, match="exclude"):
+        select_regions(None, ["no_such_locus"], contigs, str(fa))
+    with pytest.raises(GenosegError, match="no region left"):
+        select_regions(["KOG*_SPCP*"], ["KOG*_SPCP*"], contigs, str(fa))

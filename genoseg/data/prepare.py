@@ -28,6 +28,7 @@ equal to an input is refused.
 
 from __future__ import annotations
 
+import fnmatch
 import hashlib
 import json
 import sys
@@ -52,7 +53,7 @@ from genoseg.data.labels import (
     LabelReport,
     label_contig,
 )
-from genoseg.data.regions import Region, parse_region, whole_genome
+from genoseg.data.regions import Region, missing_contig_message, parse_region
 from genoseg.errors import GenosegError
 from genoseg.grammar import Grammar, load_grammar
 from genoseg.io.atomic import atomic_path, check_not_input
@@ -137,6 +138,7 @@ class PrepareConfig:
     bam: Path | None = None
     grammar: Path | None = None
     regions: list[str] | None = None
+    exclude: list[str] | None = None
     windows: WindowConfig = field(default_factory=WindowConfig)
     annotation: AnnotationConfig = field(default_factory=AnnotationConfig)
     evidence: EvidenceConfig = field(default_factory=EvidenceConfig)
@@ -145,6 +147,49 @@ class PrepareConfig:
     def __post_init__(self) -> None:
         if not 0 <= self.compression <= 9:
             raise ValueError(f"compression must be 0..9 (gzip level), got {self.compression}")
+
+
+def _is_glob(text: str) -> bool:
+    return any(c in text for c in "*?[")
+
+
+def _glob(pattern: str, contigs: dict[str, int], source: str, key: str) -> list[str]:
+    names = [n for n in contigs if fnmatch.fnmatchcase(n, pattern)]
+    if not names:
+        raise GenosegError(f"{key}: pattern {pattern!r} matches no contig of {source}")
+    return names
+
+
+def select_regions(
+    regions: list[str] | None,
+    exclude: list[str] | None,
+    contigs: dict[str, int],
+    source: str,
+) -> list[Region]:
+    """The regions a prepare config selects, in the order given (0-based half-open).
+
+    ``regions`` entries are ``contig``, ``contig:start-end`` (1-based inclusive) or a
+    shell-style pattern of whole contig names (``KOG*_SPA*``); None means every contig.
+    ``exclude`` drops whole contigs by name or pattern (held-out loci of a locus set).
+    """
+    out: list[Region] = []
+    for r in regions or list(contigs):
+        if _is_glob(r):
+            out += [Region(n, 0, contigs[n]) for n in _glob(r, contigs, source, "regions")]
+        else:
+            out.append(parse_region(r, contigs, source=source))
+    dropped: set[str] = set()
+    for pat in exclude or []:
+        if _is_glob(pat):
+            dropped.update(_glob(pat, contigs, source, "exclude"))
+        elif pat in contigs:
+            dropped.add(pat)
+        else:
+            raise GenosegError(f"exclude: {missing_contig_message(pat, contigs, source)}")
+    out = [r for r in out if r.contig not in dropped]
+    if not out:
+        raise GenosegError("regions/exclude: no region left to prepare")
+    return out
 
 
 def sha256_file(path: Path, bufsize: int = 1 << 22) -> str:
@@ -247,13 +292,10 @@ def prepare(
         raise GenosegError(f"-o {out}: output directory {out.parent} does not exist")
     grammar = load_grammar(cfg.grammar)
     genome = Genome.open(cfg.fasta)
-    if cfg.regions:
-        try:
-            regions = [parse_region(r, genome.contigs, source=str(cfg.fasta)) for r in cfg.regions]
-        except GenosegError as exc:
-            raise GenosegError(f"{exc}{where}") from None
-    else:
-        regions = whole_genome(genome.contigs)
+    try:
+        regions = select_regions(cfg.regions, cfg.exclude, genome.contigs, str(cfg.fasta))
+    except GenosegError as exc:
+        raise GenosegError(f"{exc}{where}") from None
     ann = read_annotation(
         cfg.gff3,
         feature="exon",
