@@ -613,6 +613,34 @@ def test_parallel_parts_equal_one_stream(work, model, slice_fa, tmp_path, monkey
         assert np.nanmax(np.abs(v - par_tracks[name])) <= 1e-6, name
 
 
+def test_lone_contig_is_split_across_workers(work, model, slice_fa, tmp_path, monkeypatch):
+    """A contig shorter than 2 x min_part, predicted alone with two workers, is decoded in
+    two parallel parts (the second core would idle otherwise) and gives the one-stream
+    result: same gene models, posteriors and tracks within 1e-6."""
+    from genoseg.crf import parallel as par_mod
+
+    parts = []
+    real_v = par_mod.parallel_viterbi
+
+    def count_v(*a, **k):
+        parts.append(k["parts"])
+        return real_v(*a, **k)
+
+    monkeypatch.setattr(par_mod, "parallel_viterbi", count_v)
+    runs = {}
+    for name, keys in {"one": {"workers": 1}, "two": {"workers": 2, "overlap": 2000}}.items():
+        out = tmp_path / f"{name}.gff3"
+        tracks = predict_recording_tracks(
+            slice_fa, "-o", out, "--model", model, "--tracks", tmp_path / name, "-q",
+            "--window", 7000, "--config", config(tmp_path / f"{name}.yaml", **keys),
+        )  # fmt: skip
+        runs[name] = (gff3_features(out), tracks)
+    assert parts == [2]
+    assert_same_models(runs["one"][0], runs["two"][0], tol=1e-6)
+    for name, v in runs["one"][1].items():
+        assert np.nanmax(np.abs(v - runs["two"][1][name])) <= 1e-6, name
+
+
 def test_concurrent_contigs_equal_one_at_a_time(model, tmp_path):
     """Contigs decoded two at a time in threads (workers 2) give byte-identical GFF3, BED
     and bedGraph tracks to one at a time (workers 1): results and track chunks are put

@@ -145,7 +145,8 @@ class Predictor:
             in ``min(workers, length // min_part)`` parallel parts (genoseg.crf.parallel:
             exact, each part converged over ``overlap`` bases, lengthened when a check
             fails); shorter stretches use one stream each, and :meth:`predict_spans` decodes
-            up to ``workers`` of them at once (threads; one encoder call at a time).
+            up to ``workers`` of them at once (threads; one encoder call at a time), the
+            last of them in parts of at least ``4 * overlap`` bases (load balance).
     """
 
     def __init__(
@@ -311,7 +312,10 @@ class Predictor:
         too short for parallel parts run up to ``workers`` at a time in threads (the
         engine releases the GIL), at most ``2 * workers`` of them in flight; their track
         chunks are buffered (at most 2 * min_part bases each) and handed to
-        ``on_tracks(span, contig, chunks)`` in span order, exactly as one at a time."""
+        ``on_tracks(span, contig, chunks)`` in span order, exactly as one at a time. The
+        last of them that is at least ``8 * overlap`` long is decoded in parallel parts
+        while the others finish, so that a lone or last contig does not leave cores idle
+        (the parts' results equal one stream's: genoseg.crf.parallel)."""
         if self.workers <= 1:
             for span in spans:
                 sink = None if on_tracks is None else _bind(on_tracks, span)
@@ -329,9 +333,14 @@ class Predictor:
                 self._tick("writing", t0)
             return res
 
+        # the last span long enough to split is decoded in parts alongside the spans still
+        # running, so the cores do not idle while it runs alone (a single short contig
+        # included)
+        tail = max((i for i, s in enumerate(spans) if self._parts(s) == 1
+                    and self._tail_parts(s) > 1), default=-1)  # fmt: skip
         pool = ThreadPoolExecutor(max_workers=self.workers, thread_name_prefix="genoseg-span")
         try:
-            for span in spans:
+            for i, span in enumerate(spans):
                 if self._parts(span) > 1:  # parallel parts: alone, tracks written directly
                     while pending:
                         yield drain()
@@ -344,7 +353,9 @@ class Predictor:
                     yield drain()
                 buf: list = []
                 sink = None if on_tracks is None else (lambda c, ch, b=buf: b.append((c, ch)))
-                pending.append((pool.submit(self.predict_span, span, prog, sink), span, buf))
+                parts = self._tail_parts(span) if i == tail else 1
+                fut = pool.submit(self.predict_span, span, prog, sink, parts)
+                pending.append((fut, span, buf))
             while pending:
                 yield drain()
         finally:
@@ -355,9 +366,11 @@ class Predictor:
         span: Span,
         prog: _Progress | None = None,
         on_tracks: Callable[[str, dict], None] | None = None,
+        parts: int | None = None,
     ) -> ContigResult:
         """Decode one span (see :class:`Span`); ``on_tracks(contig, chunks)`` gets every
-        chunk's posterior tracks (default: the ``on_tracks`` given to the constructor)."""
+        chunk's posterior tracks (default: the ``on_tracks`` given to the constructor).
+        ``parts``: parallel parts (default: ``min(workers, length // min_part)``)."""
         sink = on_tracks if on_tracks is not None else self.on_tracks
         own = prog is None
         if own:
@@ -367,7 +380,7 @@ class Predictor:
             mode = "memory" if span.end - span.start <= AUTO_MEMORY_BP else "spill"
         store = _OutputStore(self, span, mode)
         try:
-            res = self._decode(span, store, prog, sink)
+            res = self._decode(span, store, prog, sink, parts or self._parts(span))
         finally:
             store.close()
             if own:
@@ -383,6 +396,11 @@ class Predictor:
 
     def _parts(self, span: Span) -> int:
         return max(1, min(self.workers, (span.end - span.start) // max(1, self.min_part)))
+
+    def _tail_parts(self, span: Span) -> int:
+        """Parts for a span that would otherwise run alone: each at least 4 overlaps long
+        (the parts' overlaps cost at most about a quarter more engine work)."""
+        return max(1, min(self.workers, (span.end - span.start) // (4 * max(1, self.overlap))))
 
     def _rows(self, span: Span, store, prog: _Progress):
         """``rows(a, b)`` for genoseg.crf.parallel: the engine inputs of span rows [a, b)
@@ -508,8 +526,7 @@ class Predictor:
         genes = genes_from_path(self.grammar, span.contig, segments)
         return _chains(segments, genes, span.start, self.grammar.intergenic)
 
-    def _decode(self, span: Span, store, prog: _Progress, sink) -> ContigResult:
-        parts = self._parts(span)
+    def _decode(self, span: Span, store, prog: _Progress, sink, parts: int) -> ContigResult:
         if parts > 1:
             return self._decode_parallel(span, store, prog, parts, sink)
         L = self.genome.length(span.contig)
