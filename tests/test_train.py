@@ -258,3 +258,33 @@ def test_exon_calibration_scores_exon_posteriors(tmp_path):
     assert got["log_loss"] == pytest.approx(want)
     # bins: 0.3 wrong (|0.3 - 0|), 0.6 right (|0.6 - 1|), 0.9 right (|0.9 - 1|)
     assert got["ece"] == pytest.approx((0.3 + 0.4 + 0.1) / 3)
+
+
+def test_weight_average_is_what_validation_scores_and_best_holds(tmp_path, h5) -> None:
+    """ema > 0: best.pt holds the moving average of the weights (after step 1:
+    d * initial + (1 - d) * step-1 weights, d = min(ema, 2/11)), last.pt the raw weights,
+    and a resumed run carries the average on bit for bit."""
+    cfg = load_train_config(_config(tmp_path, h5, steps=1, eval_every=1, ema=0.5))
+    tr = Trainer(cfg)
+    w0 = {k: v.detach().double().clone() for k, v in tr.model.state_dict().items()}
+    assert tr.run() == 0
+    w1, best = _weights(tmp_path / "run/last.pt"), _weights(tmp_path / "run/best.pt")
+    d = 2 / 11
+    moved = 0
+    for k in w0:
+        want = (d * w0[k] + (1 - d) * w1[k].double()).to(w1[k].dtype)
+        assert torch.allclose(best[k], want, rtol=1e-6, atol=1e-7), k
+        moved += int(not torch.equal(w1[k], w0[k].to(w1[k].dtype)))
+    assert moved > 0  # the step changed the weights, so average and raw differ
+    runs = {}
+    for name in ("a", "b"):  # b: stopped after step 3 (_StopAt), resumed
+        (tmp_path / name).mkdir()
+        c = load_train_config(_config(tmp_path / name, h5, steps=4, eval_every=2, ema=0.9))
+        if name == "a":
+            assert Trainer(c).run() == 0
+        else:
+            assert _StopAt(c).run() == EXIT_REQUEUE
+            assert Trainer(c, resume=True).run() == 0
+        runs[name] = _weights(tmp_path / name / "run/best.pt")
+    for k in runs["a"]:
+        assert torch.equal(runs["a"][k], runs["b"][k]), k

@@ -94,8 +94,11 @@ class TrainConfig:
     seed: int = 0
     device: str = "auto"  # auto | cpu | cuda | cuda:N
     threads: int = 0  # torch CPU threads (0 = torch's default)
+    ema: float = 0.0  # decay of the weights' exponential moving average (0 = off)
 
     def __post_init__(self) -> None:
+        if not 0.0 <= self.ema < 1.0:
+            raise ValueError(f"'ema' must be in [0, 1), got {self.ema}")
         for key in ("steps", "batch_size", "eval_every", "checkpoint_every", "log_every"):
             if getattr(self, key) < 1:
                 raise ValueError(f"'{key}' must be >= 1, got {getattr(self, key)}")

@@ -19,7 +19,10 @@ What happens, in order:
    the gold segmentation -- ``partial_nll`` where the file's mask leaves positions unlabelled
    (masked genes, flanks), marginalising over them -- in nats per kb of core, plus the
    optional auxiliary cross-entropy and the length-table smoothness penalty.
-5. optimizer AdamW, linear warmup then cosine decay; gradient clipping.
+5. optimizer AdamW, linear warmup then cosine decay; gradient clipping. With ``ema`` > 0 an
+   exponential moving average of the weights (decay ``min(ema, (1 + t) / (10 + t))`` after
+   step t) is what validation scores and what ``best.pt`` holds; ``last.pt`` keeps the raw
+   weights and the average in its training state.
 6. every ``eval_every`` steps (and at the end): Viterbi on the validation windows, exon and
    gene F1 against the gold segments plus the NLL; a table on stderr, ``metrics.csv`` and
    TensorBoard events (when tensorboard is installed) in ``out_dir``.
@@ -38,6 +41,7 @@ import os
 import signal
 import sys
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -400,8 +404,16 @@ class Trainer:
         self.step = 0
         self.best_score = -1.0
         self.history: list[dict] = []
+        # the weights' moving average (cfg.ema > 0): float64 copies of the model's state
+        self.ema: dict[str, Tensor] | None = None
+        if cfg.ema > 0:
+            self.ema = {k: v.detach().double().clone() for k, v in self.model.state_dict().items()}
         if ckpt is not None:
             ts = ckpt["train_state"]
+            if self.ema is not None:
+                if "ema" not in ts:
+                    raise GenosegError(f"{self.last}: no weight average to resume with ema > 0")
+                self.ema = {k: v.to(self.device) for k, v in ts["ema"].items()}
             self.opt.load_state_dict(ts["optimizer"])
             self.sched.load_state_dict(ts["scheduler"])
             torch.set_rng_state(ts["rng_torch"])
@@ -423,7 +435,30 @@ class Trainer:
             "best_score": self.best_score,
             "history": self.history,
             "world_size": self.world,
+            **({"ema": self.ema} if self.ema is not None else {}),
         }
+
+    def _update_average(self) -> None:
+        """ema <- d * ema + (1 - d) * weights, d = min(cfg.ema, (1 + t) / (10 + t))."""
+        if self.ema is None:
+            return
+        d = min(self.cfg.ema, (1 + self.step) / (10 + self.step))
+        with torch.no_grad():
+            for k, v in self.model.state_dict().items():
+                self.ema[k].mul_(d).add_(v.double(), alpha=1 - d)
+
+    @contextmanager
+    def _averaged(self):
+        """The model holds the weights' moving average inside the block (if any)."""
+        if self.ema is None:
+            yield
+            return
+        raw = {k: v.detach().clone() for k, v in self.model.state_dict().items()}
+        self.model.load_state_dict({k: v.to(raw[k].dtype) for k, v in self.ema.items()})
+        try:
+            yield
+        finally:
+            self.model.load_state_dict(raw)
 
     def save(self, path: Path, *, with_state: bool = True) -> None:
         if self.rank != 0:
@@ -532,6 +567,7 @@ class Trainer:
             self.opt.step()
             self.sched.step()
             self.step += 1
+            self._update_average()
             row = {
                 "step": self.step,
                 "loss": float(loss.detach()),
@@ -544,12 +580,13 @@ class Trainer:
             last = self.step == cfg.steps
             if self.step % cfg.eval_every == 0 or last:
                 prog.newline()
-                m = self.evaluate()
-                if m is not None:
-                    row.update(m)
-                    if m["exon_f1"] > self.best_score:
-                        self.best_score = m["exon_f1"]
-                        self.save(self.best, with_state=False)
+                with self._averaged():
+                    m = self.evaluate()
+                    if m is not None:
+                        row.update(m)
+                        if m["exon_f1"] > self.best_score:
+                            self.best_score = m["exon_f1"]
+                            self.save(self.best, with_state=False)
             self._record(row)
             if self.world > 1:  # a signal to any rank stops every rank at the same step
                 flag = torch.tensor([float(bool(self._stop))], device=self.device)
@@ -567,7 +604,8 @@ class Trainer:
         if self.world > 1:
             self._check_replicas()
         if self.rank == 0 and self.valid_data is None:
-            self.save(self.best, with_state=False)
+            with self._averaged():
+                self.save(self.best, with_state=False)
         log(f"done: {self.step} steps; checkpoints in {self.out_dir}")
         return 0
 
