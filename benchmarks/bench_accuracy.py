@@ -17,7 +17,6 @@ Prints a markdown table (benchmarks/README.md, docs/accuracy.md).
 from __future__ import annotations
 
 import argparse
-import fnmatch
 import json
 import shutil
 import subprocess
@@ -25,6 +24,9 @@ import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
+
+from genoseg.data.fasta import Genome
+from genoseg.data.regions import select_regions
 
 REPO = Path(__file__).resolve().parents[1]
 DATA = REPO.parent / "shared" / "data"
@@ -44,13 +46,9 @@ class Target:
     peer: str
 
     def contigs(self) -> list[str]:
-        fai = DATA / self.folder / "genome.fa.fai"
-        if fai.exists():
-            names = [ln.split("\t", 1)[0] for ln in fai.read_text().splitlines()]
-        else:
-            fa = (DATA / self.folder / "genome.fa").read_text().splitlines()
-            names = [ln[1:].split()[0] for ln in fa if ln.startswith(">")]
-        return [n for n in names if any(fnmatch.fnmatchcase(n, t) for t in self.test)]
+        fasta = DATA / self.folder / "genome.fa"
+        names = Genome.open(fasta).contigs
+        return [r.contig for r in select_regions(list(self.test), None, names, str(fasta))]
 
 
 TARGETS = {
@@ -67,13 +65,11 @@ TARGETS = {
 
 def test_genome(t: Target, contigs: list[str], out: Path) -> Path:
     """FASTA of the test contigs only (what AUGUSTUS is run on)."""
-    from pyfaidx import Fasta
-
-    fa = Fasta(str(DATA / t.folder / "genome.fa"), rebuild=False, build_index=True)
+    genome = Genome.open(DATA / t.folder / "genome.fa")
     path = out / f"test_{t.folder}.fa"
     with open(path, "w") as fh:
         for name in contigs:
-            seq = str(fa[name])
+            seq = genome.fetch(name, 0, genome.length(name))
             fh.write(
                 f">{name}\n" + "\n".join(seq[i : i + 60] for i in range(0, len(seq), 60)) + "\n"
             )

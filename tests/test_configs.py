@@ -10,7 +10,8 @@ import pytest
 
 from genoseg.config import load_config
 from genoseg.data.fasta import Genome
-from genoseg.data.prepare import PrepareConfig, select_regions
+from genoseg.data.prepare import PrepareConfig
+from genoseg.data.regions import select_regions
 from genoseg.train.config import TrainConfig
 from tests.shared_data import shared
 

@@ -444,7 +444,7 @@ def test_region_patterns_and_exclude_split_locus_sets(tmp_path):
     """A locus set is split by contig-name patterns (S. pombe KOG loci by chromosome) and a
     held-out locus is dropped by name, as configs/data/prepare_spombe_kog_*.yaml do."""
     from genoseg.data.fasta import Genome
-    from genoseg.data.prepare import select_regions
+    from genoseg.data.regions import select_regions
     from genoseg.errors import GenosegError
 
     fa = shared("spombe_kog", "genome.fa")

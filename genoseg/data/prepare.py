@@ -28,7 +28,6 @@ equal to an input is refused.
 
 from __future__ import annotations
 
-import fnmatch
 import hashlib
 import json
 import sys
@@ -53,7 +52,7 @@ from genoseg.data.labels import (
     LabelReport,
     label_contig,
 )
-from genoseg.data.regions import Region, missing_contig_message, parse_region
+from genoseg.data.regions import Region, select_regions
 from genoseg.errors import GenosegError
 from genoseg.grammar import Grammar, load_grammar
 from genoseg.io.atomic import atomic_path, check_not_input
@@ -147,49 +146,6 @@ class PrepareConfig:
     def __post_init__(self) -> None:
         if not 0 <= self.compression <= 9:
             raise ValueError(f"compression must be 0..9 (gzip level), got {self.compression}")
-
-
-def _is_glob(text: str) -> bool:
-    return any(c in text for c in "*?[")
-
-
-def _glob(pattern: str, contigs: dict[str, int], source: str, key: str) -> list[str]:
-    names = [n for n in contigs if fnmatch.fnmatchcase(n, pattern)]
-    if not names:
-        raise GenosegError(f"{key}: pattern {pattern!r} matches no contig of {source}")
-    return names
-
-
-def select_regions(
-    regions: list[str] | None,
-    exclude: list[str] | None,
-    contigs: dict[str, int],
-    source: str,
-) -> list[Region]:
-    """The regions a prepare config selects, in the order given (0-based half-open).
-
-    ``regions`` entries are ``contig``, ``contig:start-end`` (1-based inclusive) or a
-    shell-style pattern of whole contig names (``KOG*_SPA*``); None means every contig.
-    ``exclude`` drops whole contigs by name or pattern (held-out loci of a locus set).
-    """
-    out: list[Region] = []
-    for r in regions or list(contigs):
-        if _is_glob(r):
-            out += [Region(n, 0, contigs[n]) for n in _glob(r, contigs, source, "regions")]
-        else:
-            out.append(parse_region(r, contigs, source=source))
-    dropped: set[str] = set()
-    for pat in exclude or []:
-        if _is_glob(pat):
-            dropped.update(_glob(pat, contigs, source, "exclude"))
-        elif pat in contigs:
-            dropped.add(pat)
-        else:
-            raise GenosegError(f"exclude: {missing_contig_message(pat, contigs, source)}")
-    out = [r for r in out if r.contig not in dropped]
-    if not out:
-        raise GenosegError("regions/exclude: no region left to prepare")
-    return out
 
 
 def sha256_file(path: Path, bufsize: int = 1 << 22) -> str:

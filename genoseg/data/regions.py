@@ -9,6 +9,7 @@ e.g. ``Genome.contigs``.
 from __future__ import annotations
 
 import bisect
+import fnmatch
 import gzip
 import os
 import re
@@ -27,6 +28,7 @@ __all__ = [
     "read_bed_regions",
     "shard",
     "shard_plan",
+    "select_regions",
     "whole_genome",
 ]
 
@@ -121,6 +123,49 @@ def parse_region(text: str, contigs: Mapping[str, int], *, source: str = "the ge
     if end > n:
         raise GenosegError(f"region '{text}': end {end} is beyond contig '{name}' of length {n}")
     return Region(name, start - 1, end)
+
+
+def _is_glob(text: str) -> bool:
+    return any(c in text for c in "*?[")
+
+
+def _glob(pattern: str, contigs: Mapping[str, int], source: str, key: str) -> list[str]:
+    names = [n for n in contigs if fnmatch.fnmatchcase(n, pattern)]
+    if not names:
+        raise GenosegError(f"{key}: pattern {pattern!r} matches no contig of {source}")
+    return names
+
+
+def select_regions(
+    regions: list[str] | None,
+    exclude: list[str] | None,
+    contigs: Mapping[str, int],
+    source: str,
+) -> list[Region]:
+    """The regions a list selects (a prepare config's), in the order given (0-based half-open).
+
+    ``regions`` entries are ``contig``, ``contig:start-end`` (1-based inclusive) or a
+    shell-style pattern of whole contig names (``KOG*_SPA*``); None means every contig.
+    ``exclude`` drops whole contigs by name or pattern (held-out loci of a locus set).
+    """
+    out: list[Region] = []
+    for r in regions or list(contigs):
+        if _is_glob(r):
+            out += [Region(n, 0, contigs[n]) for n in _glob(r, contigs, source, "regions")]
+        else:
+            out.append(parse_region(r, contigs, source=source))
+    dropped: set[str] = set()
+    for pat in exclude or []:
+        if _is_glob(pat):
+            dropped.update(_glob(pat, contigs, source, "exclude"))
+        elif pat in contigs:
+            dropped.add(pat)
+        else:
+            raise GenosegError(f"exclude: {missing_contig_message(pat, contigs, source)}")
+    out = [r for r in out if r.contig not in dropped]
+    if not out:
+        raise GenosegError("regions/exclude: no region left to prepare")
+    return out
 
 
 def _open_text(path: Path):
