@@ -175,6 +175,30 @@ def test_fused_inference_equals_step_by_step(monkeypatch, masked: bool) -> None:
     assert float((runs[0] - step).abs().max()) <= 1e-5 * scale
 
 
+def test_dropout_acts_in_training_only() -> None:
+    """``model.encoder.dropout`` perturbs training forwards only: in eval mode (validation,
+    predict) the model with dropout computes exactly the function of the same weights
+    without it, so a checkpoint predicts the same whatever its training dropout was."""
+    torch.manual_seed(5)
+    enc = EncoderConfig(width=16, kernel=5, stem_kernel=7, dilations=[1, 4], dropout=0.3)
+    model = GeneModel(G, ModelConfig(encoder=enc))
+    for p in model.parameters():
+        p.data.normal_(0, 0.3)
+    plain = GeneModel(G, ModelConfig(encoder=EncoderConfig(**{**enc.__dict__, "dropout": 0.0})))
+    plain.load_state_dict(model.state_dict())
+    seq = torch.from_numpy(np.random.default_rng(6).integers(0, 5, (1, 500)))
+    model.eval()
+    plain.eval()
+    with torch.no_grad():
+        assert torch.equal(model.outputs(seq), plain.outputs(seq))
+    model.train()
+    with torch.no_grad():
+        a, b = model.outputs(seq), model.outputs(seq)
+    assert not torch.allclose(a, b)  # two training forwards draw different masks
+    with pytest.raises(ValueError, match="dropout"):
+        EncoderConfig(dropout=1.0)
+
+
 def test_padding_columns_match_sequence_end() -> None:
     model = _small_model()
     rng = np.random.default_rng(2)
@@ -225,3 +249,53 @@ def test_checkpoint_roundtrip_and_refusals(tmp_path) -> None:
     torch.save(ck, newer)
     with pytest.raises(GenosegError, match="newer"):
         load_checkpoint(newer)
+
+
+def test_ensemble_scores_are_the_mean_of_its_members(tmp_path) -> None:
+    """An ensemble's engine inputs are the mean of its members' (emissions, boundary
+    scores, tables), it keeps the widest receptive field, and it survives a checkpoint."""
+    from genoseg.model.ensemble import Ensemble
+    from genoseg.model.ensemble import main as ensemble_main
+
+    torch.manual_seed(7)
+    a = _small_model()
+    wide = EncoderConfig(width=8, kernel=3, stem_kernel=5, dilations=[1, 2, 4, 8], mlp_ratio=1)
+    b = GeneModel(G, ModelConfig(encoder=wide))
+    for m in (a, b):
+        for p in m.parameters():
+            p.data.normal_(0, 0.3)
+        m.eval()
+    ens = Ensemble([a, b]).eval()
+    assert ens.halo == b.halo > a.halo
+    rng = np.random.default_rng(8)
+    N = 300
+    seq = torch.from_numpy(rng.integers(0, 5, (1, N)))
+    rules = compile_rows(G, seq[0].numpy(), 0, 0)
+    structural = {k: torch.from_numpy(v).unsqueeze(0) for k, v in rules.items()}
+    with torch.no_grad():
+        kw = [m.crf_inputs(m.outputs(seq), structural)[0] for m in (a, b, ens)]
+    for key in ("emissions", "seg_start", "seg_end", "transitions", "durations", "tail"):
+        mean = (kw[0][key].double() + kw[1][key].double()) / 2
+        got = kw[2][key].double()
+        fin = torch.isfinite(mean)
+        assert torch.equal(fin, torch.isfinite(got)), key
+        assert torch.allclose(got[fin], mean[fin], atol=1e-5), key
+    assert not torch.allclose(kw[0]["emissions"], kw[1]["emissions"])  # members differ
+    # checkpoint round trip through the command, and its refusals
+    pa, pb, pe = tmp_path / "a.pt", tmp_path / "b.pt", tmp_path / "e.pt"
+    save_checkpoint(pa, a)
+    save_checkpoint(pb, b)
+    ensemble_main([str(pe), str(pa), str(pb)])
+    assert torch.load(pe, weights_only=True)["format_version"] == 2
+    assert torch.load(pa, weights_only=True)["format_version"] == 1
+    back = load_model(pe)
+    assert isinstance(back, Ensemble) and len(back.members) == 2
+    with torch.no_grad():
+        assert torch.equal(back.outputs(seq), ens.outputs(seq))
+    with pytest.raises(SystemExit, match="output is also a member"):
+        ensemble_main([str(pa), str(pa), str(pb)])
+    with pytest.raises(SystemExit, match="single models"):
+        ensemble_main([str(tmp_path / "f.pt"), str(pe), str(pa)])
+    ev = GeneModel(G, ModelConfig(encoder=EncoderConfig(**{**wide.__dict__, "evidence": True})))
+    with pytest.raises(ValueError, match="evidence"):
+        Ensemble([a, ev])

@@ -669,3 +669,27 @@ def test_concurrent_contigs_equal_one_at_a_time(model, tmp_path):
             assert body[0] == body[1]
         else:
             assert outs[1][name] == outs[2][name], name
+
+
+def test_ensemble_decodes_seam_free_and_as_its_member(work, model, slice_fa, invariance):
+    """An ensemble checkpoint (genoseg.model.ensemble) predicts like any model: of a model
+    with itself, exactly that model's genes and posteriors; of two different models, the
+    same genes and posteriors at two window sizes."""
+    from genoseg.model.ensemble import main as ensemble_main
+
+    twin = work / "twin.pt"
+    ensemble_main([str(twin), str(model), str(model)])
+    out = work / "twin.gff3"
+    predict(slice_fa, "-o", out, "--model", twin, "--window", 7000, "-q")
+    assert_same_models(gff3_features(out), gff3_features(invariance["w7000"][0]), tol=1e-6)
+    pair = work / "pair.pt"
+    ensemble_main([str(pair), str(model), str(make_model(work / "tiny_seed1.pt", seed=1))])
+    runs = []
+    for w in (7000, 23000):
+        out = work / f"pair_w{w}.gff3"
+        predict(slice_fa, "-o", out, "--model", pair, "--window", w, "-q")
+        runs.append(gff3_features(out))
+    assert len([r for r in runs[0] if r[0][1] == "gene"]) >= 3
+    assert runs[0] != gff3_features(invariance["w7000"][0])  # not just the first member
+    assert_same_models(runs[0], runs[1])
+    gt_validate(work / "pair_w7000.gff3")

@@ -1,6 +1,6 @@
 """Checkpoints: a versioned dict of tensors and plain types (``torch.load(weights_only=True)``).
 
-Layout (``format = "genoseg-checkpoint"``, ``format_version`` = :data:`FORMAT_VERSION`):
+Layout (``format = "genoseg-checkpoint"``, ``format_version`` 1, or 2 for an ensemble):
 
 ===================  =====================================================================
 ``genoseg_version``  version that wrote it
@@ -11,6 +11,9 @@ Layout (``format = "genoseg-checkpoint"``, ``format_version`` = :data:`FORMAT_VE
 ``model``            ``state_dict`` of :class:`~genoseg.model.gene_model.GeneModel`
 ``calibration``      ``{"temperature": float}`` applied to posteriors (1.0 = none)
 ``train_state``      optional: optimizer, scheduler, RNG states, step, data order, metrics
+``ensemble``         only in an ensemble (format version 2, :mod:`genoseg.model.ensemble`):
+                     members 2..n as ``{"model_config", "model"}``; member 1 is the
+                     top-level ``model_config`` / ``model``
 ===================  =====================================================================
 
 Files are written through :func:`genoseg.io.atomic.atomic_path` (temporary name + rename),
@@ -30,6 +33,7 @@ from genoseg.config import config_to_dict
 from genoseg.errors import GenosegError
 from genoseg.grammar.spec import grammar_from_yaml
 from genoseg.model.encoder import EncoderConfig
+from genoseg.model.ensemble import Ensemble
 from genoseg.model.gene_model import GeneModel, ModelConfig
 
 __all__ = [
@@ -43,7 +47,7 @@ __all__ = [
 ]
 
 FORMAT = "genoseg-checkpoint"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: ensembles; single models are still written as version 1
 
 
 def default_model_path(evidence: bool = False) -> Path:
@@ -64,7 +68,7 @@ def model_config_from_dict(d: dict) -> ModelConfig:
 
 def save_checkpoint(
     path: str | os.PathLike,
-    model: GeneModel,
+    model: GeneModel | Ensemble,
     *,
     config: dict | None = None,
     train_state: dict | None = None,
@@ -73,17 +77,25 @@ def save_checkpoint(
     """Write ``model`` (+ training state) to ``path`` atomically."""
     from genoseg.io.atomic import atomic_path
 
+    members = list(model.members) if isinstance(model, Ensemble) else [model]
+
+    def weights(m: GeneModel) -> dict:
+        return {k: v.detach().cpu() for k, v in m.state_dict().items()}
+
     ckpt: dict[str, Any] = {
         "format": FORMAT,
-        "format_version": FORMAT_VERSION,
+        "format_version": 2 if len(members) > 1 else 1,
         "genoseg_version": __version__,
         "grammar": model.grammar.yaml_text,
         "label_names": list(model.grammar.names),
-        "model_config": config_to_dict(model.cfg),
+        "model_config": config_to_dict(members[0].cfg),
         "config": config or {},
-        "model": {k: v.detach().cpu() for k, v in model.state_dict().items()},
+        "model": weights(members[0]),
         "calibration": calibration or {"temperature": 1.0},
     }
+    if len(members) > 1:
+        ckpt["ensemble"] = [{"model_config": config_to_dict(m.cfg), "model": weights(m)}
+                            for m in members[1:]]  # fmt: skip
     if train_state is not None:
         ckpt["train_state"] = train_state
     with atomic_path(path) as tmp:
@@ -116,19 +128,26 @@ def load_checkpoint(path: str | os.PathLike) -> dict:
     return ckpt
 
 
-def load_model(path: str | os.PathLike | None = None, *, device: str = "cpu") -> GeneModel:
-    """A :class:`GeneModel` from a checkpoint (default: the shipped model), in eval mode."""
+def load_model(
+    path: str | os.PathLike | None = None, *, device: str = "cpu"
+) -> GeneModel | Ensemble:
+    """The model of a checkpoint (default: the shipped model), in eval mode."""
     p = Path(path) if path is not None else default_model_path()
     ckpt = load_checkpoint(p)
     return model_from_checkpoint(ckpt, source=str(p)).to(device).eval()
 
 
-def model_from_checkpoint(ckpt: dict, source: str = "<checkpoint>") -> GeneModel:
+def model_from_checkpoint(ckpt: dict, source: str = "<checkpoint>") -> GeneModel | Ensemble:
+    """A :class:`GeneModel` (or an :class:`Ensemble` of them) from a checked checkpoint."""
     grammar = grammar_from_yaml(ckpt["grammar"], source=f"{source} (grammar)")
+    parts = [ckpt] + list(ckpt.get("ensemble") or [])
     try:
-        cfg = model_config_from_dict(ckpt["model_config"])
-        model = GeneModel(grammar, cfg)
-        model.load_state_dict(ckpt["model"])
+        models = []
+        for part in parts:
+            model = GeneModel(grammar, model_config_from_dict(part["model_config"]))
+            model.load_state_dict(part["model"])
+            models.append(model)
+        model = Ensemble(models) if len(models) > 1 else models[0]
     except (TypeError, ValueError, RuntimeError, KeyError) as exc:
         raise GenosegError(f"{source}: checkpoint does not match this genoseg's model: "
                            f"{str(exc).splitlines()[0][:160]}") from None  # fmt: skip

@@ -42,6 +42,7 @@ class EncoderConfig:
     dilations: list[int] = field(default_factory=lambda: [1, 2, 4, 8, 16, 32, 64, 1, 4, 16])
     mlp_ratio: int = 2
     evidence: bool = False
+    dropout: float = 0.0  # training only: on each block's hidden MLP units and its update
 
     def __post_init__(self) -> None:
         if self.width < 4:
@@ -58,6 +59,8 @@ class EncoderConfig:
             )
         if self.mlp_ratio < 1:
             raise ValueError(f"model.encoder.mlp_ratio must be >= 1, got {self.mlp_ratio}")
+        if not 0.0 <= self.dropout < 1.0:
+            raise ValueError(f"model.encoder.dropout must be in [0, 1), got {self.dropout}")
 
 
 def n_input_features(evidence: bool) -> int:
@@ -157,8 +160,11 @@ class _Block(nn.Module):
         out = mk._linear_pointwise.binary(u, res, down.weight.squeeze(-1), down.bias, "add")
         return out.view(B, N, W)
 
-    def __init__(self, width: int, kernel: int, dilation: int, mlp_ratio: int):
+    def __init__(
+        self, width: int, kernel: int, dilation: int, mlp_ratio: int, dropout: float = 0.0
+    ):
         super().__init__()
+        self.dropout = dropout
         self.norm = _ChannelNorm(width)
         pad = dilation * (kernel - 1) // 2
         self.conv = nn.Conv1d(width, width, kernel, dilation=dilation, padding=pad)
@@ -174,13 +180,14 @@ class _Block(nn.Module):
         y = self.norm(x)
         if mask is not None:  # zero padding at every layer, like a sequence end
             y = y * mask
-        if _fused_ok(x):
+        if _fused_ok(x) and not (self.training and self.dropout > 0):
             return self._fused(x.contiguous(), y)
         z = _conv_nwc(self.conv, y)  # (B, N, W)
         _, up, _, down = self.mlp
+        p, train = self.dropout, self.training  # dropout is the identity in eval mode
         z = F.gelu(z)
-        z = F.gelu(F.linear(z, up.weight.squeeze(-1), up.bias))
-        return x + F.linear(z, down.weight.squeeze(-1), down.bias)
+        z = F.dropout(F.gelu(F.linear(z, up.weight.squeeze(-1), up.bias)), p, train)
+        return x + F.dropout(F.linear(z, down.weight.squeeze(-1), down.bias), p, train)
 
 
 class Encoder(nn.Module):
@@ -192,7 +199,7 @@ class Encoder(nn.Module):
         f = n_input_features(cfg.evidence)
         self.stem = nn.Conv1d(f, cfg.width, cfg.stem_kernel, padding=cfg.stem_kernel // 2)
         self.blocks = nn.ModuleList(
-            _Block(cfg.width, cfg.kernel, d, cfg.mlp_ratio) for d in cfg.dilations
+            _Block(cfg.width, cfg.kernel, d, cfg.mlp_ratio, cfg.dropout) for d in cfg.dilations
         )
         self.norm = _ChannelNorm(cfg.width)
 
