@@ -36,6 +36,11 @@ LOG, MAX, SCORE = 0, 1, 2
 # lengths, and most of an exon label's long lengths are that far down once emissions are
 # informative.
 NEGLIGIBLE = -50.0
+# The adjoint's counterpart: an end (start) whose posterior mass is below exp(NEGLIGIBLE)
+# passes none of it on to its starts, lengths and predecessors (at most this mass is lost
+# per skipped end, far below float64 resolution of any posterior). Posteriors are sparse --
+# at most positions only a few labels can plausibly end -- so most length loops are skipped.
+MASS_NEGLIGIBLE = math.exp(NEGLIGIBLE)
 NO_PP = np.zeros(0, dtype=np.int64)  # no probe positions (see _advance)
 PROBE_PAD = 2**62  # pads probe position rows: never reached
 
@@ -381,7 +386,7 @@ def _reverse(
                 g = galpha[c]
                 gse[s - off, c] = g
                 gP[c] += g
-                if g == 0.0:
+                if g < MASS_NEGLIGIBLE:
                     continue
                 mx = Mk[r, c]
                 lacc = Ik[r, c]
@@ -412,7 +417,10 @@ def _reverse(
             for c in range(C):
                 tl = tail[c]
                 kc = Kc[c]
-                if gG[c] == 0.0 or not (tl > NEG and kc > 0):
+                if not (tl > NEG and kc > 0):
+                    continue
+                if gG[c] < MASS_NEGLIGIBLE:
+                    gG[c] = 0.0  # negligible mass (MASS_NEGLIGIBLE): dropped, not carried
                     continue
                 j = e - kc - 1
                 Ge = Gk[r, c]
@@ -440,7 +448,7 @@ def _reverse(
                 gnext[c] = 0.0
             for c in range(C):
                 gq = gss[s - off, c]
-                if gq == 0.0:
+                if gq < MASS_NEGLIGIBLE:
                     continue
                 if s == 0:
                     ginit[c] += gq
