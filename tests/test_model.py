@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
+
 import numpy as np
 import pytest
 import torch
@@ -285,7 +288,8 @@ def test_ensemble_scores_are_the_mean_of_its_members(tmp_path) -> None:
     pa, pb, pe = tmp_path / "a.pt", tmp_path / "b.pt", tmp_path / "e.pt"
     save_checkpoint(pa, a)
     save_checkpoint(pb, b)
-    ensemble_main([str(pe), str(pa), str(pb)])
+    cmd = [sys.executable, "-m", "genoseg.model.ensemble", str(pe), str(pa), str(pb)]
+    subprocess.run(cmd, check=True, capture_output=True)  # as documented
     assert torch.load(pe, weights_only=True)["format_version"] == 2
     assert torch.load(pa, weights_only=True)["format_version"] == 1
     back = load_model(pe)

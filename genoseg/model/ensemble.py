@@ -119,5 +119,7 @@ def main(argv: list[str] | None = None) -> None:
     print(f"wrote {a.output} ({len(models)} members)", file=sys.stderr)
 
 
-if __name__ == "__main__":
-    main()
+if __name__ == "__main__":  # run as the imported module, so that its Ensemble class is the
+    from genoseg.model.ensemble import main as _main  # one genoseg.model.checkpoint knows
+
+    _main()
