@@ -554,7 +554,23 @@ def test_bam_without_model_uses_the_shipped_evidence_model(tmp_path):
         name = "evidence.pt" if with_bam else "default.pt"
         assert f"model {name}" in res.stderr, res.stderr
         assert ("RNA-seq evidence" in res.stderr) == with_bam, res.stderr
-        assert f"default ({name}" in out.read_text()
+        assert f"# model: {name[:-3]} (shipped with genoseg " in out.read_text()
+
+
+def test_model_by_shipped_name(tmp_path):
+    """`--model accurate` (a shipped model's name, docs/accuracy.md) runs the shipped ensemble;
+    an unknown name that is no file either is one clear line."""
+    from genoseg.model.checkpoint import SHIPPED_MODELS, shipped_model_path
+
+    assert all(shipped_model_path(n).is_file() for n in SHIPPED_MODELS)
+    flank0 = config(tmp_path / "flank0.yaml", flank=0)
+    out = tmp_path / "g.gff3"
+    res = predict(SAMPLE_FA, "-o", out, "--model", "accurate", "--no-posteriors", "--region",
+                  "Chr5:1-3000", "--config", flank0)  # fmt: skip
+    assert "model accurate.pt" in res.stderr, res.stderr
+    assert "# model: accurate (shipped with genoseg " in out.read_text()
+    res = predict(SAMPLE_FA, "-o", tmp_path / "h.gff3", "--model", "accurrate", ok=False)
+    assert res.exit_code == 1 and "accurrate" in res.stderr and not (tmp_path / "h.gff3").exists()
 
 
 def test_unwritable_output_folder(model, tmp_path):

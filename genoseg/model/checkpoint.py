@@ -39,25 +39,51 @@ from genoseg.model.gene_model import GeneModel, ModelConfig
 __all__ = [
     "FORMAT",
     "FORMAT_VERSION",
+    "SHIPPED_MODELS",
     "default_model_path",
     "load_checkpoint",
     "load_model",
     "model_config_from_dict",
+    "resolve_model_path",
     "save_checkpoint",
+    "shipped_model_path",
 ]
 
 FORMAT = "genoseg-checkpoint"
 FORMAT_VERSION = 2  # 2: ensembles; single models are still written as version 1
 
 
-def default_model_path(evidence: bool = False) -> Path:
-    """A model shipped in the package: genoseg/models/default.pt (sequence only), or with
-    ``evidence`` genoseg/models/evidence.pt (trained to read RNA-seq evidence as well;
-    docs/accuracy.md)."""
+SHIPPED_MODELS = {
+    "default": "sequence only; used by `genoseg predict` without --model",
+    "evidence": "reads the RNA-seq BAM as well; used with --bam without --model",
+    "accurate": "an ensemble of three sequence-only models: more accurate, 1.2-1.7x the time",
+}  # docs/accuracy.md says how each was trained and what it scores
+
+
+def shipped_model_path(name: str) -> Path:
+    """genoseg/models/NAME.pt, a model shipped in the package (:data:`SHIPPED_MODELS`)."""
     from importlib import resources
 
-    name = "evidence.pt" if evidence else "default.pt"
-    return Path(str(resources.files("genoseg") / "models" / name))
+    if name not in SHIPPED_MODELS:
+        raise GenosegError(
+            f"no shipped model named {name!r} (shipped: {', '.join(SHIPPED_MODELS)})"
+        )
+    return Path(str(resources.files("genoseg") / "models" / f"{name}.pt"))
+
+
+def default_model_path(evidence: bool = False) -> Path:
+    """The shipped model used without --model: ``default`` (sequence only), or with
+    ``evidence`` the ``evidence`` model (trained to read RNA-seq evidence as well)."""
+    return shipped_model_path("evidence" if evidence else "default")
+
+
+def resolve_model_path(spec: str | os.PathLike) -> Path:
+    """``--model SPEC``: a checkpoint file, else the name of a shipped model (a file of that
+    name wins)."""
+    p = Path(spec)
+    if p.exists() or str(spec) not in SHIPPED_MODELS:
+        return p
+    return shipped_model_path(str(spec))
 
 
 def model_config_from_dict(d: dict) -> ModelConfig:

@@ -15,8 +15,8 @@ import click
     "--model",
     "model_path",
     default=None,
-    help="Model checkpoint (default: the model shipped with genoseg; with --bam its RNA-seq "
-    "evidence model).",
+    help="Model checkpoint, or a shipped model's name: default (used without --model), "
+    "evidence (used with --bam), accurate (an ensemble: more accurate, slower).",
 )
 @click.option(
     "-c",

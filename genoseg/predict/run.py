@@ -167,14 +167,15 @@ def run_predict(o: PredictOptions) -> dict:
     from genoseg.io.atomic import install_signal_cleanup
     from genoseg.io.bedgraph import TrackWriter
     from genoseg.io.prediction import Prediction
-    from genoseg.model.checkpoint import default_model_path, load_model
+    from genoseg.model.checkpoint import default_model_path, load_model, resolve_model_path
     from genoseg.predict.pipeline import Predictor, file_digest
     from genoseg.workflow.merge import genome_digest, run_comment
 
     over = {"window": o.window, "device": o.device, "threads": o.threads}
     cfg = load_config(PredictConfig, o.config, {k: v for k, v in over.items() if v is not None})
     shard = parse_shard(o.shard) if o.shard else None
-    inputs = {"GENOME": o.genome, "--bam": o.bam, "--model": o.model, "--config": o.config,
+    model_file = str(resolve_model_path(o.model)) if o.model else None
+    inputs = {"GENOME": o.genome, "--bam": o.bam, "--model": model_file, "--config": o.config,
               "--regions-file": o.regions_file}  # fmt: skip
     outputs = {"-o": o.output, "--bed": o.bed, "--segments-bed": o.segments_bed,
                "--tracks": o.tracks, "--cds-fasta": o.cds_fasta,
@@ -194,11 +195,12 @@ def run_predict(o: PredictOptions) -> dict:
     if not contigs or sum(contigs.values()) == 0:
         raise GenosegError(f"{o.genome}: no sequence records")
     # without --model: the shipped evidence model when there is a BAM to read
-    model_path = Path(o.model) if o.model else default_model_path(evidence=bool(o.bam))
+    model_path = resolve_model_path(o.model) if o.model else default_model_path(bool(o.bam))
     if o.model is None and o.bam and not model_path.is_file():
         model_path = default_model_path()
     if o.model is None and not model_path.is_file():
         raise GenosegError("no default model is installed with this genoseg; pass --model")
+    shipped = o.model is None or model_file != str(o.model)  # a shipped model, by name
     model = load_model(model_path, device=str(device))
     evidence = None
     if o.bam:
@@ -233,7 +235,8 @@ def run_predict(o: PredictOptions) -> dict:
     )  # fmt: skip
     pred = Prediction(
         contigs, grammar=model.grammar, command=o.command,
-        model=str(model_path) if o.model else f"default ({model_path.name}, genoseg {__version__})",
+        model=f"{model_path.stem} (shipped with genoseg {__version__})" if shipped
+        else str(model_path),
         comments=[run_line],
     )  # fmt: skip
     track_writer = None
