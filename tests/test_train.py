@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import os
 import signal
 import subprocess
@@ -288,3 +289,86 @@ def test_weight_average_is_what_validation_scores_and_best_holds(tmp_path, h5) -
         runs[name] = _weights(tmp_path / name / "run/best.pt")
     for k in runs["a"]:
         assert torch.equal(runs["a"][k], runs["b"][k]), k
+
+
+def test_expected_score_is_the_teacher_expectation_by_brute_force() -> None:
+    """E_teacher[score_student(path)] from the teacher's marginals (d log Z / d inputs)
+    equals the enumeration over every segmentation, forbidden entries (-inf) included."""
+    from genoseg.train.train import expected_score, teacher_marginals
+    from tests.brute import brute_log_z, enumerate_scores
+    from tests.test_crf import _one, _problem
+
+    for seed in range(6):
+        T, C, K = 6, 3, 3
+        teacher = _problem(T, C, K, seed=seed, max_dur=seed % 2 == 1)
+        g = torch.Generator().manual_seed(100 + seed)
+        student = {k: v + torch.randn(v.shape, generator=g, dtype=v.dtype)
+                   if v.is_floating_point() else v for k, v in teacher.items()}  # fmt: skip
+        st_t = enumerate_scores(teacher["emissions"][0], T, **_one(teacher))
+        st_s = enumerate_scores(student["emissions"][0], T, **_one(student))
+        log_z = brute_log_z(st_t)
+        want = sum(math.exp(a - log_z) * b for (_, a), (_, b) in zip(st_t, st_s)
+                   if a != -math.inf)  # fmt: skip
+        got = float(expected_score(student, teacher_marginals(teacher)))
+        assert got == pytest.approx(want, rel=1e-9, abs=1e-9), seed
+
+
+def test_distillation_from_itself_has_no_gradient_and_init_from_loads(tmp_path, h5) -> None:
+    """A model distilled from itself (weight 1) is at the minimum of the cross-entropy: the
+    gradient (model marginals - teacher marginals) vanishes; with the gold NLL it does
+    not. ``init_from`` starts from the checkpoint's weights."""
+    cfg = load_train_config(_config(tmp_path, h5, steps=1, eval_every=1))
+    assert Trainer(cfg).run() == 0
+    ck = tmp_path / "run" / "best.pt"
+    over = [f"init_from={ck}", f"distill.teacher={ck}", "distill.weight=1.0",
+            f"out_dir={tmp_path / 'student'}"]  # fmt: skip
+    tr = Trainer(load_train_config(_config(tmp_path, h5), over))
+    for k, v in _weights(ck).items():
+        assert torch.equal(tr.model.state_dict()[k], v), k
+    from genoseg.data.labels import IGNORE
+
+    w = next(w for w in (tr.train_data.window(*item) for item in tr.train_data.all_items())
+             if (w.labels[slice(*w.core)] != IGNORE).all()
+             and len(set(w.labels[slice(*w.core)].tolist())) > 3)  # fmt: skip
+    grads = {}
+    for weight in (1.0, 0.0):
+        tr.model.zero_grad()
+        tr.loss_module.distill_weight = weight
+        loss, stats = tr.loss_module([w])
+        loss.backward()
+        grads[weight] = torch.cat([p.grad.flatten() for p in tr.model.encoder.parameters()])
+    assert grads[0.0].abs().max() > 1e-3
+    assert grads[1.0].abs().max() < 1e-5 * grads[0.0].abs().max()  # float32 rounding
+    assert stats["nll_per_kb"] > 0
+
+
+@pytest.mark.parametrize(
+    "over, message",
+    [
+        (["distill.weight=0.5"], "distill.weight > 0 needs distill.teacher"),
+        (["distill.weight=2"], "distill.weight must be in [0, 1]"),
+    ],
+)
+def test_bad_distill_config_is_one_line(tmp_path, h5, over, message) -> None:
+    p = _config(tmp_path, h5)
+    sets = [x for o in over for x in ("--set", o)]
+    r = subprocess.run([*GENOSEG, "train", "--config", str(p), *sets], capture_output=True,
+                       text=True)  # fmt: skip
+    assert r.returncode == 1
+    lines = r.stderr.strip().splitlines()
+    assert len(lines) == 1 and message in lines[0], r.stderr
+
+
+def test_init_from_a_model_of_another_shape_is_one_line(tmp_path, h5) -> None:
+    cfg = load_train_config(_config(tmp_path, h5, steps=1, eval_every=1))
+    assert Trainer(cfg).run() == 0
+    p = _config(tmp_path, h5)
+    r = subprocess.run(
+        [*GENOSEG, "train", "--config", str(p), "--set", "model.encoder.width=12", "--set",
+         f"init_from={tmp_path / 'run' / 'best.pt'}", "-o", str(tmp_path / "other")],
+        capture_output=True, text=True,
+    )  # fmt: skip
+    assert r.returncode == 1
+    lines = r.stderr.strip().splitlines()
+    assert len(lines) == 1 and "init_from" in lines[0] and "not a model of this" in lines[0]
+    assert not (tmp_path / "other").exists()

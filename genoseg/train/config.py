@@ -78,6 +78,22 @@ class OptimConfig:
 
 
 @dataclass
+class DistillConfig:
+    """Distillation (docs/training.md): the loss becomes (1 - weight) x the gold NLL + weight
+    x the cross-entropy from the teacher's path distribution to the student's, exact for
+    the semi-CRF (the teacher's marginals, dotted with the student's engine inputs)."""
+
+    teacher: Path | None = None  # checkpoint: a model or an ensemble of the same grammar
+    weight: float = 0.0  # 0 = off
+
+    def __post_init__(self) -> None:
+        if not 0.0 <= self.weight <= 1.0:
+            raise ValueError(f"distill.weight must be in [0, 1], got {self.weight}")
+        if self.weight > 0 and self.teacher is None:
+            raise ValueError("distill.weight > 0 needs distill.teacher (a checkpoint)")
+
+
+@dataclass
 class TrainConfig:
     model: ModelConfig = field(default_factory=ModelConfig)
     data: DataConfig = field(default_factory=DataConfig)
@@ -95,6 +111,8 @@ class TrainConfig:
     device: str = "auto"  # auto | cpu | cuda | cuda:N
     threads: int = 0  # torch CPU threads (0 = torch's default)
     ema: float = 0.0  # decay of the weights' exponential moving average (0 = off)
+    init_from: Path | None = None  # start from this checkpoint's weights (same model config)
+    distill: DistillConfig = field(default_factory=DistillConfig)
 
     def __post_init__(self) -> None:
         if not 0.0 <= self.ema < 1.0:

@@ -18,7 +18,11 @@ What happens, in order:
    engine inputs (:meth:`GeneModel.crf_inputs`) and the loss is the exact semi-CRF NLL of
    the gold segmentation -- ``partial_nll`` where the file's mask leaves positions unlabelled
    (masked genes, flanks), marginalising over them -- in nats per kb of core, plus the
-   optional auxiliary cross-entropy and the length-table smoothness penalty.
+   optional auxiliary cross-entropy and the length-table smoothness penalty. With
+   ``distill`` a teacher (a checkpoint, e.g. an ensemble) reads the same rows and the NLL
+   is mixed with the exact cross-entropy from the teacher's path distribution
+   (:func:`teacher_marginals`, :func:`expected_score`); ``init_from`` starts from a
+   checkpoint's weights.
 5. optimizer AdamW, linear warmup then cosine decay; gradient clipping. With ``ema`` > 0 an
    exponential moving average of the weights (decay ``min(ema, (1 + t) / (10 + t))`` after
    step t) is what validation scores and what ``best.pt`` holds; ``last.pt`` keeps the raw
@@ -56,7 +60,12 @@ from genoseg.data.labels import IGNORE, gene_models_from_segments, segments_from
 from genoseg.devices import resolve_device
 from genoseg.errors import GenosegError
 from genoseg.grammar.spec import Grammar, grammar_from_yaml
-from genoseg.model.checkpoint import load_checkpoint, model_from_checkpoint, save_checkpoint
+from genoseg.model.checkpoint import (
+    load_checkpoint,
+    load_model,
+    model_from_checkpoint,
+    save_checkpoint,
+)
 from genoseg.model.gene_model import GeneModel, compile_rows
 from genoseg.train.config import DataSource, TrainConfig
 
@@ -163,19 +172,53 @@ def crop(w: Window, max_core: int, rng: np.random.Generator, halo: int) -> Windo
 # --------------------------------------------------------------------------- loss
 
 
+# the engine inputs a path's score is linear in (DESIGN.md §1)
+SCORED_INPUTS = ("emissions", "transitions", "durations", "init", "final", "tail",
+                 "seg_start", "seg_end")  # fmt: skip
+
+
+def teacher_marginals(kw: dict[str, Tensor | None]) -> dict[str, Tensor]:
+    """The marginals of the distribution whose engine inputs are ``kw`` (one window, B = 1):
+    d log Z / d input for every scored input, each of the input's shape -- the expected
+    count of every score term over the paths (DESIGN.md §1's scoring rule is linear in the
+    inputs)."""
+    leaves = {k: kw[k].detach().requires_grad_(True) for k in SCORED_INPUTS
+              if kw.get(k) is not None}  # fmt: skip
+    with torch.enable_grad():
+        logz = crf.log_partition(**{**kw, **leaves}, lengths=None)
+        grads = torch.autograd.grad(logz.sum(), list(leaves.values()), allow_unused=True)
+    return {k: g for k, g in zip(leaves, grads) if g is not None}
+
+
+def expected_score(kw: dict[str, Tensor | None], mu: dict[str, Tensor]) -> Tensor:
+    """E_teacher[score(path)] under inputs ``kw``: sum over inputs of mu * input (float64
+    scalar); terms the teacher never uses (mu = 0) count 0 even where the input is -inf."""
+    total = torch.zeros((), dtype=torch.float64, device=mu["emissions"].device)
+    for k, m in mu.items():
+        x = kw[k].to(torch.float64)
+        total = total + torch.where(m != 0, m.to(torch.float64) * x, 0.0).sum()
+    return total
+
+
 class WindowLoss(nn.Module):
     """The per-window loss as a module (so DistributedDataParallel sees every parameter
     used in ``forward``). ``forward(windows) -> (loss, stats)``: mean over windows of the
-    NLL in nats per kb of core (+ aux + smoothness)."""
+    NLL in nats per kb of core (+ aux + smoothness). With a ``teacher`` (distillation) the
+    NLL term is ``(1 - w) * NLL + w * (log Z - E_teacher[score])``: the cross-entropy from
+    the teacher's path distribution to the model's (its KL divergence plus the teacher's
+    entropy), in nats per kb as well."""
 
     def __init__(
-        self, model: GeneModel, aux_weight: float, smoothness: float, temperature: float = 1.0
-    ):
+        self, model: GeneModel, aux_weight: float, smoothness: float, temperature: float = 1.0,
+        teacher: nn.Module | None = None, distill_weight: float = 0.0,
+    ):  # fmt: skip
         super().__init__()
         self.model = model
         self.temperature = temperature
         self.aux_weight = aux_weight
         self.smoothness = smoothness
+        self._teacher = [teacher] if teacher is not None else []  # not a submodule: frozen
+        self.distill_weight = distill_weight if teacher is not None else 0.0
 
     def forward(self, windows: list[Window]) -> tuple[Tensor, dict]:
         model = self.model
@@ -191,13 +234,18 @@ class WindowLoss(nn.Module):
             soft[b, : len(w.sequence)] = torch.from_numpy(w.softmask)
             if ev is not None and w.evidence is not None:
                 ev[b, :, : len(w.sequence)] = torch.from_numpy(w.evidence)
-        out, aux = model.outputs(
-            seq.to(dev), soft.to(dev), ev.to(dev) if ev is not None else None,
-            lengths.to(dev), with_aux=True,
-        )  # fmt: skip
+        inputs = (seq.to(dev), soft.to(dev), ev.to(dev) if ev is not None else None,
+                  lengths.to(dev))  # fmt: skip
+        out, aux = model.outputs(*inputs, with_aux=True)
         tables = model.structure.tables()
+        wd = self.distill_weight
+        if wd > 0:
+            teacher = self._teacher[0]
+            with torch.no_grad():
+                t_out = teacher.outputs(*inputs)
+                t_tables = teacher.structure.tables()
         total = out.new_zeros((), dtype=torch.float64)
-        nll_sum, bases = 0.0, 0
+        nll_sum, ce_sum, bases = 0.0, 0.0, 0
         for b, w in enumerate(windows):
             cs, ce = w.core
             L = len(w.sequence)
@@ -208,18 +256,27 @@ class WindowLoss(nn.Module):
             )
             lab = torch.from_numpy(w.labels[cs:ce]).to(dev)
             known = lab != IGNORE
+            # log Z once; the gold term: the gold path's score, or with unlabelled
+            # positions log Z of the paths that agree with every known label (partial NLL)
+            logz = crf.log_partition(**kw, lengths=None)
             if bool(known.all()):
                 gold = [segments_from_labels(w.labels[cs:ce])]
-                nll = crf.nll(**kw, lengths=None, gold_segments=gold)
+                fit = crf.segmentation_score(crf.check_inputs(lengths=None, **kw), 0, gold[0])
             else:
                 C = model.grammar.num_labels
                 mask = torch.ones(1, ce - cs, C, dtype=torch.bool, device=dev)
                 onehot = torch.nn.functional.one_hot(lab.clamp(0, C - 1), C).bool()
                 mask[0, known] = onehot[known]
-                nll = crf.partial_nll(**kw, lengths=None, label_mask=mask)
-            per_kb = nll.sum().double() * (1000.0 / (ce - cs))
-            total = total + per_kb
-            nll_sum += float(nll.detach().sum())
+                fit = crf.log_partition(**kw, lengths=None, label_mask=mask)[0]
+            nll = (logz[0] - fit).clamp_min(0.0)  # log Z >= the gold term: clamp rounding
+            term = nll
+            if wd > 0:
+                t_kw, _ = teacher.crf_inputs(t_out[b : b + 1, cs:ce], structural, tables=t_tables)
+                cross = logz[0] - expected_score(kw, teacher_marginals(t_kw))
+                term = (1.0 - wd) * nll + wd * cross
+                ce_sum += float(cross.detach())
+            total = total + term.double() * (1000.0 / (ce - cs))
+            nll_sum += float(nll.detach())
             bases += ce - cs
             if self.aux_weight > 0 and bool(known.any()):
                 cls = torch.as_tensor(model.label_map.aux_class, device=dev)[lab[known]]
@@ -232,7 +289,10 @@ class WindowLoss(nn.Module):
             loss = loss + 0.0 * model.structure.knots.sum()
         if self.aux_weight <= 0:
             loss = loss + 0.0 * aux.sum()
-        return loss, {"nll_per_kb": 1000.0 * nll_sum / max(bases, 1), "bases": bases}
+        stats = {"nll_per_kb": 1000.0 * nll_sum / max(bases, 1), "bases": bases}
+        if wd > 0:
+            stats["cross_entropy_per_kb"] = 1000.0 * ce_sum / max(bases, 1)
+        return loss, stats
 
 
 # --------------------------------------------------------------------------- validation
@@ -377,7 +437,27 @@ class Trainer:
                 first = WindowDataset(cfg.data.train[0].path)
                 grammar = grammar_from_yaml(first.grammar_yaml, f"{cfg.data.train[0].path}")
             self.model = GeneModel(grammar, cfg.model)
+            if cfg.init_from is not None:  # fine-tuning: the checkpoint's weights
+                init = model_from_checkpoint(load_checkpoint(cfg.init_from), str(cfg.init_from))
+                try:
+                    self.model.load_state_dict(init.state_dict())
+                except RuntimeError as exc:
+                    raise GenosegError(
+                        f"init_from {cfg.init_from}: not a model of this config's shape "
+                        f"(model.*): {str(exc).splitlines()[0][:160]}"
+                    ) from None
         self.model.to(self.device)
+        # distillation: a frozen teacher reads the same rows (checked to share the grammar)
+        self.teacher = None
+        if cfg.distill.weight > 0:
+            self.teacher = load_model(cfg.distill.teacher, device=str(self.device))
+            self.teacher.requires_grad_(False)
+            if self.teacher.grammar.yaml_text != self.model.grammar.yaml_text:
+                raise GenosegError(f"distill.teacher {cfg.distill.teacher}: another grammar")
+            if self.teacher.uses_evidence and not self.model.uses_evidence:
+                raise GenosegError(f"distill.teacher {cfg.distill.teacher} reads RNA-seq "
+                                   "evidence; the model does not")  # fmt: skip
+        self.halo = max(self.model.halo, self.teacher.halo if self.teacher else 0)
         strands = tuple(cfg.data.strands)
         self.train_data = Sources(cfg.data.train, strands, self.model.grammar)
         self.valid_data = (
@@ -386,7 +466,10 @@ class Trainer:
         for s in self.train_data.sets:
             if self.model.uses_evidence and not s.has_evidence:
                 log(f"{s.path}: no evidence channels; the model sees zeros there")
-        self.loss_module: nn.Module = WindowLoss(self.model, cfg.aux_weight, cfg.smoothness)
+        self.loss_module: nn.Module = WindowLoss(
+            self.model, cfg.aux_weight, cfg.smoothness,
+            teacher=self.teacher, distill_weight=cfg.distill.weight,
+        )  # fmt: skip
         if self.world > 1:
             ids = [self.device.index] if self.device.type == "cuda" else None
             self.loss_module = nn.parallel.DistributedDataParallel(self.loss_module, device_ids=ids)
@@ -556,7 +639,7 @@ class Trainer:
                 f, i = self.train_data.draw(cfg.seed, self.step, self.rank, k)
                 w = self.train_data.window(f, i)
                 rng = np.random.default_rng([cfg.seed, self.step, self.rank, k, 1])
-                windows.append(crop(w, cfg.max_window, rng, model.halo))
+                windows.append(crop(w, cfg.max_window, rng, self.halo))
             loss, stats = self.loss_module(windows)
             self.opt.zero_grad(set_to_none=True)
             loss.backward()
@@ -576,6 +659,8 @@ class Trainer:
                 "grad_norm": gn,
                 "seconds": time.monotonic() - t_enc,
             }
+            if "cross_entropy_per_kb" in stats:  # distillation: to the teacher's paths
+                row["train_cross_entropy_per_kb"] = stats["cross_entropy_per_kb"]
             prog.update(self.step - 1, row["loss"], f"nll {stats['nll_per_kb']:.2f}/kb")
             last = self.step == cfg.steps
             if self.step % cfg.eval_every == 0 or last:
