@@ -156,6 +156,11 @@ def test_dry_run_plans_scatter_gather_and_eval(work):
     assert "genoseg eval data/genome.gff3 results/genes.gff3" in out
     assert "logs/predict/shard-2-of-3.log" in out
 
+    # a shipped model by name: no input file, passed on to genoseg predict as given
+    _config(work, model="accurate")
+    res = _snakemake(work, "-n", "-p", "--cores", "2", "--configfile", "config.yaml")
+    assert "--model accurate" in res.stdout + res.stderr
+
     # the SLURM profile: partition, account, GPU and requeue settings reach the jobs
     prof = yaml.safe_load((PROFILE / "config.yaml").read_text())
     assert prof["executor"] == "slurm" and prof["slurm-requeue"] is True and prof["retries"] >= 1

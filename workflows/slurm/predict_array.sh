@@ -12,7 +12,8 @@
 # Options (submission):
 #   -n, --shards N        number of array tasks (default 10)
 #   --max-running M       at most M tasks at once (--array=1-N%M)
-#   --model CKPT          model checkpoint (default: genoseg's shipped model)
+#   --model CKPT          model checkpoint or a shipped model's name (default | evidence |
+#                         accurate; default: genoseg's shipped default model)
 #   --bam BAM             RNA-seq evidence
 #   --no-posteriors       Viterbi only (faster)
 #   --bed                 also BED12 of transcripts
@@ -64,7 +65,7 @@ while [[ $# -gt 0 ]]; do
   case "$1" in
     -n|--shards) shards=${2:?--shards needs a number}; shift ;;
     --max-running) max_running=${2:?--max-running needs a number}; shift ;;
-    --model) model=${2:?--model needs a path}; shift ;;
+    --model) model=${2:?--model needs a path or a shipped model's name}; shift ;;
     --bam) bam=${2:?--bam needs a path}; shift ;;
     --no-posteriors) posteriors=0 ;;
     --bed) bed=1 ;;
