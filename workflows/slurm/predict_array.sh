@@ -65,7 +65,7 @@ while [[ $# -gt 0 ]]; do
   case "$1" in
     -n|--shards) shards=${2:?--shards needs a number}; shift ;;
     --max-running) max_running=${2:?--max-running needs a number}; shift ;;
-    --model) model=${2:?--model needs a path or a shipped model's name}; shift ;;
+    --model) model=${2:?--model needs a checkpoint path or a shipped model name}; shift ;;
     --bam) bam=${2:?--bam needs a path}; shift ;;
     --no-posteriors) posteriors=0 ;;
     --bed) bed=1 ;;
