@@ -133,8 +133,9 @@ def test_all_operations_match_brute_force(problem):
         torch.testing.assert_close(m.end[0], end, atol=1e-9, rtol=0)
         torch.testing.assert_close(m.start_any[0], start.sum(-1), atol=1e-9, rtol=0)
         assert torch.allclose(m.position[0].sum(-1), torch.ones(T, dtype=F64))
-    nll = _call(crf.nll, kw, gold_segments=[best_segs])
+    nll, z = _call(crf.nll, kw, gold_segments=[best_segs], return_log_z=True)
     assert float(nll[0]) == pytest.approx(log_z - best, rel=1e-9, abs=1e-9)
+    assert float(z[0]) == pytest.approx(log_z, rel=1e-9, abs=1e-9)
     assert float(nll[0]) >= 0
     if len(scores) <= 400:  # the differentiable scorer is slow per call
         _check_nll_normalised(kw, scores, log_z)
@@ -546,7 +547,8 @@ def test_partial_nll():
     some = everything.clone()
     some[0, :8] = onehot[0, :8]  # first part known, rest masked
     h = kw["emissions"].clone().requires_grad_(True)
-    part = _call(crf.partial_nll, {**kw, "emissions": h}, label_mask=some)
+    part, z = _call(crf.partial_nll, {**kw, "emissions": h}, label_mask=some, return_log_z=True)
+    torch.testing.assert_close(z, _call(crf.log_partition, kw))
     assert 0 < float(part.detach()) < float(full)
     part.backward()
     assert torch.isfinite(h.grad).all()
@@ -695,3 +697,21 @@ def test_pack_rings_roundtrip():
     assert back.dtype == np.float64 and back.flags.c_contiguous
     assert np.array_equal(back, rings)
     assert packed[1].nbytes + packed[2].nbytes < rings.nbytes / 5
+
+
+def test_expected_score_is_the_teacher_expectation_by_brute_force() -> None:
+    """E_teacher[score_student(path)] from the teacher's score marginals (d log Z / d inputs)
+    equals the enumeration over every segmentation, forbidden entries (-inf) included."""
+    for seed in range(6):
+        T, C, K = 6, 3, 3
+        teacher = _problem(T, C, K, seed=seed, max_dur=seed % 2 == 1)
+        g = torch.Generator().manual_seed(100 + seed)
+        student = {k: v + torch.randn(v.shape, generator=g, dtype=v.dtype)
+                   if v.is_floating_point() else v for k, v in teacher.items()}  # fmt: skip
+        st_t = enumerate_scores(teacher["emissions"][0], T, **_one(teacher))
+        st_s = enumerate_scores(student["emissions"][0], T, **_one(student))
+        log_z = brute_log_z(st_t)
+        want = sum(math.exp(a - log_z) * b for (_, a), (_, b) in zip(st_t, st_s)
+                   if a != -math.inf)  # fmt: skip
+        got = float(crf.expected_score(student, crf.score_marginals(teacher)))
+        assert got == pytest.approx(want, rel=1e-9, abs=1e-9), seed

@@ -236,7 +236,6 @@ def test_temperature_calibration(tmp_path, h5) -> None:
 def test_exon_calibration_scores_exon_posteriors(tmp_path):
     """The exon objective of `genoseg.train.calibrate --exons`: the log-loss and ECE of the
     predicted CDS parts' scores, a part being correct when it is a reference part."""
-    import math
 
     from genoseg.train.calibrate import exon_calibration
 
@@ -289,28 +288,6 @@ def test_weight_average_is_what_validation_scores_and_best_holds(tmp_path, h5) -
         runs[name] = _weights(tmp_path / name / "run/best.pt")
     for k in runs["a"]:
         assert torch.equal(runs["a"][k], runs["b"][k]), k
-
-
-def test_expected_score_is_the_teacher_expectation_by_brute_force() -> None:
-    """E_teacher[score_student(path)] from the teacher's marginals (d log Z / d inputs)
-    equals the enumeration over every segmentation, forbidden entries (-inf) included."""
-    from genoseg.train.train import expected_score, teacher_marginals
-    from tests.brute import brute_log_z, enumerate_scores
-    from tests.test_crf import _one, _problem
-
-    for seed in range(6):
-        T, C, K = 6, 3, 3
-        teacher = _problem(T, C, K, seed=seed, max_dur=seed % 2 == 1)
-        g = torch.Generator().manual_seed(100 + seed)
-        student = {k: v + torch.randn(v.shape, generator=g, dtype=v.dtype)
-                   if v.is_floating_point() else v for k, v in teacher.items()}  # fmt: skip
-        st_t = enumerate_scores(teacher["emissions"][0], T, **_one(teacher))
-        st_s = enumerate_scores(student["emissions"][0], T, **_one(student))
-        log_z = brute_log_z(st_t)
-        want = sum(math.exp(a - log_z) * b for (_, a), (_, b) in zip(st_t, st_s)
-                   if a != -math.inf)  # fmt: skip
-        got = float(expected_score(student, teacher_marginals(teacher)))
-        assert got == pytest.approx(want, rel=1e-9, abs=1e-9), seed
 
 
 def test_distillation_from_itself_has_no_gradient_and_init_from_loads(tmp_path, h5) -> None:

@@ -160,6 +160,10 @@ def test_dry_run_plans_scatter_gather_and_eval(work):
     _config(work, model="accurate")
     res = _snakemake(work, "-n", "-p", "--cores", "2", "--configfile", "config.yaml")
     assert "--model accurate" in res.stdout + res.stderr
+    # a checkpoint path that does not exist is a missing input, not a shipped name
+    _config(work, model="models/missing.pt")
+    res = _snakemake(work, "-n", "--cores", "2", "--configfile", "config.yaml", check=False)
+    assert res.returncode != 0 and "models/missing.pt" in res.stdout + res.stderr
 
     # the SLURM profile: partition, account, GPU and requeue settings reach the jobs
     prof = yaml.safe_load((PROFILE / "config.yaml").read_text())

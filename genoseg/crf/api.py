@@ -479,11 +479,13 @@ def nll(
     gold_segments: Sequence[Sequence[tuple[int, int, int]]],
     backend: str = "auto",
     checkpoint: int | None = None,
-) -> Tensor:
+    return_log_z: bool = False,
+) -> Tensor | tuple[Tensor, Tensor]:
     """Negative log-likelihood of the gold segmentations, (B,) float64: log Z - score(gold)
     >= 0, the difference taken in float64 (both terms are ~1e7 on a chromosome).
     Differentiable (gradients in each input's dtype); +inf where the gold path is
-    forbidden."""
+    forbidden. ``return_log_z``: ``(nll, log Z)``, e.g. to add terms in log Z without a
+    second forward-backward (:func:`expected_score`)."""
     x = check_inputs(
         emissions,
         lengths,
@@ -505,7 +507,8 @@ def nll(
     )  # fmt: skip
     gold = torch.stack([segmentation_score(x, b, gold_segments[b]) for b in range(x.B)])
     # log Z >= score(gold) exactly; clamp the last-bit rounding of a near-certain path
-    return (logz - gold).clamp_min(0.0)
+    out = (logz - gold).clamp_min(0.0)
+    return (out, logz) if return_log_z else out
 
 
 def chain_marginals(
@@ -590,14 +593,16 @@ def partial_nll(
     label_mask: Tensor,
     backend: str = "auto",
     checkpoint: int | None = None,
-) -> Tensor:
+    return_log_z: bool = False,
+) -> Tensor | tuple[Tensor, Tensor]:
     """Negative log-likelihood of partially known labels, (B,) float64:
     ``log Z - log Z(label_mask)`` >= 0, the log-probability mass of all segmentations
     consistent with ``label_mask`` (B, T, C) bool -- one-hot where the gold label is known,
     all True where it is not (masked genes, unlabelled stretches). Differentiable. With
     one-hot rows everywhere it equals :func:`nll` of the
     gold segmentation when no label may follow itself (A[c, c] = -inf). Raises ValueError
-    naming the batch elements where no segmentation is consistent with the mask."""
+    naming the batch elements where no segmentation is consistent with the mask.
+    ``return_log_z``: ``(nll, log Z)`` as in :func:`nll`."""
     common = dict(backend=backend, checkpoint=checkpoint)
     args = (
         emissions,
@@ -613,4 +618,37 @@ def partial_nll(
     )
     logz = log_partition(*args, **common)
     logz_known = log_partition(*args, label_mask, **common)
-    return (logz - logz_known).clamp_min(0.0)
+    out = (logz - logz_known).clamp_min(0.0)
+    return (out, logz) if return_log_z else out
+
+
+# the inputs a path's score is linear in (DESIGN.md §1's scoring rule)
+SCORED_INPUTS = ("emissions", "transitions", "durations", "init", "final", "tail",
+                 "seg_start", "seg_end")  # fmt: skip
+
+
+def score_marginals(inputs: dict[str, Tensor | None]) -> dict[str, Tensor]:
+    """The expected count of every score term over the paths of the distribution whose
+    engine inputs are ``inputs`` (keyword arguments of :func:`log_partition`, ``lengths``
+    None): ``d log Z / d input`` for each of :data:`SCORED_INPUTS` given, each of the
+    input's shape, detached (the score is linear in the inputs, so these are its
+    marginals)."""
+    leaves = {k: inputs[k].detach().requires_grad_(True) for k in SCORED_INPUTS
+              if inputs.get(k) is not None}  # fmt: skip
+    with torch.enable_grad():
+        logz = log_partition(**{**inputs, **leaves}, lengths=None)
+        grads = torch.autograd.grad(logz.sum(), list(leaves.values()), allow_unused=True)
+    return {k: g for k, g in zip(leaves, grads) if g is not None}
+
+
+def expected_score(inputs: dict[str, Tensor | None], mu: dict[str, Tensor]) -> Tensor:
+    """E_mu[score(path)] under the engine inputs ``inputs``, float64 scalar: the sum over
+    inputs of ``mu * input``, with ``mu`` another distribution's :func:`score_marginals`.
+    Terms ``mu`` never uses (mu = 0) count 0 even where the input is -inf. ``log Z(inputs)
+    - expected_score(inputs, mu)`` is the cross-entropy from mu's path distribution to this
+    one (differentiable in ``inputs``)."""
+    total = torch.zeros((), dtype=torch.float64, device=mu["emissions"].device)
+    for k, m in mu.items():
+        x = inputs[k].to(torch.float64)
+        total = total + torch.where(m != 0, m.to(torch.float64) * x, 0.0).sum()
+    return total

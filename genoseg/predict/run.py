@@ -174,8 +174,15 @@ def run_predict(o: PredictOptions) -> dict:
     over = {"window": o.window, "device": o.device, "threads": o.threads}
     cfg = load_config(PredictConfig, o.config, {k: v for k, v in over.items() if v is not None})
     shard = parse_shard(o.shard) if o.shard else None
-    model_file = str(resolve_model_path(o.model)) if o.model else None
-    inputs = {"GENOME": o.genome, "--bam": o.bam, "--model": model_file, "--config": o.config,
+    # --model: a file or a shipped model's name; without it the shipped evidence model
+    # when there is a BAM to read, else the shipped default
+    model_path = resolve_model_path(o.model) if o.model else default_model_path(bool(o.bam))
+    if o.model is None and o.bam and not model_path.is_file():
+        model_path = default_model_path()
+    if o.model is None and not model_path.is_file():
+        raise GenosegError("no default model is installed with this genoseg; pass --model")
+    shipped = o.model is None or model_path != Path(o.model)  # a shipped model, by name
+    inputs = {"GENOME": o.genome, "--bam": o.bam, "--model": str(model_path), "--config": o.config,
               "--regions-file": o.regions_file}  # fmt: skip
     outputs = {"-o": o.output, "--bed": o.bed, "--segments-bed": o.segments_bed,
                "--tracks": o.tracks, "--cds-fasta": o.cds_fasta,
@@ -194,13 +201,6 @@ def run_predict(o: PredictOptions) -> dict:
     contigs = dict(genome.contigs)
     if not contigs or sum(contigs.values()) == 0:
         raise GenosegError(f"{o.genome}: no sequence records")
-    # without --model: the shipped evidence model when there is a BAM to read
-    model_path = resolve_model_path(o.model) if o.model else default_model_path(bool(o.bam))
-    if o.model is None and o.bam and not model_path.is_file():
-        model_path = default_model_path()
-    if o.model is None and not model_path.is_file():
-        raise GenosegError("no default model is installed with this genoseg; pass --model")
-    shipped = o.model is None or model_file != str(o.model)  # a shipped model, by name
     model = load_model(model_path, device=str(device))
     evidence = None
     if o.bam:

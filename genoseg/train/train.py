@@ -21,7 +21,7 @@ What happens, in order:
    optional auxiliary cross-entropy and the length-table smoothness penalty. With
    ``distill`` a teacher (a checkpoint, e.g. an ensemble) reads the same rows and the NLL
    is mixed with the exact cross-entropy from the teacher's path distribution
-   (:func:`teacher_marginals`, :func:`expected_score`); ``init_from`` starts from a
+   (``crf.score_marginals``, ``crf.expected_score``); ``init_from`` starts from a
    checkpoint's weights.
 5. optimizer AdamW, linear warmup then cosine decay; gradient clipping. With ``ema`` > 0 an
    exponential moving average of the weights (decay ``min(ema, (1 + t) / (10 + t))`` after
@@ -172,34 +172,6 @@ def crop(w: Window, max_core: int, rng: np.random.Generator, halo: int) -> Windo
 # --------------------------------------------------------------------------- loss
 
 
-# the engine inputs a path's score is linear in (DESIGN.md §1)
-SCORED_INPUTS = ("emissions", "transitions", "durations", "init", "final", "tail",
-                 "seg_start", "seg_end")  # fmt: skip
-
-
-def teacher_marginals(kw: dict[str, Tensor | None]) -> dict[str, Tensor]:
-    """The marginals of the distribution whose engine inputs are ``kw`` (one window, B = 1):
-    d log Z / d input for every scored input, each of the input's shape -- the expected
-    count of every score term over the paths (DESIGN.md §1's scoring rule is linear in the
-    inputs)."""
-    leaves = {k: kw[k].detach().requires_grad_(True) for k in SCORED_INPUTS
-              if kw.get(k) is not None}  # fmt: skip
-    with torch.enable_grad():
-        logz = crf.log_partition(**{**kw, **leaves}, lengths=None)
-        grads = torch.autograd.grad(logz.sum(), list(leaves.values()), allow_unused=True)
-    return {k: g for k, g in zip(leaves, grads) if g is not None}
-
-
-def expected_score(kw: dict[str, Tensor | None], mu: dict[str, Tensor]) -> Tensor:
-    """E_teacher[score(path)] under inputs ``kw``: sum over inputs of mu * input (float64
-    scalar); terms the teacher never uses (mu = 0) count 0 even where the input is -inf."""
-    total = torch.zeros((), dtype=torch.float64, device=mu["emissions"].device)
-    for k, m in mu.items():
-        x = kw[k].to(torch.float64)
-        total = total + torch.where(m != 0, m.to(torch.float64) * x, 0.0).sum()
-    return total
-
-
 class WindowLoss(nn.Module):
     """The per-window loss as a module (so DistributedDataParallel sees every parameter
     used in ``forward``). ``forward(windows) -> (loss, stats)``: mean over windows of the
@@ -256,23 +228,22 @@ class WindowLoss(nn.Module):
             )
             lab = torch.from_numpy(w.labels[cs:ce]).to(dev)
             known = lab != IGNORE
-            # log Z once; the gold term: the gold path's score, or with unlabelled
-            # positions log Z of the paths that agree with every known label (partial NLL)
-            logz = crf.log_partition(**kw, lengths=None)
+            # the NLL, with log Z for the distillation term (one forward-backward)
             if bool(known.all()):
                 gold = [segments_from_labels(w.labels[cs:ce])]
-                fit = crf.segmentation_score(crf.check_inputs(lengths=None, **kw), 0, gold[0])
-            else:
+                nll, logz = crf.nll(**kw, lengths=None, gold_segments=gold, return_log_z=True)
+            else:  # unlabelled positions: the paths that agree with every known label
                 C = model.grammar.num_labels
                 mask = torch.ones(1, ce - cs, C, dtype=torch.bool, device=dev)
                 onehot = torch.nn.functional.one_hot(lab.clamp(0, C - 1), C).bool()
                 mask[0, known] = onehot[known]
-                fit = crf.log_partition(**kw, lengths=None, label_mask=mask)[0]
-            nll = (logz[0] - fit).clamp_min(0.0)  # log Z >= the gold term: clamp rounding
+                nll, logz = crf.partial_nll(**kw, lengths=None, label_mask=mask,
+                                            return_log_z=True)  # fmt: skip
+            nll, logz = nll[0], logz[0]
             term = nll
             if wd > 0:
                 t_kw, _ = teacher.crf_inputs(t_out[b : b + 1, cs:ce], structural, tables=t_tables)
-                cross = logz[0] - expected_score(kw, teacher_marginals(t_kw))
+                cross = logz - crf.expected_score(kw, crf.score_marginals(t_kw))
                 term = (1.0 - wd) * nll + wd * cross
                 ce_sum += float(cross.detach())
             total = total + term.double() * (1000.0 / (ce - cs))
