@@ -102,6 +102,7 @@ def write_run(
     extra_genes: list | None = None,
     posteriors: bool = True,
     bam: bool = False,
+    strand_average: bool = False,
 ) -> dict[str, Path]:
     """Write what ``genoseg predict [--shard i/n]`` writes for ``pieces`` (None = all)."""
     out.mkdir(parents=True, exist_ok=True)
@@ -113,8 +114,9 @@ def write_run(
     genes = [g for g in d.genes if inside(g.contig, g.start)] + list(extra_genes or [])
     segs = {c: [s for s in ss if inside(c, s.start)] for c, ss in d.segments.items()}
     run = run_comment(
-        genome or genome_digest(d.contigs), model, shard, posteriors=posteriors, bam=bam
-    )
+        genome or genome_digest(d.contigs), model, shard, posteriors=posteriors, bam=bam,
+        **({"strand_average": True} if strand_average else {}),
+    )  # fmt: skip
     files = {"gff3": stem.with_suffix(".gff3"), "bed": stem.with_suffix(".bed")}
     write_gff3(files["gff3"], d.contigs, genes, model="m.pt", command="predict", comments=[run])
     write_bed12(files["bed"], list(d.contigs), genes)
@@ -249,6 +251,7 @@ def test_missing_shards_are_named(decoded, tmp_path):
         ({"shard": (2, 4)}, "shard count"),
         ({"posteriors": False}, "posteriors"),
         ({"bam": True}, "bam"),
+        ({"strand_average": True}, "strand averaging"),
     ],
 )
 def test_mixed_runs_are_refused(decoded, tmp_path, change, what):

@@ -303,3 +303,38 @@ def test_ensemble_scores_are_the_mean_of_its_members(tmp_path) -> None:
     ev = GeneModel(G, ModelConfig(encoder=EncoderConfig(**{**wide.__dict__, "evidence": True})))
     with pytest.raises(ValueError, match="evidence"):
         Ensemble([a, ev])
+
+
+@pytest.mark.parametrize("evidence", [False, True])
+def test_strand_averaged_outputs_score_both_strands_alike(evidence: bool) -> None:
+    """genoseg.model.strands: the averaged outputs of a window's reverse complement are the
+    window's averaged outputs mirrored (positions reversed, + and - channels swapped; the
+    evidence channels mirrored too), which the plain outputs are not; N stays N."""
+    from genoseg.data.bam import reverse_evidence
+    from genoseg.data.fasta import reverse_complement_codes
+    from genoseg.model.strands import OUTPUT_MIRROR, strand_averaged_outputs
+
+    torch.manual_seed(7)
+    enc = EncoderConfig(width=8, kernel=3, stem_kernel=5, dilations=[1, 2, 4], evidence=evidence)
+    model = GeneModel(G, ModelConfig(encoder=enc)).eval()
+    for p in model.parameters():  # trained-looking weights, not the near-zero init
+        p.data.normal_(0, 0.3)
+    rng = np.random.default_rng(8)
+    codes = rng.integers(0, 5, 300).astype(np.uint8)
+    soft = rng.random(300) < 0.3
+    ev = rng.poisson(2.0, (8, 300)).astype(np.float32) if evidence else None
+
+    def run(fn, c, s, e):
+        t = lambda a: torch.from_numpy(np.ascontiguousarray(a)).unsqueeze(0)  # noqa: E731
+        with torch.no_grad():
+            return fn(t(c.astype(np.int64)), t(s), t(e) if e is not None else None)[0]
+
+    rc = (reverse_complement_codes(codes), soft[::-1], reverse_evidence(ev) if evidence else None)
+    avg = lambda *a: strand_averaged_outputs(model, *a)  # noqa: E731
+    fwd, back = run(avg, codes, soft, ev), run(avg, *rc)
+    mirrored = back.flip(0)[:, OUTPUT_MIRROR]
+    assert float(fwd.abs().max()) > 0.1
+    torch.testing.assert_close(fwd, mirrored, atol=1e-5, rtol=1e-5)
+    plain_f, plain_b = run(model.outputs, codes, soft, ev), run(model.outputs, *rc)
+    assert not torch.allclose(plain_f, plain_b.flip(0)[:, OUTPUT_MIRROR], atol=1e-3)
+    torch.testing.assert_close(fwd, 0.5 * (plain_f + plain_b.flip(0)[:, OUTPUT_MIRROR]))

@@ -709,3 +709,35 @@ def test_ensemble_decodes_seam_free_and_as_its_member(work, model, slice_fa, inv
     assert runs[0] != gff3_features(invariance["w7000"][0])  # not just the first member
     assert_same_models(runs[0], runs[1])
     gt_validate(work / "pair_w7000.gff3")
+
+
+def test_strand_average_seam_free_recorded_and_the_checkpoint_setting(
+    work, model, slice_fa, invariance
+):
+    """``--strand-average`` (both strands' outputs averaged): other gene models than the
+    plain run, the same at two window sizes, valid GFF3, said in the run line; a checkpoint
+    calibrated with ``strand_average`` uses it without the option, ``--no-strand-average``
+    turns it off."""
+    from genoseg.model.checkpoint import load_model
+
+    runs = []
+    for w in (7000, 23000):
+        out = work / f"sa_w{w}.gff3"
+        predict(slice_fa, "-o", out, "--model", model, "--window", w, "--strand-average", "-q")
+        runs.append(gff3_features(out))
+    plain = gff3_features(invariance["w7000"][0])
+    assert len([r for r in runs[0] if r[0][1] == "gene"]) >= 3
+    assert runs[0] != plain
+    assert_same_models(runs[0], runs[1])
+    text = (work / "sa_w7000.gff3").read_text()
+    assert '"strand_average": true' in text
+    assert '"strand_average"' not in invariance["w7000"][0].read_text()
+    gt_validate(work / "sa_w7000.gff3")
+    both = work / "tiny_both_strands.pt"
+    save_checkpoint(both, load_model(model), calibration={"temperature": 1.0,
+                                                          "strand_average": True})  # fmt: skip
+    out = work / "sa_ckpt.gff3"
+    predict(slice_fa, "-o", out, "--model", both, "--window", 7000, "-q")
+    assert_same_models(gff3_features(out), runs[0], tol=1e-6)
+    predict(slice_fa, "-o", out, "--model", both, "--window", 7000, "--no-strand-average", "-q")
+    assert_same_models(gff3_features(out), plain, tol=1e-6)

@@ -62,6 +62,7 @@ __all__ = [
     "Evidence",
     "check_strandedness",
     "infer_library",
+    "RC_CHANNELS",
     "reverse_evidence",
 ]
 
@@ -87,7 +88,7 @@ STRANDEDNESS: dict[str, str] = {
 }
 
 _SKIP_FLAGS = 0x4 | 0x100 | 0x200 | 0x400  # unmapped, secondary, qcfail, duplicate
-_RC_CHANNELS = np.array([4, 5, 6, 7, 0, 1, 2, 3])
+RC_CHANNELS = np.array([4, 5, 6, 7, 0, 1, 2, 3])  # channel k of the reverse complement
 _PLUS, _MINUS, _BOTH = 0, 1, 2
 # auto: sample at most this many alignments / tagged spliced reads, need this many tagged
 # reads and this agreement to call a stranded protocol
@@ -169,7 +170,7 @@ def reverse_evidence(track: np.ndarray) -> np.ndarray:
     Swaps the + and - channel blocks and reverses positions, so channel 2 is again the
     donor (first intron base) in the reverse-complemented coordinates.
     """
-    return track[..., _RC_CHANNELS, ::-1].copy()
+    return track[..., RC_CHANNELS, ::-1].copy()
 
 
 class Evidence(ProcessLocalHandle):

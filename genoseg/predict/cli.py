@@ -57,13 +57,18 @@ import click
 @click.option("--cds-fasta", default=None, help="CDS sequences (FASTA).")
 @click.option("--protein-fasta", default=None, help="Protein sequences (FASTA).")
 @click.option("--no-posteriors", is_flag=True, help="Viterbi gene models only (much faster).")
+@click.option(
+    "--strand-average/--no-strand-average", default=None,
+    help="Average the network over both strands (more accurate; twice the encoder's work). "
+    "Default: the model's setting.",
+)  # fmt: skip
 @click.option("--window", type=int, default=None, help="Chunk length in bases (default 100000).")
 @click.option("--device", default=None, help="auto | cpu | cuda | cuda:N (default auto).")
 @click.option("--threads", type=int, default=None, help="CPU threads (default: torch's).")
 @click.option("-q", "--quiet", is_flag=True, help="No progress on stderr.")
 def predict_command(genome, output, bam, model_path, config, regions, regions_file, shard, bed,
                     segments_bed, tracks, tracks_format, cds_fasta, protein_fasta, no_posteriors,
-                    window, device, threads, quiet):  # fmt: skip
+                    strand_average, window, device, threads, quiet):  # fmt: skip
     """Annotate genes in GENOME (FASTA) with exact posteriors: GFF3, BED, tracks."""
     from genoseg.predict.run import PredictOptions, run_predict
 
@@ -72,7 +77,7 @@ def predict_command(genome, output, bam, model_path, config, regions, regions_fi
         regions=list(regions), regions_file=regions_file, shard=shard, bed=bed,
         segments_bed=segments_bed, tracks=tracks, tracks_format=tracks_format,
         cds_fasta=cds_fasta, protein_fasta=protein_fasta, posteriors=not no_posteriors,
-        window=window, device=device, threads=threads, quiet=quiet,
+        strand_average=strand_average, window=window, device=device, threads=threads, quiet=quiet,
         command="genoseg " + " ".join(sys.argv[1:]),
     )  # fmt: skip
     run_predict(opts)

@@ -56,6 +56,7 @@ from genoseg.decode.tracks import (
 )
 from genoseg.model.gene_model import GeneModel, compile_rows
 from genoseg.model.heads import N_OUTPUTS, engine_scores, frame_carry
+from genoseg.model.strands import strand_averaged_outputs
 
 __all__ = ["ContigResult", "Predictor", "Span"]
 
@@ -147,6 +148,9 @@ class Predictor:
             fails); shorter stretches use one stream each, and :meth:`predict_spans` decodes
             up to ``workers`` of them at once (threads; one encoder call at a time), the
             last of them in parts of at least ``4 * overlap`` bases (load balance).
+        strand_average: average the network's outputs over both strands
+            (genoseg.model.strands; twice the encoder's work); None: the checkpoint's
+            ``calibration["strand_average"]`` (default off).
     """
 
     def __init__(
@@ -163,6 +167,7 @@ class Predictor:
         workers: int = 1,
         min_part: int = 500_000,
         overlap: int = 20_000,
+        strand_average: bool | None = None,
     ):
         if window < 1:
             raise ValueError(f"window must be >= 1, got {window}")
@@ -187,7 +192,13 @@ class Predictor:
         with torch.no_grad():
             tabs = model.structure.tables()
         # posterior calibration (genoseg.train.calibrate): every score divided by T
-        self.temperature = float(getattr(model, "calibration", {}).get("temperature", 1.0))
+        calibration = getattr(model, "calibration", {})
+        self.temperature = float(calibration.get("temperature", 1.0))
+        # both strands' outputs averaged (genoseg.model.strands): the checkpoint's setting
+        # unless given
+        if strand_average is None:
+            strand_average = bool(calibration.get("strand_average", False))
+        self.strand_average = strand_average
         self.tables = {k: v.detach().float().cpu() / self.temperature for k, v in tabs.items()}
         D = self.tables["durations"].numpy()
         C = self.grammar.num_labels
@@ -234,7 +245,11 @@ class Predictor:
         self._tick("encoder", t0)  # reading the sequence and evidence
         with self._encoder_lock, torch.no_grad():
             t0 = time.monotonic()  # (not the wait for another thread's encoder call)
-            out = self.model.outputs(seq, sm, ev)[0, c0 - lo : c1 - lo]
+            if self.strand_average:
+                out = strand_averaged_outputs(self.model, seq, sm, ev)
+            else:
+                out = self.model.outputs(seq, sm, ev)
+            out = out[0, c0 - lo : c1 - lo]
             out = out.float().cpu().numpy()
             self._tick("encoder", t0)
         return out

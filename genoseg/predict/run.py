@@ -73,6 +73,7 @@ class PredictOptions:
     cds_fasta: str | None = None
     protein_fasta: str | None = None
     posteriors: bool = True
+    strand_average: bool | None = None  # None: the checkpoint's setting
     window: int | None = None
     device: str | None = None
     threads: int | None = None
@@ -229,9 +230,13 @@ def run_predict(o: PredictOptions) -> dict:
     targets = merge_regions(regions, contigs) if regions else contigs
     spans = plan_spans(contigs, targets, shard, cfg.flank)
 
+    strand_average = o.strand_average
+    if strand_average is None:
+        strand_average = bool(model.calibration.get("strand_average", False))
     run_line = run_comment(
         genome_digest(contigs), file_digest(model_path), shard or (1, 1),
         posteriors=o.posteriors, bam=evidence is not None,
+        **({"strand_average": True} if strand_average else {}),
     )  # fmt: skip
     pred = Prediction(
         contigs, grammar=model.grammar, command=o.command,
@@ -254,7 +259,8 @@ def run_predict(o: PredictOptions) -> dict:
 
     total = sum(s.end - s.start for s in spans)
     log(f"{len(spans)} stretch(es), {total:,} bp; model {model_path.name} (halo "
-        f"{model.halo} bp); device {device}; {'posteriors' if o.posteriors else 'Viterbi only'}",
+        f"{model.halo} bp{', both strands averaged' if strand_average else ''}); device "
+        f"{device}; {'posteriors' if o.posteriors else 'Viterbi only'}",
         o.quiet)  # fmt: skip
     t0 = time.monotonic()
     workers = cfg.workers or (1 if device.type == "cuda" else torch.get_num_threads())
@@ -270,7 +276,8 @@ def run_predict(o: PredictOptions) -> dict:
         predictor = Predictor(model, genome, evidence, window=cfg.window,
                               posteriors=o.posteriors, cache=cfg.cache, quiet=o.quiet,
                               workers=workers, min_part=cfg.min_part,
-                              overlap=cfg.overlap)  # fmt: skip
+                              overlap=cfg.overlap,
+                              strand_average=strand_average)  # fmt: skip
         sink = None
         if track_writer is not None:
             sink = lambda span, c, ch: on_tracks(c, ch, span)  # noqa: E731

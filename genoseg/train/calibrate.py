@@ -87,11 +87,14 @@ def fit_exon_temperature(
     regions: list[str],
     grid: tuple[float, ...] = (0.7, 0.85, 1.0, 1.15, 1.3, 1.5, 1.75, 2.0, 2.5, 3.0),
     bam: str | None = None,
+    strand_average: bool = False,
 ) -> dict:
     """The temperature of ``grid`` whose predicted exon posteriors on ``regions`` (held-out
     contigs, never the test set) have the smallest exon log-loss against ``reference``.
     The Viterbi path does not depend on T, only the posteriors do: one ``genoseg predict``
-    per T. Returns {"temperature", "objective": "exon_log_loss", per-T results}."""
+    per T (with ``strand_average``: both strands' outputs averaged, genoseg.model.strands).
+    Returns {"temperature", "strand_average", "objective": "exon_log_loss", per-T
+    results}: the checkpoint's ``calibration``."""
     import os
     import tempfile
 
@@ -106,12 +109,14 @@ def fit_exon_temperature(
             save_checkpoint(path, model, config=ck.get("config"), calibration={"temperature": t})
             out = os.path.join(tmp, f"t{t}.gff3")
             run_predict(PredictOptions(genome=genome, output=out, model=path, regions=regions,
-                                       bam=bam, quiet=True))  # fmt: skip
+                                       bam=bam, strand_average=strand_average,
+                                       quiet=True))  # fmt: skip
             tried[t] = exon_calibration(out, reference, regions)
             print(f"T = {t:.2f}: exon log-loss {tried[t]['log_loss']:.4f}, ECE "
                   f"{tried[t]['ece']:.3f} ({tried[t]['n']} exons)", file=sys.stderr)  # fmt: skip
     best = min(tried, key=lambda t: tried[t]["log_loss"])
-    return {"temperature": best, "objective": "exon_log_loss", "regions": regions,
+    return {"temperature": best, "strand_average": strand_average,
+            "objective": "exon_log_loss", "regions": regions,
             "by_temperature": {str(t): v for t, v in tried.items()}}  # fmt: skip
 
 
@@ -124,14 +129,19 @@ def main(argv: list[str] | None = None) -> None:
                          "held-out contigs of GENOME, annotated in REFERENCE) instead of the "
                          "validation windows' path NLL")  # fmt: skip
     ap.add_argument("--bam", default=None, help="with --exons: RNA-seq evidence to predict with")
+    ap.add_argument("--strand-average", action="store_true",
+                    help="with --exons: predict with both strands' outputs averaged and make "
+                         "that the checkpoint's setting (predict --strand-average)")  # fmt: skip
     a = ap.parse_args(argv)
+    if a.strand_average and not a.exons:
+        ap.error("--strand-average needs --exons")
     cfg = load_train_config(a.config)
     ck = load_checkpoint(a.checkpoint)
     model = model_from_checkpoint(ck, a.checkpoint).eval()
     if a.exons:
         genome, reference, regions = a.exons
         cal = fit_exon_temperature(a.checkpoint, genome, reference, regions.split(","),
-                                   bam=a.bam)  # fmt: skip
+                                   bam=a.bam, strand_average=a.strand_average)  # fmt: skip
         print(f"temperature {cal['temperature']:.3f} (exon log-loss on {regions})",
               file=sys.stderr)  # fmt: skip
     else:

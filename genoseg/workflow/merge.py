@@ -129,6 +129,7 @@ class RunInfo:
     shards: int
     posteriors: bool
     bam: bool
+    strand_average: bool = False  # written only when true (older run lines lack it)
 
     @classmethod
     def parse(cls, text: str, where: str) -> RunInfo:
@@ -154,10 +155,11 @@ class RunInfo:
         for key in ("genome", "model"):
             if not isinstance(obj[key], str) or not obj[key]:
                 raise GenosegError(f"{where}: genoseg-run '{key}' must be a non-empty string")
-        for key in ("posteriors", "bam"):
-            if not isinstance(obj[key], bool):
+        for key in ("posteriors", "bam", "strand_average"):
+            if not isinstance(obj.get(key, False), bool):
                 raise GenosegError(f"{where}: genoseg-run '{key}' must be true or false")
-        return cls(obj["genome"], obj["model"], shard[0], shard[1], obj["posteriors"], obj["bam"])
+        return cls(obj["genome"], obj["model"], shard[0], shard[1], obj["posteriors"], obj["bam"],
+                   obj.get("strand_average", False))  # fmt: skip
 
 
 @dataclass
@@ -485,6 +487,7 @@ def _check_one_run(shards: Sequence[ShardGFF3]) -> None:
             ("shard count", first.run.shards, other.run.shards),
             ("posteriors", first.run.posteriors, other.run.posteriors),
             ("bam", first.run.bam, other.run.bam),
+            ("strand averaging", first.run.strand_average, other.run.strand_average),
         ):
             if a != b:
                 raise GenosegError(
@@ -694,6 +697,7 @@ def merge_outputs(
         (1, 1),
         posteriors=first.run.posteriors,
         bam=first.run.bam,
+        **({"strand_average": True} if first.run.strand_average else {}),
         merged=n_gff,
     )
     with contextlib.ExitStack() as stack:

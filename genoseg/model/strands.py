@@ -1,0 +1,58 @@
+"""Strand averaging: a model's outputs on a sequence, averaged with its outputs on the
+reverse complement mapped back (reverse-complement test-time augmentation).
+
+The output channels are mirror images of each other (:data:`~genoseg.model.heads.CHANNELS`):
+``X+`` at position t of the reverse complement of a window of N bases is ``X-`` at
+position N - 1 - t of the window (boundary channels sit on the segment's first base on
+``+`` and on its last base on ``-``, codon positions count in the transcript's sense), and
+the evidence channels mirror the same way (:data:`genoseg.data.bam.RC_CHANNELS`). So
+
+    averaged(x)[t] = (f(x)[t] + P f(rc(x))[N - 1 - t]) / 2        P: swap + and - channels
+
+is the output of a model that scores both strands alike: averaged(rc(x)) is averaged(x)
+mirrored (tested). Each pass depends only on bases within the encoder's halo, so the
+average keeps window invariance (seam-free chunks). It costs a second encoder pass;
+``genoseg predict`` uses it when the checkpoint's ``calibration`` says
+``strand_average: true`` or with ``--strand-average`` (docs/predict.md).
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+from genoseg.data.bam import RC_CHANNELS
+from genoseg.model.heads import CHANNELS
+
+__all__ = ["OUTPUT_MIRROR", "reverse_complement_codes_t", "strand_averaged_outputs"]
+
+
+def _mirror(name: str) -> str:
+    return name.translate(str.maketrans("+-", "-+"))
+
+
+#: output channel k of a reverse-complemented window is channel OUTPUT_MIRROR[k] forward
+OUTPUT_MIRROR = torch.tensor([CHANNELS.index(_mirror(n)) for n in CHANNELS])
+
+
+def reverse_complement_codes_t(sequence: Tensor) -> Tensor:
+    """(B, N) codes A=0 C=1 G=2 T=3, anything else N -> the reverse complement (N = 4)."""
+    acgt = (sequence >= 0) & (sequence < 4)
+    return torch.where(acgt, 3 - sequence, torch.full_like(sequence, 4)).flip(1)
+
+
+def strand_averaged_outputs(
+    model, sequence: Tensor, softmask: Tensor | None = None, evidence: Tensor | None = None
+) -> Tensor:
+    """Mean of ``model.outputs`` on the window and (mirrored back) on its reverse
+    complement, (B, N, N_OUTPUTS) float32. ``sequence`` (B, N) codes, ``softmask`` (B, N)
+    bool, ``evidence`` (B, 8, N) raw counts, as :meth:`GeneModel.outputs` (no padding:
+    every row is a whole window). ``model``: a GeneModel or an Ensemble."""
+    fwd = model.outputs(sequence, softmask, evidence)
+    rc = model.outputs(
+        reverse_complement_codes_t(sequence),
+        softmask.flip(1) if softmask is not None else None,
+        evidence[:, torch.as_tensor(RC_CHANNELS)].flip(-1) if evidence is not None else None,
+    )
+    back = rc.flip(1)[..., OUTPUT_MIRROR.to(rc.device)]
+    return 0.5 * (fwd + back)
