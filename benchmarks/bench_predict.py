@@ -18,6 +18,8 @@ Sections of the markdown report (stdout or -o):
    same machine, same run: ``--species=arabidopsis`` with its default posterior sampling
    (the species config sets ``sample 100``) and with ``--sample=0`` (Viterbi only). kb/s =
    genome bases / wall seconds of the process (genoseg: also without interpreter start-up).
+   A model that averages both strands (``--strand-average``, its calibration setting) is
+   also run with ``--no-strand-average``.
 2. Cache modes memory / spill / recompute on one contig (posteriors): time and peak RSS.
 3. Peak RSS for synthetic contigs of ``--sizes`` Mb (default 1, 5, 20; the genome's
    sequence tiled into one contig), with
@@ -129,6 +131,14 @@ def augustus(genome: Path, out: Path, extra: list[str]) -> dict:
     return {"wall_s": wall, "genes": genes}
 
 
+def averages_strands(model: str | None) -> bool:
+    """Whether the checkpoint (None: the shipped default) averages both strands."""
+    from genoseg.model.checkpoint import default_model_path, load_checkpoint
+
+    cal = load_checkpoint(model or default_model_path()).get("calibration") or {}
+    return bool(cal.get("strand_average", False))
+
+
 def split(t: dict) -> str:
     keys = ("encoder", "scores", "compile", "engine", "decode", "writing")
     total = sum(t.get(k, 0.0) for k in keys) or 1.0
@@ -200,13 +210,19 @@ def main() -> None:
         say("| tool | mode | wall s | kb/s | kb/s w/o start-up | peak RSS MB | genes | "
             f"{SPLIT_HEAD} |")  # fmt: skip
         say("|---|---|---|---|---|---|---|---|")
-        for post in (True, False):
+        # a model that averages both strands (its calibration) also runs without it
+        both = [None, False] if averages_strands(model) else [None]
+        for post, sa in [(p, a) for p in (True, False) for a in both]:
             spec = {**common, "genome": str(genome), "output": str(work / f"g{post}.gff3"),
                     "bed": str(work / f"g{post}.bed"), "posteriors": post,
-                    "tracks": str(work / "tracks") if post else None}  # fmt: skip
+                    "tracks": str(work / "tracks") if post else None,
+                    "strand_average": sa}  # fmt: skip
             r = run_child(spec)
             s = r["summary"]
-            say(f"| genoseg | {'posteriors' if post else '--no-posteriors'} | {r['wall_s']:.1f} | "
+            mode = ("posteriors" if post else "--no-posteriors") + (
+                " --no-strand-average" if sa is False else ""
+            )
+            say(f"| genoseg | {mode} | {r['wall_s']:.1f} | "
                 f"{n / r['wall_s'] / 1e3:.1f} | {n / s['seconds'] / 1e3:.1f} | "
                 f"{r['maxrss_mb']:.0f} | {s['genes']} | {split(s['timing'])} |")  # fmt: skip
         if not args.no_augustus:

@@ -20,9 +20,10 @@ G=.venv/bin/genoseg
 NAME=${GENOSEG_MODEL:-default}
 A=../shared/data/athaliana_1pct
 case "$NAME" in
-  default) CONFIG=configs/train.yaml; BAM=() ;;
-  evidence) CONFIG=configs/train_evidence.yaml; BAM=(--bam "$A/synthetic_junction_reads.bam") ;;
-  accurate) CONFIG=configs/train.yaml; BAM=() ;;
+  default) CONFIG=configs/train.yaml; BAM=(); STRANDS=(--strand-average) ;;
+  evidence) CONFIG=configs/train_evidence.yaml; BAM=(--bam "$A/synthetic_junction_reads.bam")
+    STRANDS=(--strand-average) ;;
+  accurate) CONFIG=configs/train.yaml; BAM=(); STRANDS=() ;;
   *) echo "GENOSEG_MODEL must be default, evidence or accurate, got $NAME" >&2; exit 2 ;;
 esac
 SETS=(athaliana_1pct_train athaliana_1pct_valid athaliana_kog athaliana_pasa)
@@ -50,9 +51,10 @@ else
   "$G" train --config "$CONFIG" "$@"
 fi
 # the posterior temperature: the one whose exon posteriors on Chr4 (held out from training,
-# never the test set Chr5) have the smallest log-loss (docs/training.md, Calibration)
+# never the test set Chr5) have the smallest log-loss (docs/training.md, Calibration); the
+# default and evidence models average both strands' outputs (chosen on Chr4: docs/accuracy.md)
 .venv/bin/python -m genoseg.train.calibrate "build/runs/$NAME/best.pt" --config "$CONFIG" \
-  "${BAM[@]}" --exons "$A/genome.fa" "$A/annotation_with_rnaseq_splice.gff3" Chr4
+  "${BAM[@]}" "${STRANDS[@]}" --exons "$A/genome.fa" "$A/annotation_with_rnaseq_splice.gff3" Chr4
 NAME=$NAME .venv/bin/python - <<'PY'
 import os
 from genoseg.model.checkpoint import load_checkpoint, model_from_checkpoint, save_checkpoint

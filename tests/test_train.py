@@ -233,6 +233,31 @@ def test_temperature_calibration(tmp_path, h5) -> None:
     assert load_model(best).calibration["temperature"] == ck["calibration"]["temperature"]
 
 
+def test_exon_calibration_with_strand_average_is_stored(tmp_path, h5) -> None:
+    """`calibrate --exons ... --strand-average` fits T with both strands averaged and stores
+    the setting beside T, which predict then uses; without --exons it is a usage error."""
+    from genoseg.model.checkpoint import load_model
+    from genoseg.train.calibrate import main as calibrate_main
+    from tests.gold_paths import SAMPLE_FA, SAMPLE_GFF
+    from tests.test_predict import make_model
+
+    cfg_path = _config(tmp_path, h5)
+    assert Trainer(load_train_config(cfg_path, ["steps=2", "eval_every=2"])).run() == 0
+    untrained = tmp_path / "run" / "best.pt"  # 2 steps: no exon anywhere yet
+    with pytest.raises(SystemExit, match="predicts no exon on Chr5: nothing to calibrate"):
+        calibrate_main([str(untrained), "--config", str(cfg_path),
+                        "--exons", str(SAMPLE_FA), str(SAMPLE_GFF), "Chr5"])  # fmt: skip
+    best = make_model(tmp_path / "tiny.pt")  # biased towards calling genes
+    with pytest.raises(SystemExit) as exc:
+        calibrate_main([str(best), "--config", str(cfg_path), "--strand-average"])
+    assert exc.value.code == 2
+    calibrate_main([str(best), "--config", str(cfg_path), "--strand-average",
+                    "--exons", str(SAMPLE_FA), str(SAMPLE_GFF), "Chr5"])  # fmt: skip
+    cal = load_model(best).calibration
+    assert cal["strand_average"] is True and cal["objective"] == "exon_log_loss"
+    assert cal["temperature"] in (0.7, 0.85, 1.0, 1.15, 1.3, 1.5, 1.75, 2.0, 2.5, 3.0)
+
+
 def test_exon_calibration_scores_exon_posteriors(tmp_path):
     """The exon objective of `genoseg.train.calibrate --exons`: the log-loss and ECE of the
     predicted CDS parts' scores, a part being correct when it is a reference part."""

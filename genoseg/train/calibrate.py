@@ -18,6 +18,7 @@ import sys
 
 import torch
 
+from genoseg.errors import GenosegError
 from genoseg.model.checkpoint import load_checkpoint, model_from_checkpoint, save_checkpoint
 from genoseg.train.config import load_train_config
 from genoseg.train.train import Sources, WindowLoss
@@ -112,6 +113,9 @@ def fit_exon_temperature(
                                        bam=bam, strand_average=strand_average,
                                        quiet=True))  # fmt: skip
             tried[t] = exon_calibration(out, reference, regions)
+            if tried[t]["n"] == 0:  # the path does not depend on T: none at any T
+                raise GenosegError(f"{checkpoint}: predicts no exon on {', '.join(regions)}: "
+                                   "nothing to calibrate")  # fmt: skip
             print(f"T = {t:.2f}: exon log-loss {tried[t]['log_loss']:.4f}, ECE "
                   f"{tried[t]['ece']:.3f} ({tried[t]['n']} exons)", file=sys.stderr)  # fmt: skip
     best = min(tried, key=lambda t: tried[t]["log_loss"])
@@ -135,6 +139,13 @@ def main(argv: list[str] | None = None) -> None:
     a = ap.parse_args(argv)
     if a.strand_average and not a.exons:
         ap.error("--strand-average needs --exons")
+    try:
+        _calibrate(a)
+    except GenosegError as exc:
+        sys.exit(f"genoseg calibrate: {exc}")
+
+
+def _calibrate(a: argparse.Namespace) -> None:
     cfg = load_train_config(a.config)
     ck = load_checkpoint(a.checkpoint)
     model = model_from_checkpoint(ck, a.checkpoint).eval()
