@@ -156,10 +156,11 @@ def test_dry_run_plans_scatter_gather_and_eval(work):
     assert "genoseg eval data/genome.gff3 results/genes.gff3" in out
     assert "logs/predict/shard-2-of-3.log" in out
 
+    assert "strand-average" not in out  # null: the model's own setting
     # a shipped model by name: no input file, passed on to genoseg predict as given
-    _config(work, model="accurate")
+    _config(work, model="accurate", strand_average=False)
     res = _snakemake(work, "-n", "-p", "--cores", "2", "--configfile", "config.yaml")
-    assert "--model accurate" in res.stdout + res.stderr
+    assert "--model accurate --no-strand-average" in res.stdout + res.stderr
     # a checkpoint path that does not exist is a missing input, not a shipped name
     _config(work, model="models/missing.pt")
     res = _snakemake(work, "-n", "--cores", "2", "--configfile", "config.yaml", check=False)
