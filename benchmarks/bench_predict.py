@@ -133,10 +133,10 @@ def augustus(genome: Path, out: Path, extra: list[str]) -> dict:
 
 def averages_strands(model: str | None) -> bool:
     """Whether the checkpoint (None: the shipped default) averages both strands."""
-    from genoseg.model.checkpoint import default_model_path, load_checkpoint
+    from genoseg.model import strands
+    from genoseg.model.checkpoint import load_model
 
-    cal = load_checkpoint(model or default_model_path()).get("calibration") or {}
-    return bool(cal.get("strand_average", False))
+    return strands.averages_strands(load_model(model))
 
 
 def split(t: dict) -> str:

@@ -24,7 +24,12 @@ from torch import Tensor
 from genoseg.data.bam import RC_CHANNELS
 from genoseg.model.heads import CHANNELS
 
-__all__ = ["OUTPUT_MIRROR", "reverse_complement_codes_t", "strand_averaged_outputs"]
+__all__ = [
+    "OUTPUT_MIRROR",
+    "averages_strands",
+    "reverse_complement_codes_t",
+    "strand_averaged_outputs",
+]
 
 
 def _mirror(name: str) -> str:
@@ -33,6 +38,11 @@ def _mirror(name: str) -> str:
 
 #: output channel k of a reverse-complemented window is channel OUTPUT_MIRROR[k] forward
 OUTPUT_MIRROR = torch.tensor([CHANNELS.index(_mirror(n)) for n in CHANNELS])
+
+
+def averages_strands(model) -> bool:
+    """The checkpoint's setting: ``calibration["strand_average"]`` (default off)."""
+    return bool(getattr(model, "calibration", {}).get("strand_average", False))
 
 
 def reverse_complement_codes_t(sequence: Tensor) -> Tensor:

@@ -56,7 +56,7 @@ from genoseg.decode.tracks import (
 )
 from genoseg.model.gene_model import GeneModel, compile_rows
 from genoseg.model.heads import N_OUTPUTS, engine_scores, frame_carry
-from genoseg.model.strands import strand_averaged_outputs
+from genoseg.model.strands import averages_strands, strand_averaged_outputs
 
 __all__ = ["ContigResult", "Predictor", "Span"]
 
@@ -192,13 +192,9 @@ class Predictor:
         with torch.no_grad():
             tabs = model.structure.tables()
         # posterior calibration (genoseg.train.calibrate): every score divided by T
-        calibration = getattr(model, "calibration", {})
-        self.temperature = float(calibration.get("temperature", 1.0))
-        # both strands' outputs averaged (genoseg.model.strands): the checkpoint's setting
-        # unless given
-        if strand_average is None:
-            strand_average = bool(calibration.get("strand_average", False))
-        self.strand_average = strand_average
+        self.temperature = float(getattr(model, "calibration", {}).get("temperature", 1.0))
+        # both strands' outputs averaged: the checkpoint's setting unless given
+        self.strand_average = averages_strands(model) if strand_average is None else strand_average
         self.tables = {k: v.detach().float().cpu() / self.temperature for k, v in tabs.items()}
         D = self.tables["durations"].numpy()
         C = self.grammar.num_labels

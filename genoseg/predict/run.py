@@ -169,6 +169,7 @@ def run_predict(o: PredictOptions) -> dict:
     from genoseg.io.bedgraph import TrackWriter
     from genoseg.io.prediction import Prediction
     from genoseg.model.checkpoint import default_model_path, load_model, resolve_model_path
+    from genoseg.model.strands import averages_strands
     from genoseg.predict.pipeline import Predictor, file_digest
     from genoseg.workflow.merge import genome_digest, run_comment
 
@@ -230,9 +231,7 @@ def run_predict(o: PredictOptions) -> dict:
     targets = merge_regions(regions, contigs) if regions else contigs
     spans = plan_spans(contigs, targets, shard, cfg.flank)
 
-    strand_average = o.strand_average
-    if strand_average is None:
-        strand_average = bool(model.calibration.get("strand_average", False))
+    strand_average = averages_strands(model) if o.strand_average is None else o.strand_average
     run_line = run_comment(
         genome_digest(contigs), file_digest(model_path), shard or (1, 1),
         posteriors=o.posteriors, bam=evidence is not None,
