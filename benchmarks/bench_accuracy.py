@@ -3,7 +3,7 @@ bundled model for the species on the same sequence, scored by `genoseg eval` (CD
 six levels) with the exon-posterior calibration (ECE).
 
     .venv/bin/python benchmarks/bench_accuracy.py [--species athaliana] [--model CKPT] [--bam]
-        [--out build/accuracy] [--reliability docs/img]
+        [--strand-average model|on|off] [--out build/accuracy] [--reliability docs/img]
 
 ``--species athaliana`` (the default) is the test set of the shipped model: athaliana_1pct
 Chr5. The other species are the generalisation runs of docs/accuracy.md, each trained with
@@ -119,6 +119,12 @@ def main() -> None:
     ap.add_argument("--species", choices=sorted(TARGETS), default="athaliana")
     ap.add_argument("--model", default=None, help="checkpoint (default: the shipped model)")
     ap.add_argument("--bam", action="store_true", help="also run with the junction BAM")
+    ap.add_argument(
+        "--strand-average",
+        choices=("model", "on", "off"),
+        default="model",
+        help="both strands averaged: the model's setting (default), on or off",
+    )
     ap.add_argument("--out", default=str(REPO / "build" / "accuracy"))
     ap.add_argument("--reliability", default=None,
                     help="folder for reliability diagrams (reliability_<run>.png)")  # fmt: skip
@@ -143,6 +149,8 @@ def main() -> None:
                "-o", str(gff), "-q", *extra]  # fmt: skip
         if a.model:
             cmd += ["--model", a.model]
+        if a.strand_average != "model":
+            cmd.append("--strand-average" if a.strand_average == "on" else "--no-strand-average")
         t0 = time.monotonic()
         subprocess.run(cmd, check=True, cwd=REPO)
         el = time.monotonic() - t0
