@@ -115,7 +115,7 @@ def write_run(
     segs = {c: [s for s in ss if inside(c, s.start)] for c, ss in d.segments.items()}
     run = run_comment(
         genome or genome_digest(d.contigs), model, shard, posteriors=posteriors, bam=bam,
-        **({"strand_average": True} if strand_average else {}),
+        strand_average=strand_average,
     )  # fmt: skip
     files = {"gff3": stem.with_suffix(".gff3"), "bed": stem.with_suffix(".bed")}
     write_gff3(files["gff3"], d.contigs, genes, model="m.pt", command="predict", comments=[run])

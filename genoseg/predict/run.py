@@ -235,7 +235,7 @@ def run_predict(o: PredictOptions) -> dict:
     run_line = run_comment(
         genome_digest(contigs), file_digest(model_path), shard or (1, 1),
         posteriors=o.posteriors, bam=evidence is not None,
-        **({"strand_average": True} if strand_average else {}),
+        strand_average=strand_average,
     )  # fmt: skip
     pred = Prediction(
         contigs, grammar=model.grammar, command=o.command,

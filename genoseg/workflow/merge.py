@@ -104,10 +104,12 @@ def run_comment(
     *,
     posteriors: bool,
     bam: bool,
+    strand_average: bool = False,
     **extra: object,
 ) -> str:
     """The run line's text without the leading ``"# "`` (what ``gff3_lines(comments=...)``
-    takes): ``genoseg-run: {json}`` with the keys in the documented order."""
+    takes): ``genoseg-run: {json}`` with the keys in the documented order;
+    ``"strand_average": true`` only when on (run lines from before it lack the key)."""
     obj: dict[str, object] = {
         "genome": genome,
         "model": model,
@@ -115,6 +117,8 @@ def run_comment(
         "posteriors": bool(posteriors),
         "bam": bool(bam),
     }
+    if strand_average:
+        obj["strand_average"] = True
     obj.update(extra)
     return RUN_PREFIX[2:] + json.dumps(obj)
 
@@ -697,7 +701,7 @@ def merge_outputs(
         (1, 1),
         posteriors=first.run.posteriors,
         bam=first.run.bam,
-        **({"strand_average": True} if first.run.strand_average else {}),
+        strand_average=first.run.strand_average,
         merged=n_gff,
     )
     with contextlib.ExitStack() as stack:
