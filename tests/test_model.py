@@ -338,3 +338,34 @@ def test_strand_averaged_outputs_score_both_strands_alike(evidence: bool) -> Non
     plain_f, plain_b = run(model.outputs, codes, soft, ev), run(model.outputs, *rc)
     assert not torch.allclose(plain_f, plain_b.flip(0)[:, OUTPUT_MIRROR], atol=1e-3)
     torch.testing.assert_close(fwd, 0.5 * (plain_f + plain_b.flip(0)[:, OUTPUT_MIRROR]))
+
+
+def test_strand_averaged_outputs_of_padded_rows_equal_each_row_alone() -> None:
+    """Training batches pad rows to one length (``lengths``): each row is reversed within
+    its own length, so a padded row's averaged outputs equal the row's on its own."""
+    from genoseg.model.strands import strand_averaged_outputs
+
+    torch.manual_seed(3)
+    enc = EncoderConfig(width=8, kernel=3, stem_kernel=5, dilations=[1, 2], evidence=True)
+    model = GeneModel(G, ModelConfig(encoder=enc)).eval()
+    for p in model.parameters():
+        p.data.normal_(0, 0.3)
+    rng = np.random.default_rng(4)
+    lens = [120, 77]
+    seq = torch.full((2, 120), 4, dtype=torch.int64)
+    soft = torch.zeros((2, 120), dtype=torch.bool)
+    ev = torch.zeros((2, 8, 120))
+    for b, n in enumerate(lens):
+        seq[b, :n] = torch.from_numpy(rng.integers(0, 5, n))
+        soft[b, :n] = torch.from_numpy(rng.random(n) < 0.3)
+        ev[b, :, :n] = torch.from_numpy(rng.poisson(2.0, (8, n)).astype(np.float32))
+    with torch.no_grad():
+        batch, aux = strand_averaged_outputs(
+            model, seq, soft, ev, torch.tensor(lens), with_aux=True
+        )
+        for b, n in enumerate(lens):
+            alone = strand_averaged_outputs(model, seq[b : b + 1, :n], soft[b : b + 1, :n],
+                                            ev[b : b + 1, :, :n])  # fmt: skip
+            torch.testing.assert_close(batch[b, :n], alone[0], atol=1e-5, rtol=1e-5)
+        _, fwd_aux = model.outputs(seq, soft, ev, torch.tensor(lens), with_aux=True)
+    torch.testing.assert_close(aux, fwd_aux)

@@ -374,3 +374,39 @@ def test_init_from_a_model_of_another_shape_is_one_line(tmp_path, h5) -> None:
     lines = r.stderr.strip().splitlines()
     assert len(lines) == 1 and "init_from" in lines[0] and "not a model of this" in lines[0]
     assert not (tmp_path / "other").exists()
+
+
+def test_strand_average_training_scores_both_strands_alike(tmp_path, h5) -> None:
+    """`strand_average: true` fits the mean of both strands' outputs: a window and its
+    reverse complement then have the same loss (they do not without it), validation scores
+    the averaged model, and the checkpoints tell predict to average."""
+    from genoseg.data.labels import IGNORE
+    from genoseg.model.checkpoint import load_model
+    from genoseg.model.gene_model import GeneModel
+    from genoseg.train.train import Sources, WindowLoss
+
+    cfg = load_train_config(_config(tmp_path, h5), ["steps=3", "eval_every=3",
+                                                    "strand_average=true"])  # fmt: skip
+    tr = Trainer(cfg)
+    assert tr.run() == 0
+    for name in ("best.pt", "last.pt"):
+        assert load_model(tmp_path / "run" / name).calibration["strand_average"] is True
+    # a fresh model: its structure tables are strand-symmetric (learned ones need not be)
+    model = GeneModel(tr.model.grammar, cfg.model)
+    with torch.no_grad():
+        for p in model.encoder.parameters():  # asymmetric weights
+            p.add_(0.5 * torch.randn_like(p))
+    src = Sources(cfg.data.train, ("+", "-"), model.grammar)
+    n = src.sets[0].n_windows
+    genic = [int(((w.labels > 0) & (w.labels != IGNORE)).sum()) for w in map(
+        lambda i: src.window(0, i), range(n))]  # fmt: skip
+    i = int(np.argmax(genic))
+    fwd, rc = src.window(0, i), src.window(0, i + n)
+    loss = {}
+    assert genic[i] > 500
+    for avg in (False, True):
+        mod = WindowLoss(model, 0.0, 0.0, strand_average=avg)
+        with torch.no_grad():
+            loss[avg] = [float(mod([w])[0]) for w in (fwd, rc)]
+    assert loss[True][0] == pytest.approx(loss[True][1], rel=1e-5)
+    assert loss[False][0] != pytest.approx(loss[False][1], rel=1e-3)

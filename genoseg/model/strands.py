@@ -13,7 +13,8 @@ is the output of a model that scores both strands alike: averaged(rc(x)) is aver
 mirrored (tested). Each pass depends only on bases within the encoder's halo, so the
 average keeps window invariance (seam-free chunks). It costs a second encoder pass;
 ``genoseg predict`` uses it when the checkpoint's ``calibration`` says
-``strand_average: true`` or with ``--strand-average`` (docs/predict.md).
+``strand_average: true`` or with ``--strand-average`` (docs/predict.md); training with
+``strand_average: true`` fits the averaged outputs themselves (docs/training.md).
 """
 
 from __future__ import annotations
@@ -47,22 +48,62 @@ def averages_strands(model) -> bool:
 
 def reverse_complement_codes_t(sequence: Tensor) -> Tensor:
     """(B, N) codes A=0 C=1 G=2 T=3, anything else N -> the reverse complement (N = 4)."""
+    return _complement(sequence).flip(1)
+
+
+def _complement(sequence: Tensor) -> Tensor:
     acgt = (sequence >= 0) & (sequence < 4)
-    return torch.where(acgt, 3 - sequence, torch.full_like(sequence, 4)).flip(1)
+    return torch.where(acgt, 3 - sequence, torch.full_like(sequence, 4))
+
+
+def _mirror_index(lengths: Tensor, n: int) -> Tensor:
+    """(B, N) int64: column t of row b reads column L_b - 1 - t for t < L_b (the row's
+    reverse), itself past it (padding stays in place)."""
+    t = torch.arange(n, device=lengths.device).view(1, n)
+    L = lengths.view(-1, 1).to(t.dtype)
+    return torch.where(t < L, L - 1 - t, t)
 
 
 def strand_averaged_outputs(
-    model, sequence: Tensor, softmask: Tensor | None = None, evidence: Tensor | None = None
-) -> Tensor:
+    model,
+    sequence: Tensor,
+    softmask: Tensor | None = None,
+    evidence: Tensor | None = None,
+    lengths: Tensor | None = None,
+    *,
+    with_aux: bool = False,
+) -> Tensor | tuple[Tensor, Tensor]:
     """Mean of ``model.outputs`` on the window and (mirrored back) on its reverse
     complement, (B, N, N_OUTPUTS) float32. ``sequence`` (B, N) codes, ``softmask`` (B, N)
-    bool, ``evidence`` (B, 8, N) raw counts, as :meth:`GeneModel.outputs` (no padding:
-    every row is a whole window). ``model``: a GeneModel or an Ensemble."""
-    fwd = model.outputs(sequence, softmask, evidence)
-    rc = model.outputs(
-        reverse_complement_codes_t(sequence),
-        softmask.flip(1) if softmask is not None else None,
-        evidence[:, torch.as_tensor(RC_CHANNELS)].flip(-1) if evidence is not None else None,
-    )
-    back = rc.flip(1)[..., OUTPUT_MIRROR.to(rc.device)]
-    return 0.5 * (fwd + back)
+    bool, ``evidence`` (B, 8, N) raw counts, ``lengths`` (B,) (columns past them are
+    padding: each row is reversed within its length), as :meth:`GeneModel.outputs`.
+    ``with_aux``: also the forward pass's aux logits (B, N, 5), not averaged (training's
+    auxiliary loss). ``model``: a GeneModel or an Ensemble."""
+    aux_kw = {"with_aux": True} if with_aux else {}  # (an Ensemble has no aux head)
+    if lengths is None:
+        fwd = model.outputs(sequence, softmask, evidence, **aux_kw)
+        rc = model.outputs(
+            reverse_complement_codes_t(sequence),
+            softmask.flip(1) if softmask is not None else None,
+            evidence[:, torch.as_tensor(RC_CHANNELS)].flip(-1) if evidence is not None else None,
+        )
+        back = rc.flip(1)
+    else:  # padded rows: reverse each within its length
+        fwd = model.outputs(sequence, softmask, evidence, lengths, **aux_kw)
+        idx = _mirror_index(lengths, sequence.shape[1])
+        rc = model.outputs(
+            _complement(sequence).gather(1, idx),
+            softmask.gather(1, idx) if softmask is not None else None,
+            evidence[:, torch.as_tensor(RC_CHANNELS)].gather(
+                2, idx.unsqueeze(1).expand(-1, evidence.shape[1], -1)
+            )
+            if evidence is not None
+            else None,
+            lengths,
+        )
+        back = rc.gather(1, idx.unsqueeze(-1).expand(-1, -1, rc.shape[-1]))
+    aux = None
+    if with_aux:
+        fwd, aux = fwd
+    out = 0.5 * (fwd + back[..., OUTPUT_MIRROR.to(back.device)])
+    return (out, aux) if with_aux else out

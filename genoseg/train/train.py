@@ -67,6 +67,7 @@ from genoseg.model.checkpoint import (
     save_checkpoint,
 )
 from genoseg.model.gene_model import GeneModel, compile_rows
+from genoseg.model.strands import strand_averaged_outputs
 from genoseg.train.config import DataSource, TrainConfig
 
 __all__ = ["EXIT_REQUEUE", "Trainer", "train"]
@@ -183,9 +184,11 @@ class WindowLoss(nn.Module):
     def __init__(
         self, model: GeneModel, aux_weight: float, smoothness: float, temperature: float = 1.0,
         teacher: nn.Module | None = None, distill_weight: float = 0.0,
+        strand_average: bool = False,
     ):  # fmt: skip
         super().__init__()
         self.model = model
+        self.strand_average = strand_average
         self.temperature = temperature
         self.aux_weight = aux_weight
         self.smoothness = smoothness
@@ -208,7 +211,10 @@ class WindowLoss(nn.Module):
                 ev[b, :, : len(w.sequence)] = torch.from_numpy(w.evidence)
         inputs = (seq.to(dev), soft.to(dev), ev.to(dev) if ev is not None else None,
                   lengths.to(dev))  # fmt: skip
-        out, aux = model.outputs(*inputs, with_aux=True)
+        if self.strand_average:  # the outputs predict averages (genoseg.model.strands)
+            out, aux = strand_averaged_outputs(model, *inputs, with_aux=True)
+        else:
+            out, aux = model.outputs(*inputs, with_aux=True)
         tables = model.structure.tables()
         wd = self.distill_weight
         if wd > 0:
@@ -292,17 +298,20 @@ def f1(ref: set, pred: set) -> tuple[float, float, float]:
 
 
 @torch.no_grad()
-def validate(model: GeneModel, sources: Sources, max_windows: int = 0) -> dict:
+def validate(
+    model: GeneModel, sources: Sources, max_windows: int = 0, *, strand_average: bool = False
+) -> dict:
     """Viterbi on every validation window's core: exon and gene sensitivity, precision and
     F1 (exact coordinates, strand-aware; predictions touching masked bases are left out, as
-    are masked gold genes), and the NLL per kb. Windows are scored together (micro F1)."""
+    are masked gold genes), and the NLL per kb. Windows are scored together (micro F1).
+    ``strand_average``: score the mean of both strands' outputs (as predict would)."""
     model.eval()
     items = sources.all_items()
     if max_windows:
         items = items[:max_windows]
     ref_ex, pred_ex, ref_g, pred_g = set(), set(), set(), set()
     nll_sum, bases = 0.0, 0
-    lossmod = WindowLoss(model, 0.0, 0.0)
+    lossmod = WindowLoss(model, 0.0, 0.0, strand_average=strand_average)
     dev = next(model.parameters()).device
     for j, (f, i) in enumerate(items):
         w = sources.window(f, i)
@@ -314,7 +323,10 @@ def validate(model: GeneModel, sources: Sources, max_windows: int = 0) -> dict:
         seq = torch.from_numpy(w.sequence).unsqueeze(0).to(dev)
         soft = torch.from_numpy(w.softmask).unsqueeze(0).to(dev)
         ev = torch.from_numpy(w.evidence).unsqueeze(0).to(dev) if w.evidence is not None else None
-        out = model.outputs(seq, soft, ev)
+        if strand_average:
+            out = strand_averaged_outputs(model, seq, soft, ev)
+        else:
+            out = model.outputs(seq, soft, ev)
         st = compile_rows(model.grammar, w.sequence.astype(np.uint8), cs, L - ce)
         structural = {k: torch.from_numpy(v).unsqueeze(0).to(dev) for k, v in st.items()}
         kw, _ = model.crf_inputs(out[:, cs:ce], structural)
@@ -440,6 +452,7 @@ class Trainer:
         self.loss_module: nn.Module = WindowLoss(
             self.model, cfg.aux_weight, cfg.smoothness,
             teacher=self.teacher, distill_weight=cfg.distill.weight,
+            strand_average=cfg.strand_average,
         )  # fmt: skip
         if self.world > 1:
             ids = [self.device.index] if self.device.type == "cuda" else None
@@ -521,6 +534,10 @@ class Trainer:
         save_checkpoint(
             path, self.model, config=config_to_dict(self.cfg),
             train_state=self._train_state() if with_state else None,
+            # a model fitted on both strands' mean predicts with it by default
+            calibration={"temperature": 1.0, "strand_average": True}
+            if self.cfg.strand_average
+            else None,
         )  # fmt: skip
 
     # -- logging ----------------------------------------------------------------------
@@ -552,7 +569,10 @@ class Trainer:
         if self.valid_data is None or self.rank != 0:
             return None
         t0 = time.monotonic()
-        m = validate(self.model, self.valid_data, self.cfg.data.valid_max_windows)
+        m = validate(
+            self.model, self.valid_data, self.cfg.data.valid_max_windows,
+            strand_average=self.cfg.strand_average,
+        )  # fmt: skip
         m["valid_seconds"] = time.monotonic() - t0
         log(
             f"valid step {self.step}: nll {m['valid_nll_per_kb']:.2f}/kb | exon Sn "
