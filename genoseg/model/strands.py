@@ -28,7 +28,6 @@ from genoseg.model.heads import CHANNELS
 __all__ = [
     "OUTPUT_MIRROR",
     "averages_strands",
-    "reverse_complement_codes_t",
     "strand_averaged_outputs",
 ]
 
@@ -46,12 +45,8 @@ def averages_strands(model) -> bool:
     return bool(getattr(model, "calibration", {}).get("strand_average", False))
 
 
-def reverse_complement_codes_t(sequence: Tensor) -> Tensor:
-    """(B, N) codes A=0 C=1 G=2 T=3, anything else N -> the reverse complement (N = 4)."""
-    return _complement(sequence).flip(1)
-
-
 def _complement(sequence: Tensor) -> Tensor:
+    """(B, N) codes A=0 C=1 G=2 T=3, anything else N -> the complement (N = 4)."""
     acgt = (sequence >= 0) & (sequence < 4)
     return torch.where(acgt, 3 - sequence, torch.full_like(sequence, 4))
 
@@ -80,28 +75,21 @@ def strand_averaged_outputs(
     ``with_aux``: also the forward pass's aux logits (B, N, 5), not averaged (training's
     auxiliary loss). ``model``: a GeneModel or an Ensemble."""
     aux_kw = {"with_aux": True} if with_aux else {}  # (an Ensemble has no aux head)
-    if lengths is None:
-        fwd = model.outputs(sequence, softmask, evidence, **aux_kw)
-        rc = model.outputs(
-            reverse_complement_codes_t(sequence),
-            softmask.flip(1) if softmask is not None else None,
-            evidence[:, torch.as_tensor(RC_CHANNELS)].flip(-1) if evidence is not None else None,
+    fwd = model.outputs(sequence, softmask, evidence, lengths, **aux_kw)
+    B, N = sequence.shape
+    full = torch.full((B,), N, dtype=torch.int64, device=sequence.device)
+    idx = _mirror_index(full if lengths is None else lengths, N)  # each row's reverse
+    rc = model.outputs(
+        _complement(sequence).gather(1, idx),
+        softmask.gather(1, idx) if softmask is not None else None,
+        evidence[:, torch.as_tensor(RC_CHANNELS)].gather(
+            2, idx.unsqueeze(1).expand(-1, evidence.shape[1], -1)
         )
-        back = rc.flip(1)
-    else:  # padded rows: reverse each within its length
-        fwd = model.outputs(sequence, softmask, evidence, lengths, **aux_kw)
-        idx = _mirror_index(lengths, sequence.shape[1])
-        rc = model.outputs(
-            _complement(sequence).gather(1, idx),
-            softmask.gather(1, idx) if softmask is not None else None,
-            evidence[:, torch.as_tensor(RC_CHANNELS)].gather(
-                2, idx.unsqueeze(1).expand(-1, evidence.shape[1], -1)
-            )
-            if evidence is not None
-            else None,
-            lengths,
-        )
-        back = rc.gather(1, idx.unsqueeze(-1).expand(-1, -1, rc.shape[-1]))
+        if evidence is not None
+        else None,
+        lengths,
+    )
+    back = rc.gather(1, idx.unsqueeze(-1).expand(-1, -1, rc.shape[-1]))
     aux = None
     if with_aux:
         fwd, aux = fwd
