@@ -315,15 +315,23 @@ def test_weight_average_is_what_validation_scores_and_best_holds(tmp_path, h5) -
         assert torch.equal(runs["a"][k], runs["b"][k]), k
 
 
-def test_distillation_from_itself_has_no_gradient_and_init_from_loads(tmp_path, h5) -> None:
+@pytest.mark.parametrize("both", [False, True])
+def test_distillation_from_itself_has_no_gradient_and_init_from_loads(tmp_path, h5, both) -> None:
     """A model distilled from itself (weight 1) is at the minimum of the cross-entropy: the
     gradient (model marginals - teacher marginals) vanishes; with the gold NLL it does
-    not. ``init_from`` starts from the checkpoint's weights."""
-    cfg = load_train_config(_config(tmp_path, h5, steps=1, eval_every=1))
+    not. ``init_from`` starts from the checkpoint's weights. A teacher whose checkpoint
+    averages both strands is read that way (``both``: teacher and student average)."""
+    sa = [f"strand_average={str(both).lower()}"]
+    cfg = load_train_config(_config(tmp_path, h5, steps=1, eval_every=1), sa)
     assert Trainer(cfg).run() == 0
     ck = tmp_path / "run" / "best.pt"
+    raw = torch.load(ck, weights_only=True)  # trained-looking, strand-asymmetric weights
+    torch.manual_seed(5)
+    raw["model"] = {k: v + 0.3 * torch.randn_like(v) if k.startswith(("encoder.", "head."))
+                    else v for k, v in raw["model"].items()}  # fmt: skip
+    torch.save(raw, ck)
     over = [f"init_from={ck}", f"distill.teacher={ck}", "distill.weight=1.0",
-            f"out_dir={tmp_path / 'student'}"]  # fmt: skip
+            f"out_dir={tmp_path / 'student'}", *sa]  # fmt: skip
     tr = Trainer(load_train_config(_config(tmp_path, h5), over))
     for k, v in _weights(ck).items():
         assert torch.equal(tr.model.state_dict()[k], v), k

@@ -67,7 +67,7 @@ from genoseg.model.checkpoint import (
     save_checkpoint,
 )
 from genoseg.model.gene_model import GeneModel, compile_rows
-from genoseg.model.strands import strand_averaged_outputs
+from genoseg.model.strands import averages_strands, strand_averaged_outputs
 from genoseg.train.config import DataSource, TrainConfig
 
 __all__ = ["EXIT_REQUEUE", "Trainer", "train"]
@@ -220,7 +220,10 @@ class WindowLoss(nn.Module):
         if wd > 0:
             teacher = self._teacher[0]
             with torch.no_grad():
-                t_out = teacher.outputs(*inputs)
+                if averages_strands(teacher):  # the teacher as predict would run it
+                    t_out = strand_averaged_outputs(teacher, *inputs)
+                else:
+                    t_out = teacher.outputs(*inputs)
                 t_tables = teacher.structure.tables()
         total = out.new_zeros((), dtype=torch.float64)
         nll_sum, ce_sum, bases = 0.0, 0.0, 0
