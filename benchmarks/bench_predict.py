@@ -132,11 +132,14 @@ def augustus(genome: Path, out: Path, extra: list[str]) -> dict:
 
 
 def averages_strands(model: str | None) -> bool:
-    """Whether the checkpoint (None: the shipped default) averages both strands."""
+    """Whether the checkpoint (None: the shipped default) averages both strands at
+    prediction, which ``--no-strand-average`` turns off (not a model that reads both
+    strands by itself)."""
     from genoseg.model import strands
     from genoseg.model.checkpoint import load_model
 
-    return strands.averages_strands(load_model(model))
+    m = load_model(model)
+    return strands.averages_strands(m) and not strands.reads_both_strands(m)
 
 
 def split(t: dict) -> str:

@@ -343,7 +343,7 @@ def test_strand_averaged_outputs_score_both_strands_alike(evidence: bool) -> Non
 def test_strand_averaged_outputs_of_padded_rows_equal_each_row_alone() -> None:
     """Training batches pad rows to one length (``lengths``): each row is reversed within
     its own length, so a padded row's averaged outputs equal the row's on its own."""
-    from genoseg.model.strands import strand_averaged_outputs
+    from genoseg.model.strands import average_strands, strand_averaged_outputs
 
     torch.manual_seed(3)
     enc = EncoderConfig(width=8, kernel=3, stem_kernel=5, dilations=[1, 2], evidence=True)
@@ -360,8 +360,8 @@ def test_strand_averaged_outputs_of_padded_rows_equal_each_row_alone() -> None:
         soft[b, :n] = torch.from_numpy(rng.random(n) < 0.3)
         ev[b, :, :n] = torch.from_numpy(rng.poisson(2.0, (8, n)).astype(np.float32))
     with torch.no_grad():
-        batch, aux = strand_averaged_outputs(
-            model, seq, soft, ev, torch.tensor(lens), with_aux=True
+        batch, aux = average_strands(
+            model.outputs, seq, soft, ev, torch.tensor(lens), with_aux=True
         )
         for b, n in enumerate(lens):
             alone = strand_averaged_outputs(model, seq[b : b + 1, :n], soft[b : b + 1, :n],
@@ -369,3 +369,8 @@ def test_strand_averaged_outputs_of_padded_rows_equal_each_row_alone() -> None:
             torch.testing.assert_close(batch[b, :n], alone[0], atol=1e-5, rtol=1e-5)
         _, fwd_aux = model.outputs(seq, soft, ev, torch.tensor(lens), with_aux=True)
     torch.testing.assert_close(aux, fwd_aux)
+    # a model configured to read both strands does the same inside its outputs
+    both = GeneModel(G, ModelConfig(encoder=enc, strand_average=True)).eval()
+    both.load_state_dict(model.state_dict())
+    with torch.no_grad():
+        torch.testing.assert_close(both.outputs(seq, soft, ev, torch.tensor(lens)), batch)

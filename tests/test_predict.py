@@ -741,3 +741,18 @@ def test_strand_average_seam_free_recorded_and_the_checkpoint_setting(
     assert_same_models(gff3_features(out), runs[0], tol=1e-6)
     predict(slice_fa, "-o", out, "--model", both, "--window", 7000, "--no-strand-average", "-q")
     assert_same_models(gff3_features(out), plain, tol=1e-6)
+    # a model that reads both strands by itself (model.strand_average, trained so): the same
+    # gene models, and --no-strand-average cannot take its second strand away
+    from dataclasses import replace
+
+    from genoseg.model.gene_model import GeneModel
+
+    one = load_model(model)
+    itself = GeneModel(one.grammar, replace(one.cfg, strand_average=True))
+    itself.load_state_dict(one.state_dict())
+    save_checkpoint(work / "tiny_reads_both.pt", itself)
+    for opt in ("--strand-average", "--no-strand-average"):
+        res = predict(slice_fa, "-o", out, "--model", work / "tiny_reads_both.pt",
+                      "--window", 7000, opt)  # fmt: skip
+        assert_same_models(gff3_features(out), runs[0], tol=1e-6)
+    assert "reads both strands by itself" in res.stderr

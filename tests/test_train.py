@@ -320,15 +320,17 @@ def test_distillation_from_itself_has_no_gradient_and_init_from_loads(tmp_path, 
     """A model distilled from itself (weight 1) is at the minimum of the cross-entropy: the
     gradient (model marginals - teacher marginals) vanishes; with the gold NLL it does
     not. ``init_from`` starts from the checkpoint's weights. A teacher whose checkpoint
-    averages both strands is read that way (``both``: teacher and student average)."""
-    sa = [f"strand_average={str(both).lower()}"]
-    cfg = load_train_config(_config(tmp_path, h5, steps=1, eval_every=1), sa)
+    averages both strands at prediction is read that way (``both``: the teacher's
+    calibration says so and the student reads both strands)."""
+    sa = [f"model.strand_average={str(both).lower()}"]
+    cfg = load_train_config(_config(tmp_path, h5, steps=1, eval_every=1))
     assert Trainer(cfg).run() == 0
     ck = tmp_path / "run" / "best.pt"
     raw = torch.load(ck, weights_only=True)  # trained-looking, strand-asymmetric weights
     torch.manual_seed(5)
     raw["model"] = {k: v + 0.3 * torch.randn_like(v) if k.startswith(("encoder.", "head."))
                     else v for k, v in raw["model"].items()}  # fmt: skip
+    raw["calibration"] = {"temperature": 1.0, "strand_average": both}
     torch.save(raw, ck)
     over = [f"init_from={ck}", f"distill.teacher={ck}", "distill.weight=1.0",
             f"out_dir={tmp_path / 'student'}", *sa]  # fmt: skip
@@ -385,26 +387,31 @@ def test_init_from_a_model_of_another_shape_is_one_line(tmp_path, h5) -> None:
 
 
 def test_strand_average_training_scores_both_strands_alike(tmp_path, h5) -> None:
-    """`strand_average: true` fits the mean of both strands' outputs: a window and its
-    reverse complement then have the same loss (they do not without it), validation scores
-    the averaged model, and the checkpoints tell predict to average."""
+    """`model.strand_average: true` fits the mean of both strands' outputs: a window and
+    its reverse complement then have the same loss (they do not without it), and the
+    checkpoints hold a model that reads both strands by itself."""
+    from dataclasses import replace
+
     from genoseg.data.labels import IGNORE
     from genoseg.model.checkpoint import load_model
     from genoseg.model.gene_model import GeneModel
+    from genoseg.model.strands import reads_both_strands
     from genoseg.train.train import Sources, WindowLoss
 
     cfg = load_train_config(_config(tmp_path, h5), ["steps=3", "eval_every=3",
-                                                    "strand_average=true"])  # fmt: skip
+                                                    "model.strand_average=true"])  # fmt: skip
     tr = Trainer(cfg)
     assert tr.run() == 0
     for name in ("best.pt", "last.pt"):
-        assert load_model(tmp_path / "run" / name).calibration["strand_average"] is True
-    # a fresh model: its structure tables are strand-symmetric (learned ones need not be)
-    model = GeneModel(tr.model.grammar, cfg.model)
+        assert reads_both_strands(load_model(tmp_path / "run" / name))
+    # fresh models: their structure tables are strand-symmetric (learned ones need not be)
+    both = GeneModel(tr.model.grammar, cfg.model)
     with torch.no_grad():
-        for p in model.encoder.parameters():  # asymmetric weights
+        for p in both.encoder.parameters():  # asymmetric weights
             p.add_(0.5 * torch.randn_like(p))
-    src = Sources(cfg.data.train, ("+", "-"), model.grammar)
+    one = GeneModel(tr.model.grammar, replace(cfg.model, strand_average=False))
+    one.load_state_dict(both.state_dict())
+    src = Sources(cfg.data.train, ("+", "-"), both.grammar)
     n = src.sets[0].n_windows
     genic = [int(((w.labels > 0) & (w.labels != IGNORE)).sum()) for w in map(
         lambda i: src.window(0, i), range(n))]  # fmt: skip
@@ -412,8 +419,8 @@ def test_strand_average_training_scores_both_strands_alike(tmp_path, h5) -> None
     fwd, rc = src.window(0, i), src.window(0, i + n)
     loss = {}
     assert genic[i] > 500
-    for avg in (False, True):
-        mod = WindowLoss(model, 0.0, 0.0, strand_average=avg)
+    for avg, model in ((False, one), (True, both)):
+        mod = WindowLoss(model, 0.0, 0.0)
         with torch.no_grad():
             loss[avg] = [float(mod([w])[0]) for w in (fwd, rc)]
     assert loss[True][0] == pytest.approx(loss[True][1], rel=1e-5)

@@ -28,6 +28,7 @@ from genoseg.grammar.compile import compile_window_np
 from genoseg.grammar.spec import Grammar
 from genoseg.model.encoder import Encoder, EncoderConfig, input_features
 from genoseg.model.heads import AUX_CLASSES, N_OUTPUTS, LabelMap, map_scores
+from genoseg.model.strands import average_strands
 from genoseg.model.structure import Structure
 
 __all__ = ["CENTERINGS", "GeneModel", "ModelConfig"]
@@ -43,6 +44,7 @@ class ModelConfig:
     structure: str = "learned"  # learned | fixed
     length_knots: int = 12
     centering: str = "position"  # none | position | label_mean
+    strand_average: bool = False  # outputs = mean of both strands' passes (genoseg.model.strands)
 
     def __post_init__(self) -> None:
         if self.structure not in ("learned", "fixed"):
@@ -90,8 +92,28 @@ class GeneModel(nn.Module):
 
         ``sequence`` (B, N) codes; ``softmask`` (B, N) bool; ``evidence`` (B, 8, N) raw
         counts; ``lengths`` (B,): columns past them are padding (zero features).
-        On CUDA the encoder runs under bf16 autocast; outputs are float32.
+        On CUDA the encoder runs under bf16 autocast; outputs are float32. With
+        ``cfg.strand_average`` the mean of this window's pass and its reverse complement's,
+        mirrored back (:func:`genoseg.model.strands.average_strands`; the aux logits are
+        the forward pass's).
         """
+        if self.cfg.strand_average:
+            return average_strands(
+                self.one_pass, sequence, softmask, evidence, lengths, with_aux=with_aux
+            )
+        return self.one_pass(sequence, softmask, evidence, lengths, with_aux=with_aux)
+
+    def one_pass(
+        self,
+        sequence: Tensor,
+        softmask: Tensor | None = None,
+        evidence: Tensor | None = None,
+        lengths: Tensor | None = None,
+        *,
+        with_aux: bool = False,
+    ) -> Tensor | tuple[Tensor, Tensor]:
+        """The network's outputs reading the window in its own direction (see
+        :meth:`outputs`, the same arguments)."""
         x = input_features(sequence, softmask, evidence, lengths, use_evidence=self.uses_evidence)
         mask = None
         if lengths is not None:

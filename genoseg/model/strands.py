@@ -13,11 +13,14 @@ is the output of a model that scores both strands alike: averaged(rc(x)) is aver
 mirrored (tested). Each pass depends only on bases within the encoder's halo, so the
 average keeps window invariance (seam-free chunks). It costs a second encoder pass;
 ``genoseg predict`` uses it when the checkpoint's ``calibration`` says
-``strand_average: true`` or with ``--strand-average`` (docs/predict.md); training with
-``strand_average: true`` fits the averaged outputs themselves (docs/training.md).
+``strand_average: true`` or with ``--strand-average`` (docs/predict.md). A model configured
+with ``model.strand_average: true`` averages inside :meth:`GeneModel.outputs`, in training
+too, so it is fitted to the averaged outputs themselves (docs/training.md).
 """
 
 from __future__ import annotations
+
+from collections.abc import Callable
 
 import torch
 from torch import Tensor
@@ -27,7 +30,9 @@ from genoseg.model.heads import CHANNELS
 
 __all__ = [
     "OUTPUT_MIRROR",
+    "average_strands",
     "averages_strands",
+    "reads_both_strands",
     "strand_averaged_outputs",
 ]
 
@@ -41,8 +46,15 @@ OUTPUT_MIRROR = torch.tensor([CHANNELS.index(_mirror(n)) for n in CHANNELS])
 
 
 def averages_strands(model) -> bool:
-    """The checkpoint's setting: ``calibration["strand_average"]`` (default off)."""
+    """The checkpoint's prediction setting: ``calibration["strand_average"]`` (default off)."""
     return bool(getattr(model, "calibration", {}).get("strand_average", False))
+
+
+def reads_both_strands(model) -> bool:
+    """The model's own outputs are both strands' mean (``model.strand_average: true``, a
+    model trained that way; every member of an ensemble): averaging again changes nothing."""
+    members = getattr(model, "members", [model])
+    return all(getattr(m.cfg, "strand_average", False) for m in members)
 
 
 def _complement(sequence: Tensor) -> Tensor:
@@ -65,21 +77,34 @@ def strand_averaged_outputs(
     softmask: Tensor | None = None,
     evidence: Tensor | None = None,
     lengths: Tensor | None = None,
+) -> Tensor:
+    """Mean of ``model.outputs`` on the window and (mirrored back) on its reverse
+    complement, (B, N, N_OUTPUTS) float32, for any model (a GeneModel or an Ensemble):
+    what ``genoseg predict --strand-average`` decodes. Arguments as
+    :meth:`GeneModel.outputs`."""
+    return average_strands(model.outputs, sequence, softmask, evidence, lengths)
+
+
+def average_strands(
+    one_pass: Callable[..., Tensor | tuple[Tensor, Tensor]],
+    sequence: Tensor,
+    softmask: Tensor | None = None,
+    evidence: Tensor | None = None,
+    lengths: Tensor | None = None,
     *,
     with_aux: bool = False,
 ) -> Tensor | tuple[Tensor, Tensor]:
-    """Mean of ``model.outputs`` on the window and (mirrored back) on its reverse
-    complement, (B, N, N_OUTPUTS) float32. ``sequence`` (B, N) codes, ``softmask`` (B, N)
+    """Mean of ``one_pass`` (the network's outputs, (B, N, N_OUTPUTS)) on the window and,
+    mirrored back, on its reverse complement. ``sequence`` (B, N) codes, ``softmask`` (B, N)
     bool, ``evidence`` (B, 8, N) raw counts, ``lengths`` (B,) (columns past them are
-    padding: each row is reversed within its length), as :meth:`GeneModel.outputs`.
-    ``with_aux``: also the forward pass's aux logits (B, N, 5), not averaged (training's
-    auxiliary loss). ``model``: a GeneModel or an Ensemble."""
+    padding: each row is reversed within its length). ``with_aux``: ``one_pass`` also
+    returns aux logits (B, N, 5); the forward pass's are returned, not averaged."""
     aux_kw = {"with_aux": True} if with_aux else {}  # (an Ensemble has no aux head)
-    fwd = model.outputs(sequence, softmask, evidence, lengths, **aux_kw)
+    fwd = one_pass(sequence, softmask, evidence, lengths, **aux_kw)
     B, N = sequence.shape
     full = torch.full((B,), N, dtype=torch.int64, device=sequence.device)
     idx = _mirror_index(full if lengths is None else lengths, N)  # each row's reverse
-    rc = model.outputs(
+    rc = one_pass(
         _complement(sequence).gather(1, idx),
         softmask.gather(1, idx) if softmask is not None else None,
         evidence[:, torch.as_tensor(RC_CHANNELS)].gather(

@@ -56,7 +56,7 @@ from genoseg.decode.tracks import (
 )
 from genoseg.model.gene_model import GeneModel, compile_rows
 from genoseg.model.heads import N_OUTPUTS, engine_scores, frame_carry
-from genoseg.model.strands import averages_strands, strand_averaged_outputs
+from genoseg.model.strands import averages_strands, reads_both_strands, strand_averaged_outputs
 
 __all__ = ["ContigResult", "Predictor", "Span"]
 
@@ -150,7 +150,8 @@ class Predictor:
             last of them in parts of at least ``4 * overlap`` bases (load balance).
         strand_average: average the network's outputs over both strands
             (genoseg.model.strands; twice the encoder's work); None: the checkpoint's
-            ``calibration["strand_average"]`` (default off).
+            ``calibration["strand_average"]`` (default off). A model configured with
+            ``strand_average`` averages by itself either way.
     """
 
     def __init__(
@@ -193,8 +194,11 @@ class Predictor:
             tabs = model.structure.tables()
         # posterior calibration (genoseg.train.calibrate): every score divided by T
         self.temperature = float(getattr(model, "calibration", {}).get("temperature", 1.0))
-        # both strands' outputs averaged: the checkpoint's setting unless given
-        self.strand_average = averages_strands(model) if strand_average is None else strand_average
+        # both strands' outputs averaged: the checkpoint's setting unless given (a model that
+        # reads both strands itself needs no second average)
+        self.strand_average = (
+            averages_strands(model) if strand_average is None else strand_average
+        ) and not reads_both_strands(model)
         self.tables = {k: v.detach().float().cpu() / self.temperature for k, v in tabs.items()}
         D = self.tables["durations"].numpy()
         C = self.grammar.num_labels

@@ -169,7 +169,7 @@ def run_predict(o: PredictOptions) -> dict:
     from genoseg.io.bedgraph import TrackWriter
     from genoseg.io.prediction import Prediction
     from genoseg.model.checkpoint import default_model_path, load_model, resolve_model_path
-    from genoseg.model.strands import averages_strands
+    from genoseg.model.strands import averages_strands, reads_both_strands
     from genoseg.predict.pipeline import Predictor, file_digest
     from genoseg.workflow.merge import genome_digest, run_comment
 
@@ -232,6 +232,10 @@ def run_predict(o: PredictOptions) -> dict:
     spans = plan_spans(contigs, targets, shard, cfg.flank)
 
     strand_average = averages_strands(model) if o.strand_average is None else o.strand_average
+    both_strands = strand_average or reads_both_strands(model)
+    if o.strand_average is False and reads_both_strands(model):
+        log(f"{model_path.name} reads both strands by itself (trained so): "
+            "--no-strand-average changes nothing", o.quiet)  # fmt: skip
     run_line = run_comment(
         genome_digest(contigs), file_digest(model_path), shard or (1, 1),
         posteriors=o.posteriors, bam=evidence is not None,
@@ -258,7 +262,7 @@ def run_predict(o: PredictOptions) -> dict:
 
     total = sum(s.end - s.start for s in spans)
     log(f"{len(spans)} stretch(es), {total:,} bp; model {model_path.name} (halo "
-        f"{model.halo} bp{', both strands averaged' if strand_average else ''}); device "
+        f"{model.halo} bp{', both strands averaged' if both_strands else ''}); device "
         f"{device}; {'posteriors' if o.posteriors else 'Viterbi only'}",
         o.quiet)  # fmt: skip
     t0 = time.monotonic()

@@ -111,7 +111,6 @@ class TrainConfig:
     device: str = "auto"  # auto | cpu | cuda | cuda:N
     threads: int = 0  # torch CPU threads (0 = torch's default)
     ema: float = 0.0  # decay of the weights' exponential moving average (0 = off)
-    strand_average: bool = False  # fit the mean of both strands' outputs (predict's setting)
     init_from: Path | None = None  # start from this checkpoint's weights (same model config)
     distill: DistillConfig = field(default_factory=DistillConfig)
 

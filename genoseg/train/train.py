@@ -184,11 +184,9 @@ class WindowLoss(nn.Module):
     def __init__(
         self, model: GeneModel, aux_weight: float, smoothness: float, temperature: float = 1.0,
         teacher: nn.Module | None = None, distill_weight: float = 0.0,
-        strand_average: bool = False,
     ):  # fmt: skip
         super().__init__()
         self.model = model
-        self.strand_average = strand_average
         self.temperature = temperature
         self.aux_weight = aux_weight
         self.smoothness = smoothness
@@ -211,10 +209,7 @@ class WindowLoss(nn.Module):
                 ev[b, :, : len(w.sequence)] = torch.from_numpy(w.evidence)
         inputs = (seq.to(dev), soft.to(dev), ev.to(dev) if ev is not None else None,
                   lengths.to(dev))  # fmt: skip
-        if self.strand_average:  # the outputs predict averages (genoseg.model.strands)
-            out, aux = strand_averaged_outputs(model, *inputs, with_aux=True)
-        else:
-            out, aux = model.outputs(*inputs, with_aux=True)
+        out, aux = model.outputs(*inputs, with_aux=True)
         tables = model.structure.tables()
         wd = self.distill_weight
         if wd > 0:
@@ -301,20 +296,17 @@ def f1(ref: set, pred: set) -> tuple[float, float, float]:
 
 
 @torch.no_grad()
-def validate(
-    model: GeneModel, sources: Sources, max_windows: int = 0, *, strand_average: bool = False
-) -> dict:
+def validate(model: GeneModel, sources: Sources, max_windows: int = 0) -> dict:
     """Viterbi on every validation window's core: exon and gene sensitivity, precision and
     F1 (exact coordinates, strand-aware; predictions touching masked bases are left out, as
-    are masked gold genes), and the NLL per kb. Windows are scored together (micro F1).
-    ``strand_average``: score the mean of both strands' outputs (as predict would)."""
+    are masked gold genes), and the NLL per kb. Windows are scored together (micro F1)."""
     model.eval()
     items = sources.all_items()
     if max_windows:
         items = items[:max_windows]
     ref_ex, pred_ex, ref_g, pred_g = set(), set(), set(), set()
     nll_sum, bases = 0.0, 0
-    lossmod = WindowLoss(model, 0.0, 0.0, strand_average=strand_average)
+    lossmod = WindowLoss(model, 0.0, 0.0)
     dev = next(model.parameters()).device
     for j, (f, i) in enumerate(items):
         w = sources.window(f, i)
@@ -326,10 +318,7 @@ def validate(
         seq = torch.from_numpy(w.sequence).unsqueeze(0).to(dev)
         soft = torch.from_numpy(w.softmask).unsqueeze(0).to(dev)
         ev = torch.from_numpy(w.evidence).unsqueeze(0).to(dev) if w.evidence is not None else None
-        if strand_average:
-            out = strand_averaged_outputs(model, seq, soft, ev)
-        else:
-            out = model.outputs(seq, soft, ev)
+        out = model.outputs(seq, soft, ev)
         st = compile_rows(model.grammar, w.sequence.astype(np.uint8), cs, L - ce)
         structural = {k: torch.from_numpy(v).unsqueeze(0).to(dev) for k, v in st.items()}
         kw, _ = model.crf_inputs(out[:, cs:ce], structural)
@@ -455,7 +444,6 @@ class Trainer:
         self.loss_module: nn.Module = WindowLoss(
             self.model, cfg.aux_weight, cfg.smoothness,
             teacher=self.teacher, distill_weight=cfg.distill.weight,
-            strand_average=cfg.strand_average,
         )  # fmt: skip
         if self.world > 1:
             ids = [self.device.index] if self.device.type == "cuda" else None
@@ -537,10 +525,6 @@ class Trainer:
         save_checkpoint(
             path, self.model, config=config_to_dict(self.cfg),
             train_state=self._train_state() if with_state else None,
-            # a model fitted on both strands' mean predicts with it by default
-            calibration={"temperature": 1.0, "strand_average": True}
-            if self.cfg.strand_average
-            else None,
         )  # fmt: skip
 
     # -- logging ----------------------------------------------------------------------
@@ -572,10 +556,7 @@ class Trainer:
         if self.valid_data is None or self.rank != 0:
             return None
         t0 = time.monotonic()
-        m = validate(
-            self.model, self.valid_data, self.cfg.data.valid_max_windows,
-            strand_average=self.cfg.strand_average,
-        )  # fmt: skip
+        m = validate(self.model, self.valid_data, self.cfg.data.valid_max_windows)
         m["valid_seconds"] = time.monotonic() - t0
         log(
             f"valid step {self.step}: nll {m['valid_nll_per_kb']:.2f}/kb | exon Sn "
