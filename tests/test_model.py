@@ -374,3 +374,31 @@ def test_strand_averaged_outputs_of_padded_rows_equal_each_row_alone() -> None:
     both.load_state_dict(model.state_dict())
     with torch.no_grad():
         torch.testing.assert_close(both.outputs(seq, soft, ev, torch.tensor(lens)), batch)
+
+
+def test_strand_average_of_an_ensemble_does_not_average_a_both_strands_member_twice() -> None:
+    """predict's averaging of an ensemble with a member that reads both strands by itself
+    (model.strand_average) gives the plain average of the ensemble's outputs, and runs
+    that member's network twice per window, not four times."""
+    from dataclasses import replace
+
+    from genoseg.model.ensemble import Ensemble
+    from genoseg.model.strands import average_strands, strand_averaged_outputs
+
+    torch.manual_seed(11)
+    enc = EncoderConfig(width=8, kernel=3, stem_kernel=5, dilations=[1, 2])
+    one = GeneModel(G, ModelConfig(encoder=enc)).eval()
+    both = GeneModel(G, replace(ModelConfig(encoder=enc), strand_average=True)).eval()
+    for m in (one, both):
+        for p in m.parameters():
+            p.data.normal_(0, 0.3)
+    ens = Ensemble([both, one])
+    calls = []
+    both.encoder.register_forward_hook(lambda *a: calls.append(1))
+    seq = torch.from_numpy(np.random.default_rng(2).integers(0, 5, (1, 200)))
+    with torch.no_grad():
+        fast = strand_averaged_outputs(ens, seq)
+        assert len(calls) == 2
+        slow = average_strands(ens.outputs, seq)
+    assert len(calls) == 6
+    torch.testing.assert_close(fast, slow, atol=1e-5, rtol=1e-5)

@@ -81,8 +81,15 @@ def strand_averaged_outputs(
     """Mean of ``model.outputs`` on the window and (mirrored back) on its reverse
     complement, (B, N, N_OUTPUTS) float32, for any model (a GeneModel or an Ensemble):
     what ``genoseg predict --strand-average`` decodes. Arguments as
-    :meth:`GeneModel.outputs`."""
-    return average_strands(model.outputs, sequence, softmask, evidence, lengths)
+    :meth:`GeneModel.outputs`. A model (or ensemble member) that reads both strands by
+    itself is not averaged a second time: the same outputs, half its encoder work."""
+    args = (sequence, softmask, evidence, lengths)
+    members = getattr(model, "members", None)
+    if members is not None:  # an Ensemble: the mean of its members' outputs, each averaged
+        return sum(strand_averaged_outputs(m, *args) for m in members) / len(members)
+    if reads_both_strands(model):
+        return model.outputs(*args)
+    return average_strands(model.outputs, *args)
 
 
 def average_strands(
