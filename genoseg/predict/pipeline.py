@@ -56,7 +56,7 @@ from genoseg.decode.tracks import (
 )
 from genoseg.model.gene_model import GeneModel, compile_rows
 from genoseg.model.heads import N_OUTPUTS, engine_scores, frame_carry
-from genoseg.model.strands import averages_strands, reads_both_strands, strand_averaged_outputs
+from genoseg.model.strands import averages_strands, strand_averaged_outputs
 
 __all__ = ["ContigResult", "Predictor", "Span"]
 
@@ -194,11 +194,9 @@ class Predictor:
             tabs = model.structure.tables()
         # posterior calibration (genoseg.train.calibrate): every score divided by T
         self.temperature = float(getattr(model, "calibration", {}).get("temperature", 1.0))
-        # both strands' outputs averaged: the checkpoint's setting unless given (a model that
-        # reads both strands itself needs no second average)
-        self.strand_average = (
-            averages_strands(model) if strand_average is None else strand_average
-        ) and not reads_both_strands(model)
+        # both strands' outputs averaged: the checkpoint's setting unless given
+        # (strand_averaged_outputs does not average a model that reads both strands again)
+        self.strand_average = averages_strands(model) if strand_average is None else strand_average
         self.tables = {k: v.detach().float().cpu() / self.temperature for k, v in tabs.items()}
         D = self.tables["durations"].numpy()
         C = self.grammar.num_labels
