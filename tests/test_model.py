@@ -402,3 +402,51 @@ def test_strand_average_of_an_ensemble_does_not_average_a_both_strands_member_tw
         slow = average_strands(ens.outputs, seq)
     assert len(calls) == 6
     torch.testing.assert_close(fast, slow, atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize("evidence", [False, True])
+def test_rc_equivariant_model_is_its_own_strand_average(evidence: bool) -> None:
+    """model.rc_equivariant ties the weights so that one pass scores both strands alike:
+    its outputs equal their own strand average (one pass on the reverse complement,
+    mirrored back), on padded rows, with evidence, in the fused inference path and the
+    training path alike; the same free weights untied are not."""
+    from genoseg.model.strands import average_strands, reads_both_strands
+
+    torch.manual_seed(5)
+    enc = EncoderConfig(width=8, kernel=3, stem_kernel=5, dilations=[1, 2], evidence=evidence)
+    tied = GeneModel(G, ModelConfig(encoder=enc, rc_equivariant=True))
+    free = GeneModel(G, ModelConfig(encoder=enc))
+    for p in tied.parameters():
+        p.data.normal_(0, 0.3)
+    free.load_state_dict(tied.state_dict())
+    assert reads_both_strands(tied) and not reads_both_strands(free)
+    rng = np.random.default_rng(6)
+    lens = torch.tensor([150, 91])
+    seq = torch.full((2, 150), 4, dtype=torch.int64)
+    soft = torch.zeros((2, 150), dtype=torch.bool)
+    ev = torch.zeros((2, 8, 150)) if evidence else None
+    for b, n in enumerate(lens.tolist()):
+        seq[b, :n] = torch.from_numpy(rng.integers(0, 5, n))
+        soft[b, :n] = torch.from_numpy(rng.random(n) < 0.3)
+        if evidence:
+            ev[b, :, :n] = torch.from_numpy(rng.poisson(2.0, (8, n)).astype(np.float32))
+    for train in (False, True):  # fused oneDNN inference path / autograd path
+        tied.train(train)
+        free.train(train)
+        with torch.set_grad_enabled(train):
+            out, aux = tied.outputs(seq, soft, ev, lens, with_aux=True)
+            avg = average_strands(tied.one_pass, seq, soft, ev, lens)
+            plain = free.outputs(seq, soft, ev, lens)
+            plain_avg = average_strands(free.one_pass, seq, soft, ev, lens)
+            for b, n in enumerate(lens.tolist()):  # (padding columns are not outputs)
+                torch.testing.assert_close(out[b, :n], avg[b, :n], atol=1e-5, rtol=1e-5)
+                assert (plain[b, :n] - plain_avg[b, :n]).abs().max() > 1e-2
+    # the gradient reaches the free parameters through the tie
+    (out.sum() + aux.sum()).backward()
+    assert all(p.grad is not None and p.grad.abs().sum() > 0 for n, p in
+               tied.named_parameters() if not n.startswith("structure"))  # fmt: skip
+
+
+def test_rc_equivariant_excludes_strand_average() -> None:
+    with pytest.raises(ValueError, match="rc_equivariant"):
+        ModelConfig(strand_average=True, rc_equivariant=True)

@@ -23,10 +23,12 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 from torch import Tensor, nn
+from torch.func import functional_call
 
 from genoseg.grammar.compile import compile_window_np
 from genoseg.grammar.spec import Grammar
 from genoseg.model.encoder import Encoder, EncoderConfig, input_features
+from genoseg.model.equivariance import tied_parameters
 from genoseg.model.heads import AUX_CLASSES, N_OUTPUTS, LabelMap, map_scores
 from genoseg.model.strands import average_strands
 from genoseg.model.structure import Structure
@@ -45,6 +47,7 @@ class ModelConfig:
     length_knots: int = 12
     centering: str = "position"  # none | position | label_mean
     strand_average: bool = False  # outputs = mean of both strands' passes (genoseg.model.strands)
+    rc_equivariant: bool = False  # weights tied so one pass scores both strands alike
 
     def __post_init__(self) -> None:
         if self.structure not in ("learned", "fixed"):
@@ -53,6 +56,11 @@ class ModelConfig:
             raise ValueError(f"model.centering must be one of {CENTERINGS}, got {self.centering!r}")
         if self.length_knots < 2:
             raise ValueError(f"model.length_knots must be >= 2, got {self.length_knots}")
+        if self.strand_average and self.rc_equivariant:
+            raise ValueError(
+                "model.strand_average and model.rc_equivariant: choose one (an RC-equivariant "
+                "model is its own strand average already)"
+            )
 
 
 class GeneModel(nn.Module):
@@ -95,7 +103,8 @@ class GeneModel(nn.Module):
         On CUDA the encoder runs under bf16 autocast; outputs are float32. With
         ``cfg.strand_average`` the mean of this window's pass and its reverse complement's,
         mirrored back (:func:`genoseg.model.strands.average_strands`; the aux logits are
-        the forward pass's).
+        the forward pass's). With ``cfg.rc_equivariant`` one pass of weights tied so that
+        it equals that average (:mod:`genoseg.model.equivariance`).
         """
         if self.cfg.strand_average:
             return average_strands(
@@ -121,10 +130,16 @@ class GeneModel(nn.Module):
             mask = (torch.arange(N, device=x.device).view(1, 1, N) < lengths.view(-1, 1, 1)).to(
                 x.dtype
             )
+        tied = tied_parameters(self) if self.cfg.rc_equivariant else None
+
+        def run(name: str, *args: Tensor) -> Tensor:  # with tied weights: the same layers
+            module = getattr(self, name)
+            return module(*args) if tied is None else functional_call(module, tied[name], args)
+
         with torch.autocast("cuda", dtype=torch.bfloat16, enabled=x.is_cuda):
-            emb = self.encoder(x, mask)
-            out = self.head(emb)
-            aux = self.aux_head(emb) if with_aux else None
+            emb = run("encoder", x, mask)
+            out = run("head", emb)
+            aux = run("aux_head", emb) if with_aux else None
         out = out.float().transpose(1, 2)
         if with_aux:
             return out, aux.float().transpose(1, 2)

@@ -51,10 +51,11 @@ def averages_strands(model) -> bool:
 
 
 def reads_both_strands(model) -> bool:
-    """The model's own outputs are both strands' mean (``model.strand_average: true``, a
-    model trained that way; every member of an ensemble): averaging again changes nothing."""
+    """The model's own outputs are both strands' mean (``model.strand_average: true`` or
+    ``model.rc_equivariant: true``; every member of an ensemble): averaging again changes
+    nothing."""
     members = getattr(model, "members", [model])
-    return all(getattr(m.cfg, "strand_average", False) for m in members)
+    return all(m.cfg.strand_average or m.cfg.rc_equivariant for m in members)
 
 
 def _complement(sequence: Tensor) -> Tensor:

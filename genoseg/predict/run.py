@@ -234,7 +234,7 @@ def run_predict(o: PredictOptions) -> dict:
     strand_average = averages_strands(model) if o.strand_average is None else o.strand_average
     both_strands = strand_average or reads_both_strands(model)
     if o.strand_average is False and reads_both_strands(model):
-        log(f"{model_path.name} reads both strands by itself (trained so): "
+        log(f"{model_path.name} reads both strands by itself (trained so, or RC-equivariant): "
             "--no-strand-average changes nothing", o.quiet)  # fmt: skip
     run_line = run_comment(
         genome_digest(contigs), file_digest(model_path), shard or (1, 1),
