@@ -756,3 +756,17 @@ def test_strand_average_seam_free_recorded_and_the_checkpoint_setting(
                       "--window", 7000, opt)  # fmt: skip
         assert_same_models(gff3_features(out), runs[0], tol=1e-6)
     assert "reads both strands by itself" in res.stderr
+    # an RC-equivariant model (the same weights tied): its own gene models, seam-free at
+    # two window sizes, and one pass whatever the option says
+    tied = GeneModel(one.grammar, replace(one.cfg, rc_equivariant=True))
+    tied.load_state_dict(one.state_dict())
+    save_checkpoint(work / "tiny_tied.pt", tied)
+    eq = []
+    for w, opt in ((7000, "--strand-average"), (23000, "--no-strand-average")):
+        res = predict(slice_fa, "-o", out, "--model", work / "tiny_tied.pt", "--window", w, opt)
+        eq.append(gff3_features(out))
+    assert_same_models(eq[0], eq[1])
+    assert any(r[0][1] == "gene" for r in eq[0])
+    assert eq[0] != plain and eq[0] != runs[0]
+    assert "reads both strands by itself" in res.stderr
+    gt_validate(out)
