@@ -386,9 +386,11 @@ def test_init_from_a_model_of_another_shape_is_one_line(tmp_path, h5) -> None:
     assert not (tmp_path / "other").exists()
 
 
-def test_strand_average_training_scores_both_strands_alike(tmp_path, h5) -> None:
-    """`model.strand_average: true` fits the mean of both strands' outputs: a window and
-    its reverse complement then have the same loss (they do not without it), and the
+@pytest.mark.parametrize("option", ["strand_average", "rc_equivariant"])
+def test_both_strands_training_scores_both_strands_alike(tmp_path, h5, option) -> None:
+    """`model.strand_average: true` fits the mean of both strands' outputs, and
+    `model.rc_equivariant: true` a network tied to score both alike: a window and its
+    reverse complement then have the same loss (they do not without it), and the
     checkpoints hold a model that reads both strands by itself."""
     from dataclasses import replace
 
@@ -399,7 +401,7 @@ def test_strand_average_training_scores_both_strands_alike(tmp_path, h5) -> None
     from genoseg.train.train import Sources, WindowLoss
 
     cfg = load_train_config(_config(tmp_path, h5), ["steps=3", "eval_every=3",
-                                                    "model.strand_average=true"])  # fmt: skip
+                                                    f"model.{option}=true"])  # fmt: skip
     tr = Trainer(cfg)
     assert tr.run() == 0
     for name in ("best.pt", "last.pt"):
@@ -409,7 +411,7 @@ def test_strand_average_training_scores_both_strands_alike(tmp_path, h5) -> None
     with torch.no_grad():
         for p in both.encoder.parameters():  # asymmetric weights
             p.add_(0.5 * torch.randn_like(p))
-    one = GeneModel(tr.model.grammar, replace(cfg.model, strand_average=False))
+    one = GeneModel(tr.model.grammar, replace(cfg.model, **{option: False}))
     one.load_state_dict(both.state_dict())
     src = Sources(cfg.data.train, ("+", "-"), both.grammar)
     n = src.sets[0].n_windows
