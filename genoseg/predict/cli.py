@@ -60,7 +60,8 @@ import click
 @click.option(
     "--strand-average/--no-strand-average", default=None,
     help="Average the network over both strands (more accurate; twice the encoder's work). "
-    "Default: the model's setting.",
+    "Default: the model's setting. A model that reads both strands by itself (the shipped "
+    "default: RC-equivariant) ignores it.",
 )  # fmt: skip
 @click.option("--window", type=int, default=None, help="Chunk length in bases (default 100000).")
 @click.option("--device", default=None, help="auto | cpu | cuda | cuda:N (default auto).")
