@@ -450,3 +450,42 @@ def test_rc_equivariant_model_is_its_own_strand_average(evidence: bool) -> None:
 def test_rc_equivariant_excludes_strand_average() -> None:
     with pytest.raises(ValueError, match="rc_equivariant"):
         ModelConfig(strand_average=True, rc_equivariant=True)
+
+
+def test_rc_equivariant_inference_leaves_the_shared_modules_alone() -> None:
+    """predict runs the encoder from several threads at once: inference of a tied model
+    must not swap the shared modules' parameters while it runs (functional_call does, and
+    two threads then raced: one ran on the other's restored, untied weights). During a
+    forward the model's own parameters stay the free ones, and threads agree."""
+    import threading
+
+    torch.manual_seed(8)
+    enc = EncoderConfig(width=8, kernel=3, stem_kernel=5, dilations=[1, 2])
+    model = GeneModel(G, ModelConfig(encoder=enc, rc_equivariant=True)).eval()
+    for p in model.parameters():
+        p.data.normal_(0, 0.3)
+    stem = model.encoder.stem.weight
+    seen = []
+    model.encoder.blocks[0].register_forward_pre_hook(
+        lambda *a: seen.append(model.encoder.stem.weight is stem)
+    )
+    seq = torch.from_numpy(np.random.default_rng(9).integers(0, 5, (1, 3000)))
+    with torch.no_grad():
+        want = model.outputs(seq)
+        got: list = []
+
+        def work() -> None:  # (grad mode is per thread: predict's threads disable it)
+            with torch.no_grad():
+                got.extend(model.outputs(seq) for _ in range(4))
+
+        threads = [threading.Thread(target=work) for _ in range(2)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+    assert seen and all(seen)
+    assert len(got) == 8 and all(torch.equal(g, want) for g in got)
+    # a changed parameter is seen at once (the tied copies are rebuilt)
+    with torch.no_grad():
+        model.head.bias.add_(1.0)
+        assert not torch.equal(model.outputs(seq), want)

@@ -21,6 +21,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, fields
 
+import numba
 import numpy as np
 import torch
 
@@ -234,8 +235,16 @@ def compile_window_np(
     right_context: int = 0,
     open_start: bool = False,
     open_end: bool = False,
+    backend: str = "numba",
 ) -> dict[str, np.ndarray]:
-    """numpy version of :func:`compile_window` (float32 / int32 arrays)."""
+    """numpy-array version of :func:`compile_window` (float32 / int32 arrays).
+
+    ``backend``: ``"numba"`` (default) computes the motif scores and ``max_dur`` in one
+    compiled pass over the rows (:func:`_compile_rows_kernel`); ``"numpy"`` is the short
+    vectorized reference (:func:`motif_scores`, :func:`max_dur_fast`). Both return the
+    same arrays bit for bit (tested)."""
+    if backend not in ("numba", "numpy"):
+        raise ValueError(f"backend must be numba or numpy, got {backend!r}")
     codes = np.asarray(codes, dtype=np.uint8)
     n = len(codes)
     if valid is None:
@@ -248,21 +257,27 @@ def compile_window_np(
         raise ValueError(f"empty window: len {n}, left_context {lo}, right_context {right_context}")
     C = grammar.num_labels
     T = hi - lo
-    # float32 (as returned): the float64 motif scores are rounded once, on assignment
-    ss = np.zeros((T, C), dtype=np.float32)
-    se = np.zeros((T, C), dtype=np.float32)
-    cache: dict = {}  # k-mer indices shared by rules with the same shift and k
-    for c, lab in enumerate(grammar.labels):
-        if lab.start_rules:
-            ss[:, c] = motif_scores(lab, codes, "start", cache)[lo:hi]
-        if lab.end_rules:
-            se[:, c] = motif_scores(lab, codes, "end", cache)[lo:hi]
     gene = grammar.strand_array != 0
-    bad = ~valid[lo:hi]
-    if bad.any():
-        ss[np.ix_(bad, gene)] = NEG_INF
-        se[np.ix_(bad, gene)] = NEG_INF
-    md = max_dur_fast(grammar, codes, valid, rows=(lo, hi))
+    if backend == "numba":
+        ss = np.empty((T, C), dtype=np.float32)
+        se = np.empty((T, C), dtype=np.float32)
+        md = np.empty((T, C), dtype=np.int32)
+        _compile_rows_kernel(codes, valid, lo, hi, gene, *_kernel_plan(grammar), ss, se, md)
+    else:
+        # float32 (as returned): the float64 motif scores are rounded once, on assignment
+        ss = np.zeros((T, C), dtype=np.float32)
+        se = np.zeros((T, C), dtype=np.float32)
+        cache: dict = {}  # k-mer indices shared by rules with the same shift and k
+        for c, lab in enumerate(grammar.labels):
+            if lab.start_rules:
+                ss[:, c] = motif_scores(lab, codes, "start", cache)[lo:hi]
+            if lab.end_rules:
+                se[:, c] = motif_scores(lab, codes, "end", cache)[lo:hi]
+        bad = ~valid[lo:hi]
+        if bad.any():
+            ss[np.ix_(bad, gene)] = NEG_INF
+            se[np.ix_(bad, gene)] = NEG_INF
+        md = max_dur_fast(grammar, codes, valid, rows=(lo, hi))
     tabs = grammar.static_tables
     init, final = tabs["init"].copy(), tabs["final"].copy()
     if open_start:
@@ -281,6 +296,110 @@ def compile_window_np(
         "seg_end": se,
         "max_dur": md,
     }
+
+
+def _kernel_plan(grammar: Grammar) -> tuple[np.ndarray, ...]:
+    """The grammar's motif and frame rules as flat arrays for :func:`_compile_rows_kernel`:
+    per rule (label, is an end rule, k-mer shift from the row, k, offset of its 5**k-entry
+    table in one float64 array), the tables; per frame rule (label, offset, skip_last,
+    allow_first, index of its stop set), the stop sets as (S, 125) bool tables."""
+    r_label, r_end, r_shift, r_k, r_off, tables = [], [], [], [], [], []
+    f_label, f_offset, f_skip, f_allow, f_set = [], [], [], [], []
+    stop_sets: list[tuple[str, ...]] = []
+    size = 0
+    for c, lab in enumerate(grammar.labels):
+        for end, rules in ((0, lab.start_rules), (1, lab.end_rules)):
+            for rule in rules:  # in order: the float64 sums are the reference's
+                tab = _rule_table(rule)
+                r_label.append(c)
+                r_end.append(end)
+                r_shift.append(rule.offset + (0 if rule.anchor == "start" else 1))
+                r_k.append(rule.k)
+                r_off.append(size)
+                tables.append(tab)
+                size += len(tab)
+        fr = lab.frame
+        if fr is not None:
+            if fr.stops not in stop_sets:
+                stop_sets.append(fr.stops)
+            f_label.append(c)
+            f_offset.append(fr.offset)
+            f_skip.append(fr.skip_last)
+            f_allow.append(fr.allow_first)
+            f_set.append(stop_sets.index(fr.stops))
+    i64 = lambda v: np.asarray(v, dtype=np.int64)  # noqa: E731
+    return (
+        i64(r_label), i64(r_end), i64(r_shift), i64(r_k), i64(r_off),
+        np.concatenate(tables) if tables else np.zeros(1),
+        i64(f_label), i64(f_offset), i64(f_skip), i64(f_allow), i64(f_set),
+        np.stack([_stop_table(st) for st in stop_sets]) if stop_sets
+        else np.zeros((1, 125), dtype=bool),
+    )  # fmt: skip
+
+
+@numba.njit(cache=True, nogil=True)
+def _compile_rows_kernel(
+    codes, valid, lo, hi, gene, r_label, r_end, r_shift, r_k, r_off, tables,
+    f_label, f_offset, f_skip, f_allow, f_set, stop_tabs, ss, se, md,
+):  # fmt: skip
+    """Rows [lo, hi) of ``codes`` into ``ss``, ``se`` (T, C) float32 and ``md`` (T, C)
+    int32: the reference's :func:`motif_scores` (k-mers past the sequence read as N, sums
+    in float64 in rule order, rounded once) and :func:`max_dur_fast`, in one pass."""
+    n = codes.shape[0]
+    C = ss.shape[1]
+    acc = np.zeros((2, C))
+    pad = 3  # codes clamped to N = 4, with N past both ends (no bounds test per base)
+    for r in range(r_label.shape[0]):
+        pad = max(pad, abs(r_shift[r]) + r_k[r])
+    x = np.full(n + 2 * pad, 4, dtype=np.int64)
+    for t in range(n):
+        x[pad + t] = min(codes[t], 4)
+    # the last in-frame stop codon end q <= t with q = t (mod 3), per stop set, rows < hi
+    S = stop_tabs.shape[0]
+    last = np.empty((S, hi), dtype=np.int64)
+    for s in range(S):
+        run = np.full(3, -1, dtype=np.int64)
+        for t in range(hi):
+            if t >= 2 and stop_tabs[s, (x[pad + t - 2] * 5 + x[pad + t - 1]) * 5 + x[pad + t]]:
+                run[t % 3] = t
+            last[s, t] = run[t % 3]
+    for t in range(lo, hi):  # motif scores; no gene segment starts or ends off-sequence
+        i = t - lo
+        acc[:] = 0.0
+        for r in range(r_label.shape[0]):
+            idx = 0
+            p = pad + t + r_shift[r]
+            for q in range(p, p + r_k[r]):
+                idx = idx * 5 + x[q]
+            acc[r_end[r], r_label[r]] += tables[r_off[r] + idx]
+        ok = valid[t]
+        for c in range(C):
+            if gene[c] and not ok:
+                ss[i, c] = -np.inf
+                se[i, c] = -np.inf
+            else:
+                ss[i, c] = acc[0, c]
+                se[i, c] = acc[1, c]
+    li = -1  # the last invalid position at or before t
+    for t in range(lo):
+        if not valid[t]:
+            li = t
+    for t in range(lo, hi):  # max_dur: open reading frames, capped at invalid positions
+        i = t - lo
+        if not valid[t]:
+            li = t
+        cap = t - li if li >= 0 else MAX_DUR_UNBOUNDED
+        for c in range(C):
+            md[i, c] = MAX_DUR_UNBOUNDED
+        for f in range(f_label.shape[0]):
+            b = t - f_offset[f] - (3 if f_skip[f] else 0)
+            qstar = last[f_set[f], b] if b >= 0 else -1
+            v = MAX_DUR_UNBOUNDED
+            if qstar >= 0:
+                v = t - qstar + 2 + (1 if f_allow[f] else 0)
+                if v > t:  # reaches the sequence start
+                    v = MAX_DUR_UNBOUNDED
+            md[i, f_label[f]] = min(v, cap)
 
 
 def compile_window(

@@ -18,6 +18,7 @@ exactly as it was trained.
 
 from __future__ import annotations
 
+import copy
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -130,9 +131,14 @@ class GeneModel(nn.Module):
             mask = (torch.arange(N, device=x.device).view(1, 1, N) < lengths.view(-1, 1, 1)).to(
                 x.dtype
             )
-        tied = tied_parameters(self) if self.cfg.rc_equivariant else None
+        tied = None
+        if self.cfg.rc_equivariant and torch.is_grad_enabled():
+            tied = tied_parameters(self)  # training: the gradient flows through the tie
+        modules = self._tied_modules() if self.cfg.rc_equivariant and tied is None else None
 
         def run(name: str, *args: Tensor) -> Tensor:  # with tied weights: the same layers
+            if modules is not None:  # inference: copies holding the tied weights
+                return modules[name](*args)
             module = getattr(self, name)
             return module(*args) if tied is None else functional_call(module, tied[name], args)
 
@@ -144,6 +150,26 @@ class GeneModel(nn.Module):
         if with_aux:
             return out, aux.float().transpose(1, 2)
         return out
+
+    def _tied_modules(self) -> dict[str, nn.Module]:
+        """Inference copies of ``encoder``, ``head`` and ``aux_head`` holding the tied
+        weights, rebuilt when a parameter changes (its storage or version). predict calls
+        the encoder from several threads at once, so inference must not swap the shared
+        modules' parameters as :func:`torch.func.functional_call` does (a race: tested)."""
+        key = tuple((p.data_ptr(), p._version) for p in self.parameters())
+        cached = self.__dict__.get("_tied_cache")
+        if cached is None or cached[0] != key:
+            with torch.no_grad():
+                tied = tied_parameters(self)
+                mods = {}
+                for name in ("encoder", "head", "aux_head"):
+                    mods[name] = copy.deepcopy(getattr(self, name)).requires_grad_(False)
+                    mods[name].load_state_dict(tied[name])
+            cached = (key, mods)
+            self.__dict__["_tied_cache"] = cached  # not a registered submodule
+        for name, m in cached[1].items():
+            m.train(getattr(self, name).training)
+        return cached[1]
 
     def crf_inputs(
         self,
