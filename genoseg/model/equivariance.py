@@ -36,18 +36,13 @@ import torch
 from torch import Tensor, nn
 
 from genoseg.data.bam import RC_CHANNELS
-from genoseg.model.heads import AUX_CLASSES
-from genoseg.model.strands import OUTPUT_MIRROR
+from genoseg.model.strands import AUX_MIRROR, OUTPUT_MIRROR
 
 __all__ = ["INPUT_COMPLEMENT", "tied_parameters"]
 
 #: input feature k of a reverse-complemented window is feature INPUT_COMPLEMENT[k] forward
 #: (:func:`genoseg.model.encoder.input_features`: A C G T N soft-mask, then 8 evidence)
 INPUT_COMPLEMENT = torch.tensor([3, 2, 1, 0, 4, 5, *(6 + RC_CHANNELS).tolist()])
-
-_AUX_MIRROR = torch.tensor(
-    [AUX_CLASSES.index(c.translate(str.maketrans("+-", "-+"))) for c in AUX_CLASSES]
-)
 
 
 def _reversal(n: int) -> Tensor:
@@ -72,7 +67,7 @@ def tied_parameters(model: nn.Module) -> dict[str, dict[str, Tensor]]:
     return {
         "encoder": _tied(model.encoder, n_inputs),
         "head": _tied(model.head, n_inputs, p_out=OUTPUT_MIRROR),
-        "aux_head": _tied(model.aux_head, n_inputs, p_out=_AUX_MIRROR),
+        "aux_head": _tied(model.aux_head, n_inputs, p_out=AUX_MIRROR),
     }
 
 

@@ -26,9 +26,10 @@ import torch
 from torch import Tensor
 
 from genoseg.data.bam import RC_CHANNELS
-from genoseg.model.heads import CHANNELS
+from genoseg.model.heads import AUX_CLASSES, CHANNELS
 
 __all__ = [
+    "AUX_MIRROR",
     "OUTPUT_MIRROR",
     "average_strands",
     "averages_strands",
@@ -43,6 +44,8 @@ def _mirror(name: str) -> str:
 
 #: output channel k of a reverse-complemented window is channel OUTPUT_MIRROR[k] forward
 OUTPUT_MIRROR = torch.tensor([CHANNELS.index(_mirror(n)) for n in CHANNELS])
+#: the same for the aux head's content classes (:data:`~genoseg.model.heads.AUX_CLASSES`)
+AUX_MIRROR = torch.tensor([AUX_CLASSES.index(_mirror(n)) for n in AUX_CLASSES])
 
 
 def averages_strands(model) -> bool:
