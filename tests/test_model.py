@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import subprocess
 import sys
 
@@ -489,3 +490,38 @@ def test_rc_equivariant_inference_leaves_the_shared_modules_alone() -> None:
     with torch.no_grad():
         model.head.bias.add_(1.0)
         assert not torch.equal(model.outputs(seq), want)
+
+
+@pytest.mark.parametrize("rc", [False, True])
+def test_bf16_inference_tracks_float32_and_is_window_free(rc: bool) -> None:
+    """``dtype=torch.bfloat16`` (predict's --precision bfloat16 on the CPU): outputs close
+    to float32 (bf16 keeps 8 bits of mantissa), of the same layers (an RC-equivariant
+    model's tied weights: still its own strand average within bf16 rounding), and a
+    position's outputs do not depend on where the window starts; training refuses it."""
+    from genoseg.model.strands import average_strands
+
+    torch.manual_seed(12)
+    enc = EncoderConfig(width=8, kernel=3, stem_kernel=5, dilations=[1, 2])
+    model = GeneModel(G, ModelConfig(encoder=enc, rc_equivariant=rc)).eval()
+    for p in model.parameters():
+        p.data.normal_(0, 0.3)
+    seq = torch.from_numpy(np.random.default_rng(13).integers(0, 5, (1, 400)))
+    bf = torch.bfloat16
+    with torch.no_grad():
+        f32 = model.outputs(seq)
+        b16 = model.outputs(seq, dtype=bf)
+        assert b16.dtype == torch.float32 and b16.shape == f32.shape
+        scale = f32.abs().max()
+        assert 0 < (b16 - f32).abs().max() <= 0.03 * scale
+        if rc:
+            avg = average_strands(functools.partial(model.one_pass, dtype=bf), seq)
+            assert (b16 - avg).abs().max() <= 0.03 * scale
+        # window invariance: rows 100..300 from a window starting 37 bases later
+        h = model.halo
+        shifted = model.outputs(seq[:, 37:], dtype=bf)
+        torch.testing.assert_close(
+            b16[0, 37 + h : 400 - h], shifted[0, h : 363 - h], atol=1e-6 * scale, rtol=0
+        )
+        assert torch.equal(model.outputs(seq, dtype=torch.float32), f32)
+    with pytest.raises(ValueError, match="inference"):
+        model.outputs(seq, dtype=bf)

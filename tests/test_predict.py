@@ -770,3 +770,41 @@ def test_strand_average_seam_free_recorded_and_the_checkpoint_setting(
     assert eq[0] != plain and eq[0] != runs[0]
     assert "reads both strands by itself" in res.stderr
     gt_validate(out)
+
+
+@pytest.mark.parametrize("precision", ["float32", "bfloat16"])
+def test_precision_is_seam_free_and_said(work, model, slice_fa, tmp_path, precision):
+    """--precision float32 / bfloat16 (auto picks one by the CPU, so both are forced here):
+    each decodes the same gene models and posteriors (1e-4) at two window sizes, writes
+    valid GFF3 and says its arithmetic on stderr; a wrong value is refused in one line."""
+    runs = []
+    for w in (7000, 23000):
+        out = tmp_path / f"{precision}_{w}.gff3"
+        res = predict(slice_fa, "-o", out, "--model", model, "--window", w,
+                      "--precision", precision)  # fmt: skip
+        runs.append(gff3_features(out))
+    assert f"device cpu ({precision})" in res.stderr
+    assert any(r[0][1] == "gene" for r in runs[0])
+    assert_same_models(runs[0], runs[1])
+    gt_validate(out)
+    bad = predict(slice_fa, "-o", tmp_path / "x.gff3", "--model", model,
+                  "--config", config(tmp_path / "p.yaml", precision="half"), ok=False)  # fmt: skip
+    assert bad.exit_code == 1 and "'precision' must be" in bad.stderr
+    assert not (tmp_path / "x.gff3").exists()
+
+
+def test_precision_auto_follows_the_hardware(monkeypatch):
+    """auto: bf16 on CUDA and on CPUs with bf16 instructions, float32 on other CPUs."""
+    from genoseg import devices
+    from genoseg.errors import GenosegError
+
+    cpu, cuda = torch.device("cpu"), torch.device("cuda")
+    for native in (True, False):
+        monkeypatch.setattr(devices, "cpu_has_bf16", lambda n=native: n)
+        want = torch.bfloat16 if native else torch.float32
+        assert devices.inference_dtype("auto", cpu) == want
+        assert devices.inference_dtype("auto", cuda) == torch.bfloat16
+        assert devices.inference_dtype("float32", cuda) == torch.float32
+        assert devices.inference_dtype("bfloat16", cpu) == torch.bfloat16
+    with pytest.raises(GenosegError, match="--precision half"):
+        devices.inference_dtype("half", cpu)

@@ -81,11 +81,15 @@ class Ensemble(nn.Module):
         softmask: Tensor | None = None,
         evidence: Tensor | None = None,
         lengths: Tensor | None = None,
+        *,
+        dtype: torch.dtype | None = None,
     ) -> Tensor:
-        """Mean of the members' :meth:`GeneModel.outputs` (B, N, N_OUTPUTS) float32."""
-        out = self.members[0].outputs(sequence, softmask, evidence, lengths)
+        """Mean of the members' :meth:`GeneModel.outputs` (B, N, N_OUTPUTS) float32
+        (``dtype``: the members' arithmetic, as there)."""
+        args = (sequence, softmask, evidence, lengths)
+        out = self.members[0].outputs(*args, dtype=dtype)
         for m in self.members[1:]:
-            out = out + m.outputs(sequence, softmask, evidence, lengths)
+            out = out + m.outputs(*args, dtype=dtype)
         return out / len(self.members)
 
 

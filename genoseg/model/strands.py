@@ -20,6 +20,7 @@ too, so it is fitted to the averaged outputs themselves (docs/training.md).
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 
 import torch
@@ -81,6 +82,8 @@ def strand_averaged_outputs(
     softmask: Tensor | None = None,
     evidence: Tensor | None = None,
     lengths: Tensor | None = None,
+    *,
+    dtype: torch.dtype | None = None,
 ) -> Tensor:
     """Mean of ``model.outputs`` on the window and (mirrored back) on its reverse
     complement, (B, N, N_OUTPUTS) float32, for any model (a GeneModel or an Ensemble):
@@ -90,10 +93,10 @@ def strand_averaged_outputs(
     args = (sequence, softmask, evidence, lengths)
     members = getattr(model, "members", None)
     if members is not None:  # an Ensemble: the mean of its members' outputs, each averaged
-        return sum(strand_averaged_outputs(m, *args) for m in members) / len(members)
+        return sum(strand_averaged_outputs(m, *args, dtype=dtype) for m in members) / len(members)
     if reads_both_strands(model):
-        return model.outputs(*args)
-    return average_strands(model.outputs, *args)
+        return model.outputs(*args, dtype=dtype)
+    return average_strands(functools.partial(model.outputs, dtype=dtype), *args)
 
 
 def average_strands(

@@ -66,10 +66,15 @@ import click
 @click.option("--window", type=int, default=None, help="Chunk length in bases (default 100000).")
 @click.option("--device", default=None, help="auto | cpu | cuda | cuda:N (default auto).")
 @click.option("--threads", type=int, default=None, help="CPU threads (default: torch's).")
+@click.option(
+    "--precision", type=click.Choice(["auto", "float32", "bfloat16"]), default=None,
+    help="The network's arithmetic. auto (default): bfloat16 on GPUs and on CPUs with bf16 "
+    "instructions (about 1.7x faster encoder), float32 elsewhere.",
+)  # fmt: skip
 @click.option("-q", "--quiet", is_flag=True, help="No progress on stderr.")
 def predict_command(genome, output, bam, model_path, config, regions, regions_file, shard, bed,
                     segments_bed, tracks, tracks_format, cds_fasta, protein_fasta, no_posteriors,
-                    strand_average, window, device, threads, quiet):  # fmt: skip
+                    strand_average, window, device, threads, precision, quiet):  # fmt: skip
     """Annotate genes in GENOME (FASTA) with exact posteriors: GFF3, BED, tracks."""
     from genoseg.predict.run import PredictOptions, run_predict
 
@@ -78,7 +83,8 @@ def predict_command(genome, output, bam, model_path, config, regions, regions_fi
         regions=list(regions), regions_file=regions_file, shard=shard, bed=bed,
         segments_bed=segments_bed, tracks=tracks, tracks_format=tracks_format,
         cds_fasta=cds_fasta, protein_fasta=protein_fasta, posteriors=not no_posteriors,
-        strand_average=strand_average, window=window, device=device, threads=threads, quiet=quiet,
+        strand_average=strand_average, window=window, device=device, threads=threads,
+        precision=precision, quiet=quiet,
         command="genoseg " + " ".join(sys.argv[1:]),
     )  # fmt: skip
     run_predict(opts)

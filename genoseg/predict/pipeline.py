@@ -152,6 +152,8 @@ class Predictor:
             (genoseg.model.strands; twice the encoder's work); None: the checkpoint's
             ``calibration["strand_average"]`` (default off). A model configured with
             ``strand_average`` averages by itself either way.
+        dtype: the network's arithmetic (GeneModel.outputs; None: its default). The
+            encoder's outputs at a position do not depend on the window in either.
     """
 
     def __init__(
@@ -169,6 +171,7 @@ class Predictor:
         min_part: int = 500_000,
         overlap: int = 20_000,
         strand_average: bool | None = None,
+        dtype: torch.dtype | None = None,
     ):
         if window < 1:
             raise ValueError(f"window must be >= 1, got {window}")
@@ -183,6 +186,7 @@ class Predictor:
         self.cache = cache
         self.on_tracks = on_tracks
         self.quiet = quiet
+        self.dtype = dtype
         if model.cfg.centering == "label_mean":
             raise ValueError(
                 "the model centres emissions by their mean over a window (label_mean): its "
@@ -244,9 +248,9 @@ class Predictor:
         with self._encoder_lock, torch.no_grad():
             t0 = time.monotonic()  # (not the wait for another thread's encoder call)
             if self.strand_average:
-                out = strand_averaged_outputs(self.model, seq, sm, ev)
+                out = strand_averaged_outputs(self.model, seq, sm, ev, dtype=self.dtype)
             else:
-                out = self.model.outputs(seq, sm, ev)
+                out = self.model.outputs(seq, sm, ev, dtype=self.dtype)
             out = out[0, c0 - lo : c1 - lo]
             out = out.float().cpu().numpy()
             self._tick("encoder", t0)

@@ -16,6 +16,7 @@ from pathlib import Path
 import torch
 
 from genoseg.config import load_config
+from genoseg.devices import inference_dtype, resolve_device
 from genoseg.errors import GenosegError
 
 __all__ = ["PredictConfig", "PredictOptions", "plan_spans", "run_predict"]
@@ -35,6 +36,7 @@ class PredictConfig:
     flank: int = 100_000  # sequence decoded past each end of a region or shard piece
     cache: str = "auto"  # auto | memory | spill | recompute (network outputs between passes)
     device: str = "auto"
+    precision: str = "auto"  # auto | float32 | bfloat16: the network's arithmetic
     threads: int = 0
     workers: int = 0  # parallel parts of one long contig (0 = one per CPU thread)
     min_part: int = 500_000  # bases per parallel part at least (shorter: one stream)
@@ -51,6 +53,10 @@ class PredictConfig:
         if self.cache not in ("auto", "memory", "spill", "recompute"):
             raise ValueError(
                 f"'cache' must be auto, memory, spill or recompute, got {self.cache!r}"
+            )
+        if self.precision not in ("auto", "float32", "bfloat16"):
+            raise ValueError(
+                f"'precision' must be auto, float32 or bfloat16, got {self.precision!r}"
             )
         if not (self.device in ("auto", "cpu", "cuda") or self.device.startswith("cuda:")):
             raise ValueError(f"'device' must be auto, cpu, cuda or cuda:N, got {self.device!r}")
@@ -77,6 +83,7 @@ class PredictOptions:
     window: int | None = None
     device: str | None = None
     threads: int | None = None
+    precision: str | None = None
     quiet: bool = False
     command: str | None = None
 
@@ -102,14 +109,6 @@ def plan_spans(contigs: dict[str, int], targets, shard: tuple[int, int] | None, 
         L = contigs[r.contig]
         spans.append(Span(r.contig, max(0, r.start - flank), min(L, r.end + flank), r.start, r.end))
     return spans
-
-
-def _device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name.startswith("cuda") and not torch.cuda.is_available():
-        raise GenosegError(f"--device {name}: CUDA is not available on this machine")
-    return torch.device(name)
 
 
 def _set_threads(n: int) -> None:
@@ -165,6 +164,7 @@ def run_predict(o: PredictOptions) -> dict:
     from genoseg.data.bam import Evidence
     from genoseg.data.fasta import Genome
     from genoseg.data.regions import merge_regions, parse_region, parse_shard, read_bed_regions
+    from genoseg.heap import retain_freed_memory
     from genoseg.io.atomic import install_signal_cleanup
     from genoseg.io.bedgraph import TrackWriter
     from genoseg.io.prediction import Prediction
@@ -173,7 +173,8 @@ def run_predict(o: PredictOptions) -> dict:
     from genoseg.predict.pipeline import Predictor, file_digest
     from genoseg.workflow.merge import genome_digest, run_comment
 
-    over = {"window": o.window, "device": o.device, "threads": o.threads}
+    over = {"window": o.window, "device": o.device, "threads": o.threads,
+            "precision": o.precision}  # fmt: skip
     cfg = load_config(PredictConfig, o.config, {k: v for k, v in over.items() if v is not None})
     shard = parse_shard(o.shard) if o.shard else None
     # --model: a file or a shipped model's name; without it the shipped evidence model
@@ -197,7 +198,10 @@ def run_predict(o: PredictOptions) -> dict:
     # SIGTERM / SIGHUP / SIGINT from here on delete every temporary (outputs being written,
     # spilled network outputs) and end the process by the signal (exit status 128 + signum).
     install_signal_cleanup()
-    device = _device(cfg.device)
+    # chunks reuse the memory earlier chunks freed instead of page-faulting it in again
+    retain_freed_memory()
+    device = resolve_device(cfg.device)
+    dtype = inference_dtype(cfg.precision, device)
 
     genome = Genome.open(o.genome)
     contigs = dict(genome.contigs)
@@ -263,7 +267,8 @@ def run_predict(o: PredictOptions) -> dict:
     total = sum(s.end - s.start for s in spans)
     log(f"{len(spans)} stretch(es), {total:,} bp; model {model_path.name} (halo "
         f"{model.halo} bp{', both strands averaged' if both_strands else ''}); device "
-        f"{device}; {'posteriors' if o.posteriors else 'Viterbi only'}",
+        f"{device} ({str(dtype).removeprefix('torch.')}); "
+        f"{'posteriors' if o.posteriors else 'Viterbi only'}",
         o.quiet)  # fmt: skip
     t0 = time.monotonic()
     workers = cfg.workers or (1 if device.type == "cuda" else torch.get_num_threads())
@@ -280,7 +285,7 @@ def run_predict(o: PredictOptions) -> dict:
                               posteriors=o.posteriors, cache=cfg.cache, quiet=o.quiet,
                               workers=workers, min_part=cfg.min_part,
                               overlap=cfg.overlap,
-                              strand_average=strand_average)  # fmt: skip
+                              strand_average=strand_average, dtype=dtype)  # fmt: skip
         sink = None
         if track_writer is not None:
             sink = lambda span, c, ch: on_tracks(c, ch, span)  # noqa: E731
