@@ -46,6 +46,7 @@ import tempfile
 import time
 from pathlib import Path
 
+from genoseg.devices import cpu_has_bf16
 from genoseg.predict.pipeline import AUTO_MEMORY_BP
 
 REPO = Path(__file__).resolve().parents[1]
@@ -195,7 +196,9 @@ def main() -> None:
     say()
     say(f"Machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores, "
         f"load average at start {load[0]:.1f} / {load[1]:.1f} / {load[2]:.1f} (1/5/15 min); "
-        f"model {args.model or 'build/runs/default/best.pt'}; "
+        f"model {args.model or ('build/runs/default/best.pt' if model else 'shipped default')}; "
+        f"bf16 instructions: {'yes' if cpu_has_bf16() else 'no'} (--precision auto: "
+        f"{'bfloat16' if cpu_has_bf16() else 'float32'}); "
         f"{time.strftime('%Y-%m-%d %H:%M')}.")  # fmt: skip
     say()
 
@@ -215,15 +218,20 @@ def main() -> None:
         say("|---|---|---|---|---|---|---|---|")
         # a model that averages both strands (its calibration) also runs without it
         both = [None, False] if averages_strands(model) else [None]
-        for post, sa in [(p, a) for p in (True, False) for a in both]:
+        # the default precision (auto: bf16 where the CPU has it), then float32 beside it
+        precisions = [None, "float32"] if cpu_has_bf16() else [None]
+        runs = [(p, a, q) for q in precisions for p in (True, False) for a in both]
+        for post, sa, prec in runs:
             spec = {**common, "genome": str(genome), "output": str(work / f"g{post}.gff3"),
                     "bed": str(work / f"g{post}.bed"), "posteriors": post,
                     "tracks": str(work / "tracks") if post else None,
-                    "strand_average": sa}  # fmt: skip
+                    "strand_average": sa, "precision": prec}  # fmt: skip
             r = run_child(spec)
             s = r["summary"]
-            mode = ("posteriors" if post else "--no-posteriors") + (
-                " --no-strand-average" if sa is False else ""
+            mode = (
+                ("posteriors" if post else "--no-posteriors")
+                + (" --no-strand-average" if sa is False else "")
+                + (f" --precision {prec}" if prec else "")
             )
             say(f"| genoseg | {mode} | {r['wall_s']:.1f} | "
                 f"{n / r['wall_s'] / 1e3:.1f} | {n / s['seconds'] / 1e3:.1f} | "
