@@ -11,12 +11,15 @@ heap arena per thread holding its own freed blocks. :func:`retain_freed_memory` 
 * ``M_ARENA_MAX = 1``: one heap for all threads, so a block one thread frees is reused
   by the other (the allocations are few and large: the shared lock costs nothing).
 
-Measured in benchmarks/README.md ("Heap"): system time 4.7 -> 1.2 s, page faults
-1.66 M -> 0.39 M, peak RSS 2.4 -> 1.9 GB, wall time about 11 % less. Peak memory still
-does not grow with contig length (the same blocks are reused chunk after chunk).
+Measured in benchmarks/README.md ("Heap", the shared 1.2 Mb A. thaliana genome): wall
+time 16.5 -> 11.5 s together with the bf16 encoder, system time 4.7 -> 1.2 s, page faults
+1.66 M -> 0.39 M, peak RSS 2.3 -> 1.8 GB.
 
 ``GENOSEG_MALLOC=system`` keeps glibc's defaults. Elsewhere than glibc (macOS, musl) it
-does nothing.
+does nothing. predict applies it only when every stretch it decodes is at most
+``AUTO_MEMORY_BP`` (2 Mb) long: on a 20 Mb contig the retained heap fragmented around the
+engine's per-chunk states kept for the whole stretch, and peak RSS grew by about 23 MB per
+Mb of contig instead of 11 (13 % faster; benchmarks/README.md, "Heap").
 """
 
 from __future__ import annotations

@@ -170,7 +170,7 @@ def run_predict(o: PredictOptions) -> dict:
     from genoseg.io.prediction import Prediction
     from genoseg.model.checkpoint import default_model_path, load_model, resolve_model_path
     from genoseg.model.strands import averages_strands, reads_both_strands
-    from genoseg.predict.pipeline import Predictor, file_digest
+    from genoseg.predict.pipeline import AUTO_MEMORY_BP, Predictor, file_digest
     from genoseg.workflow.merge import genome_digest, run_comment
 
     over = {"window": o.window, "device": o.device, "threads": o.threads,
@@ -198,8 +198,6 @@ def run_predict(o: PredictOptions) -> dict:
     # SIGTERM / SIGHUP / SIGINT from here on delete every temporary (outputs being written,
     # spilled network outputs) and end the process by the signal (exit status 128 + signum).
     install_signal_cleanup()
-    # chunks reuse the memory earlier chunks freed instead of page-faulting it in again
-    retain_freed_memory()
     device = resolve_device(cfg.device)
     dtype = inference_dtype(cfg.precision, device)
 
@@ -234,6 +232,11 @@ def run_predict(o: PredictOptions) -> dict:
         regions += read_bed_regions(o.regions_file, contigs, source=o.genome)
     targets = merge_regions(regions, contigs) if regions else contigs
     spans = plan_spans(contigs, targets, shard, cfg.flank)
+    if max((s.end - s.start for s in spans), default=0) <= AUTO_MEMORY_BP:
+        # chunks reuse the memory earlier chunks freed instead of page-faulting it in again
+        # (not for longer stretches: there the retained heap fragments around the states
+        # kept for the whole stretch, and peak memory would grow faster with its length)
+        retain_freed_memory()
 
     strand_average = averages_strands(model) if o.strand_average is None else o.strand_average
     both_strands = strand_average or reads_both_strands(model)
