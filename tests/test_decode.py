@@ -464,6 +464,10 @@ def test_fill_boundary_posteriors_chunk_by_chunk(gold):
         lo, up = boundary_posteriors(g, start[a:b], end[a:b])
         fill_boundary_posteriors(chunked, lo, up, offset=a)
     assert chunked == whole
+    # the same bits from memory at another alignment (4 bytes off)
+    moved = np.empty(start.size + 1, dtype=np.float32)[1:].reshape(start.shape)
+    moved[...] = start
+    assert np.array_equal(boundary_posteriors(g, moved, end)[0], lower)
 
 
 def test_check_gff3_accepts_augustus_output():

@@ -217,10 +217,21 @@ def boundary_posteriors(grammar: Grammar, start, end) -> tuple[np.ndarray, np.nd
     C = grammar.num_labels
     start = _as2d(start, "start", C)
     end = _as2d(end, "end", C)
-    member, class_of = _classes(grammar)
-    lower = (np.asarray(start, dtype=np.float32) @ member)[:, class_of]
-    upper = (np.asarray(end, dtype=np.float32) @ member)[:, class_of]
+    class_of = _classes(grammar)
+    lower = _class_sums(np.asarray(start, dtype=np.float32), class_of)[:, class_of]
+    upper = _class_sums(np.asarray(end, dtype=np.float32), class_of)[:, class_of]
     return lower, upper
+
+
+def _class_sums(x: np.ndarray, class_of: np.ndarray) -> np.ndarray:
+    """(n, K) float32: the sum of the columns of ``x`` (n, C) in each class, added column by
+    column in label order. Elementwise adds give every row the same bits whatever the
+    chunk it comes in and wherever its memory lies; a matrix product (BLAS) may block and
+    vectorise rows differently by the number of rows and their alignment."""
+    out = np.zeros((x.shape[0], int(class_of.max()) + 1), dtype=np.float32)
+    for c, k in enumerate(class_of):
+        out[:, k] += x[:, c]
+    return out
 
 
 def fill_boundary_posteriors(
@@ -255,12 +266,9 @@ def fill_boundary_posteriors(
         k += 1
 
 
-def _classes(grammar: Grammar) -> tuple[np.ndarray, np.ndarray]:
-    """(member (C, K) float32 0/1, class_of (C,) int64): the K boundary classes (strand and
-    exon / intron / intergenic) and the class of every label."""
+def _classes(grammar: Grammar) -> np.ndarray:
+    """class_of (C,) int64: the boundary class (strand and exon / intron / intergenic) of
+    every label, numbered 0..K-1."""
     keys = [(lab.strand, "exon" if lab.is_exon else lab.kind) for lab in grammar.labels]
     uniq = sorted(set(keys))
-    class_of = np.array([uniq.index(k) for k in keys], dtype=np.int64)
-    member = np.zeros((len(keys), len(uniq)), dtype=np.float32)
-    member[np.arange(len(keys)), class_of] = 1.0
-    return member, class_of
+    return np.array([uniq.index(k) for k in keys], dtype=np.int64)
