@@ -131,11 +131,13 @@ def _fused_ok(x: Tensor) -> bool:
     return (
         FUSED_INFERENCE
         and x.device.type == "cpu"
-        and x.dtype in (torch.float32, torch.bfloat16)
         and not torch.is_grad_enabled()
         and torch.backends.mkldnn.is_available()
         and hasattr(torch.ops.mkldnn, "_linear_pointwise")
-        and (x.dtype == torch.float32 or torch.ops.mkldnn._is_mkldnn_bf16_supported())
+        and (
+            x.dtype == torch.float32
+            or (x.dtype == torch.bfloat16 and torch.ops.mkldnn._is_mkldnn_bf16_supported())
+        )
     )
 
 

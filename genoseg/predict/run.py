@@ -16,7 +16,7 @@ from pathlib import Path
 import torch
 
 from genoseg.config import load_config
-from genoseg.devices import inference_dtype, resolve_device
+from genoseg.devices import PRECISIONS, inference_dtype, resolve_device
 from genoseg.errors import GenosegError
 
 __all__ = ["PredictConfig", "PredictOptions", "plan_spans", "run_predict"]
@@ -54,10 +54,8 @@ class PredictConfig:
             raise ValueError(
                 f"'cache' must be auto, memory, spill or recompute, got {self.cache!r}"
             )
-        if self.precision not in ("auto", "float32", "bfloat16"):
-            raise ValueError(
-                f"'precision' must be auto, float32 or bfloat16, got {self.precision!r}"
-            )
+        if self.precision not in PRECISIONS:
+            raise ValueError(f"'precision' must be {', '.join(PRECISIONS)}, got {self.precision!r}")
         if not (self.device in ("auto", "cpu", "cuda") or self.device.startswith("cuda:")):
             raise ValueError(f"'device' must be auto, cpu, cuda or cuda:N, got {self.device!r}")
 
