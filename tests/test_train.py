@@ -427,3 +427,63 @@ def test_both_strands_training_scores_both_strands_alike(tmp_path, h5, option) -
             loss[avg] = [float(mod([w])[0]) for w in (fwd, rc)]
     assert loss[True][0] == pytest.approx(loss[True][1], rel=1e-5)
     assert loss[False][0] != pytest.approx(loss[False][1], rel=1e-3)
+
+
+@pytest.mark.parametrize("boundary,position", [(0.7, 0.0), (0.0, 0.4), (1.3, 0.25)])
+def test_margin_is_the_cost_augmented_log_partition(boundary, position):
+    """Softmax-margin: nll on add_margin's inputs equals log sum_y exp(score(y) + cost(y,
+    gold)) - score(gold) by enumeration, the cost counted segment by segment from its
+    definition (a boundary the gold path lacks, a base of the wrong content class)."""
+    from genoseg import crf
+    from genoseg.data.labels import IGNORE
+    from genoseg.train.config import MarginConfig
+    from genoseg.train.train import add_margin
+    from tests.brute import brute_log_z, enumerate_scores
+
+    rng = np.random.default_rng(7)
+    T, C, K = 6, 3, 6
+    f = torch.float64
+    kw = dict(
+        emissions=torch.tensor(rng.normal(size=(1, T, C)), dtype=f),
+        transitions=torch.tensor(rng.normal(size=(C, C)), dtype=f),
+        durations=torch.tensor(rng.normal(size=(C, K)), dtype=f),
+        init=torch.tensor(rng.normal(size=C), dtype=f),
+        final=torch.tensor(rng.normal(size=C), dtype=f),
+        seg_start=torch.tensor(rng.normal(size=(1, T, C)), dtype=f),
+        seg_end=torch.tensor(rng.normal(size=(1, T, C)), dtype=f),
+    )
+    aux_class = np.array([0, 1, 1])  # labels 1 and 2: one content class
+    gold = [(0, 2, 1), (2, 3, 0), (3, 6, 2)]
+    labels = torch.tensor([1, 1, 0, 2, 2, 2])
+    margin = MarginConfig(boundary=boundary, position=position)
+    aug = add_margin(kw, labels, aux_class, margin)
+
+    def cost(segs, lab):
+        total = 0.0
+        for s, e, c in segs:
+            if lab[s] != IGNORE and not (lab[s] == c and (s == 0 or lab[s - 1] != c)):
+                total += boundary
+            t = e - 1
+            if lab[t] != IGNORE and not (lab[t] == c and (e == T or lab[e] != c)):
+                total += boundary
+            total += position * sum(
+                1 for u in range(s, e) if lab[u] != IGNORE and aux_class[c] != aux_class[lab[u]]
+            )
+        return total
+
+    one = {k: (v[0] if v.dim() == 3 else v) for k, v in kw.items() if k != "emissions"}
+    scores = enumerate_scores(kw["emissions"][0], T, **one)
+    gold_score = dict((tuple(s), v) for s, v in scores)[tuple(gold)]
+    lab = labels.tolist()
+    want = brute_log_z([(s, v + cost(s, lab)) for s, v in scores]) - gold_score
+    h = aug.pop("emissions")
+    got = crf.nll(h, None, **aug, gold_segments=[gold])
+    assert float(got[0]) == pytest.approx(want, rel=1e-9)
+    plain = {k: v for k, v in kw.items() if k != "emissions"}
+    assert float(got[0]) > float(crf.nll(kw["emissions"], None, **plain, gold_segments=[gold])[0])
+    # unlabelled positions cost nothing
+    lab[1] = lab[4] = IGNORE
+    aug = add_margin(kw, torch.tensor(lab), aux_class, margin)
+    want = brute_log_z([(s, v + cost(s, lab)) for s, v in scores])
+    h = aug.pop("emissions")
+    assert float(crf.log_partition(h, None, **aug)[0]) == pytest.approx(want, rel=1e-9)

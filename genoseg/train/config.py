@@ -94,6 +94,24 @@ class DistillConfig:
 
 
 @dataclass
+class MarginConfig:
+    """Softmax-margin training (Gimpel & Smith 2010; docs/training.md): log Z is taken over
+    scores raised by a cost that each path pays for disagreeing with the gold one, so the
+    gold path must win by a margin that grows with its errors. The cost is exact in the
+    engine's terms (it adds to seg_start / seg_end / emissions) and only counts labelled
+    positions. 0 = off (the plain NLL)."""
+
+    boundary: float = 0.0  # nats per segment start or end (label and position) not in the gold path
+    position: float = (
+        0.0  # nats per base whose content class (intergenic, intron, coding; strand) is wrong
+    )
+
+    def __post_init__(self) -> None:
+        if self.boundary < 0 or self.position < 0:
+            raise ValueError("margin.boundary and margin.position must be >= 0")
+
+
+@dataclass
 class TrainConfig:
     model: ModelConfig = field(default_factory=ModelConfig)
     data: DataConfig = field(default_factory=DataConfig)
@@ -103,6 +121,7 @@ class TrainConfig:
     max_window: int = 0  # crop training cores to at most this many bases (0 = whole core)
     aux_weight: float = 0.0  # weight of the per-position cross-entropy of content classes
     smoothness: float = 1.0  # weight of the length-table smoothness penalty
+    margin: MarginConfig = field(default_factory=MarginConfig)
     eval_every: int = 100
     checkpoint_every: int = 50
     log_every: int = 10

@@ -68,7 +68,7 @@ from genoseg.model.checkpoint import (
 )
 from genoseg.model.gene_model import GeneModel, compile_rows
 from genoseg.model.strands import averages_strands, strand_averaged_outputs
-from genoseg.train.config import DataSource, TrainConfig
+from genoseg.train.config import DataSource, MarginConfig, TrainConfig
 
 __all__ = ["EXIT_REQUEUE", "Trainer", "train"]
 
@@ -173,6 +173,40 @@ def crop(w: Window, max_core: int, rng: np.random.Generator, halo: int) -> Windo
 # --------------------------------------------------------------------------- loss
 
 
+def add_margin(
+    kw: dict[str, Tensor], labels: Tensor, aux_class: np.ndarray, margin: MarginConfig
+) -> dict[str, Tensor]:
+    """Engine inputs (batch of one row, T positions, C labels) with the softmax-margin cost
+    of :class:`MarginConfig` added: ``margin.boundary`` to ``seg_start[t, c]`` unless a gold
+    segment of label c starts at t (``labels[t] == c != labels[t-1]``), likewise to
+    ``seg_end`` (its last base t), and ``margin.position`` to ``emissions[t, c]`` when c's
+    content class differs from ``labels[t]``'s. Unlabelled positions (IGNORE) cost nothing.
+    The gold path costs nothing, so ``nll`` on these inputs is log Z(score + cost) - score(gold).
+    ``labels``: (T,) int64, 0-based positions of the row."""
+    if margin.boundary <= 0 and margin.position <= 0:
+        return kw
+    out = dict(kw)
+    T = labels.shape[0]
+    C = kw["emissions"].shape[-1]
+    known = labels != IGNORE
+    lab = labels.clamp(0, C - 1)
+    if margin.boundary > 0:
+        first = torch.ones(T, dtype=torch.bool, device=labels.device)
+        first[1:] = labels[1:] != labels[:-1]
+        last = torch.ones(T, dtype=torch.bool, device=labels.device)
+        last[:-1] = labels[:-1] != labels[1:]
+        for key, gold in (("seg_start", first), ("seg_end", last)):
+            cost = known.to(kw[key].dtype).unsqueeze(1).expand(T, C).clone()
+            rows = torch.nonzero(gold & known).squeeze(1)
+            cost[rows, lab[rows]] = 0.0
+            out[key] = kw[key] + margin.boundary * cost.unsqueeze(0)
+    if margin.position > 0:
+        cls = torch.as_tensor(aux_class, device=labels.device)
+        wrong = (cls.unsqueeze(0) != cls[lab].unsqueeze(1)) & known.unsqueeze(1)
+        out["emissions"] = kw["emissions"] + margin.position * wrong.to(kw["emissions"].dtype)
+    return out
+
+
 class WindowLoss(nn.Module):
     """The per-window loss as a module (so DistributedDataParallel sees every parameter
     used in ``forward``). ``forward(windows) -> (loss, stats)``: mean over windows of the
@@ -184,6 +218,7 @@ class WindowLoss(nn.Module):
     def __init__(
         self, model: GeneModel, aux_weight: float, smoothness: float, temperature: float = 1.0,
         teacher: nn.Module | None = None, distill_weight: float = 0.0,
+        margin: MarginConfig | None = None,
     ):  # fmt: skip
         super().__init__()
         self.model = model
@@ -192,6 +227,7 @@ class WindowLoss(nn.Module):
         self.smoothness = smoothness
         self._teacher = [teacher] if teacher is not None else []  # not a submodule: frozen
         self.distill_weight = distill_weight if teacher is not None else 0.0
+        self.margin = margin if margin is not None else MarginConfig()
 
     def forward(self, windows: list[Window]) -> tuple[Tensor, dict]:
         model = self.model
@@ -232,6 +268,7 @@ class WindowLoss(nn.Module):
             )
             lab = torch.from_numpy(w.labels[cs:ce]).to(dev)
             known = lab != IGNORE
+            kw = add_margin(kw, lab, model.label_map.aux_class, self.margin)
             # the NLL, with log Z for the distillation term (one forward-backward)
             if bool(known.all()):
                 gold = [segments_from_labels(w.labels[cs:ce])]
@@ -443,7 +480,7 @@ class Trainer:
                 log(f"{s.path}: no evidence channels; the model sees zeros there")
         self.loss_module: nn.Module = WindowLoss(
             self.model, cfg.aux_weight, cfg.smoothness,
-            teacher=self.teacher, distill_weight=cfg.distill.weight,
+            teacher=self.teacher, distill_weight=cfg.distill.weight, margin=cfg.margin,
         )  # fmt: skip
         if self.world > 1:
             ids = [self.device.index] if self.device.type == "cuda" else None
