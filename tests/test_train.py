@@ -432,8 +432,8 @@ def test_both_strands_training_scores_both_strands_alike(tmp_path, h5, option) -
 @pytest.mark.parametrize("boundary,position", [(0.7, 0.0), (0.0, 0.4), (1.3, 0.25)])
 def test_margin_is_the_cost_augmented_log_partition(boundary, position):
     """Softmax-margin: nll on add_margin's inputs equals log sum_y exp(score(y) + cost(y,
-    gold)) - score(gold) by enumeration, the cost counted segment by segment from its
-    definition (a boundary the gold path lacks, a base of the wrong content class)."""
+    gold)) - score(gold) by enumeration, the cost counted from its definition (boundaries
+    in one path but not the other, bases of the wrong content class)."""
     from genoseg import crf
     from genoseg.data.labels import IGNORE
     from genoseg.train.config import MarginConfig
@@ -458,14 +458,17 @@ def test_margin_is_the_cost_augmented_log_partition(boundary, position):
     margin = MarginConfig(boundary=boundary, position=position)
     aug = add_margin(kw, labels, aux_class, margin)
 
-    def cost(segs, lab):
-        total = 0.0
+    def boundaries(segs, lab):
+        def known(b, across):  # the base and the one across the boundary are labelled
+            return lab[b] != IGNORE and (not 0 <= across < T or lab[across] != IGNORE)
+
+        return {(k, b, c) for s, e, c in segs
+                for k, b, x in (("start", s, s - 1), ("end", e - 1, e)) if known(b, x)}  # fmt: skip
+
+    def cost(segs, lab):  # false and missed boundaries, wrong bases
+        mine, ref = boundaries(segs, lab), boundaries(gold, lab)
+        total = boundary * len(mine ^ ref)
         for s, e, c in segs:
-            if lab[s] != IGNORE and not (lab[s] == c and (s == 0 or lab[s - 1] != c)):
-                total += boundary
-            t = e - 1
-            if lab[t] != IGNORE and not (lab[t] == c and (e == T or lab[e] != c)):
-                total += boundary
             total += position * sum(
                 1 for u in range(s, e) if lab[u] != IGNORE and aux_class[c] != aux_class[lab[u]]
             )
@@ -484,6 +487,7 @@ def test_margin_is_the_cost_augmented_log_partition(boundary, position):
     # unlabelled positions cost nothing
     lab[1] = lab[4] = IGNORE
     aug = add_margin(kw, torch.tensor(lab), aux_class, margin)
-    want = brute_log_z([(s, v + cost(s, lab)) for s, v in scores])
+    const = boundary * len(boundaries(gold, lab))  # the gold path's boundaries' -margin
+    want = brute_log_z([(s, v + cost(s, lab)) for s, v in scores]) - const
     h = aug.pop("emissions")
     assert float(crf.log_partition(h, None, **aug)[0]) == pytest.approx(want, rel=1e-9)

@@ -101,7 +101,7 @@ class MarginConfig:
     engine's terms (it adds to seg_start / seg_end / emissions) and only counts labelled
     positions. 0 = off (the plain NLL)."""
 
-    boundary: float = 0.0  # nats per segment start or end (label and position) not in the gold path
+    boundary: float = 0.0  # nats per segment start or end in one path, not the other (gold)
     position: float = (
         0.0  # nats per base whose content class (intergenic, intron, coding; strand) is wrong
     )

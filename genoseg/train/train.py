@@ -177,12 +177,18 @@ def add_margin(
     kw: dict[str, Tensor], labels: Tensor, aux_class: np.ndarray, margin: MarginConfig
 ) -> dict[str, Tensor]:
     """Engine inputs (batch of one row, T positions, C labels) with the softmax-margin cost
-    of :class:`MarginConfig` added: ``margin.boundary`` to ``seg_start[t, c]`` unless a gold
-    segment of label c starts at t (``labels[t] == c != labels[t-1]``), likewise to
-    ``seg_end`` (its last base t), and ``margin.position`` to ``emissions[t, c]`` when c's
-    content class differs from ``labels[t]``'s. Unlabelled positions (IGNORE) cost nothing.
-    The gold path costs nothing, so ``nll`` on these inputs is log Z(score + cost) - score(gold).
-    ``labels``: (T,) int64, 0-based positions of the row."""
+    of :class:`MarginConfig` added. A path's boundary cost is ``margin.boundary`` x (its
+    segment starts and ends that the gold path lacks + the gold path's that it lacks), a
+    start being (position, label) with ``labels[t] == c != labels[t-1]`` for the gold path,
+    an end likewise at the segment's last base. Up to the constant ``margin.boundary`` x
+    (number of gold boundaries), that is ``+margin.boundary`` on ``seg_start[t, c]`` /
+    ``seg_end[t, c]`` for a boundary not in the gold path and ``-margin.boundary`` for one
+    in it. ``margin.position`` goes to ``emissions[t, c]`` when c's content class differs
+    from ``labels[t]``'s. Unlabelled positions (IGNORE) cost nothing, nor does a boundary
+    beside one (which side of it the gold boundary lies is unknown). The constant cancels
+    between log Z and the gold score, so ``nll`` on these inputs is exactly
+    log sum_y exp(score(y) + cost(y)) - score(gold). ``labels``: (T,) int64, 0-based
+    positions of the row."""
     if margin.boundary <= 0 and margin.position <= 0:
         return kw
     out = dict(kw)
@@ -191,14 +197,17 @@ def add_margin(
     known = labels != IGNORE
     lab = labels.clamp(0, C - 1)
     if margin.boundary > 0:
-        first = torch.ones(T, dtype=torch.bool, device=labels.device)
-        first[1:] = labels[1:] != labels[:-1]
-        last = torch.ones(T, dtype=torch.bool, device=labels.device)
-        last[:-1] = labels[:-1] != labels[1:]
-        for key, gold in (("seg_start", first), ("seg_end", last)):
-            cost = known.to(kw[key].dtype).unsqueeze(1).expand(T, C).clone()
-            rows = torch.nonzero(gold & known).squeeze(1)
-            cost[rows, lab[rows]] = 0.0
+        # a boundary is known where its base and the base across it are (or the row ends)
+        first, last = known.clone(), known.clone()
+        first[1:] &= known[:-1]
+        last[:-1] &= known[1:]
+        g_first, g_last = first.clone(), last.clone()
+        g_first[1:] &= labels[1:] != labels[:-1]
+        g_last[:-1] &= labels[:-1] != labels[1:]
+        for key, scored, gold in (("seg_start", first, g_first), ("seg_end", last, g_last)):
+            cost = scored.to(kw[key].dtype).unsqueeze(1).expand(T, C).clone()
+            rows = torch.nonzero(gold).squeeze(1)
+            cost[rows, lab[rows]] = -1.0
             out[key] = kw[key] + margin.boundary * cost.unsqueeze(0)
     if margin.position > 0:
         cls = torch.as_tensor(aux_class, device=labels.device)
