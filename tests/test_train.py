@@ -491,3 +491,47 @@ def test_margin_is_the_cost_augmented_log_partition(boundary, position):
     want = brute_log_z([(s, v + cost(s, lab)) for s, v in scores]) - const
     h = aug.pop("emissions")
     assert float(crf.log_partition(h, None, **aug)[0]) == pytest.approx(want, rel=1e-9)
+
+
+def test_mutate_keeps_genes_and_their_motifs(tmp_path, h5) -> None:
+    """Substitutions land only in intergenic and intron bases 3+ bases from any other
+    label, at about the asked rate, and the gold path keeps a finite score (no start,
+    stop, splice or frame rule is broken); a run with ``mutate`` trains."""
+    from genoseg import crf
+    from genoseg.data.labels import IGNORE, segments_from_labels
+    from genoseg.model.gene_model import compile_rows
+    from genoseg.train.train import Sources, mutate
+
+    cfg = load_train_config(_config(tmp_path, h5), ["steps=2", "eval_every=2", "mutate=0.3"])
+    tr = Trainer(cfg)
+    src = Sources(cfg.data.train, ("+", "-"), tr.model.grammar)
+    g = tr.model.grammar
+    exon_rows = 0
+    for i in range(len(src.sets[0])):
+        w = src.window(0, i)
+        m = mutate(w, 0.3, np.random.default_rng(i), tr.noncoding)
+        changed = m.sequence != w.sequence
+        lab = w.labels
+        eligible = np.isin(lab, tr.noncoding) & (w.sequence < 4)
+        assert not (changed & ~eligible).any()
+        for k in range(1, 4):  # never within 3 bases of another label
+            assert not (changed[k:] & (lab[k:] != lab[:-k])).any()
+            assert not (changed[:-k] & (lab[:-k] != lab[k:])).any()
+        assert 0.2 < changed.sum() / max(eligible.sum(), 1) < 0.35
+        assert (m.sequence[w.sequence == 4] == 4).all()
+        cs, ce = w.core
+        if (lab[cs:ce] == IGNORE).any() or not any(g.labels[c].is_exon for c in lab[cs:ce]):
+            continue
+        exon_rows += 1
+        L = len(w.sequence)
+        st = compile_rows(g, m.sequence.astype(np.uint8), cs, L - ce)
+        structural = {k: torch.from_numpy(v).unsqueeze(0) for k, v in st.items()}
+        with torch.no_grad():
+            out = tr.model.outputs(torch.from_numpy(m.sequence).unsqueeze(0),
+                                   torch.from_numpy(m.softmask).unsqueeze(0), None)  # fmt: skip
+            kw, _ = tr.model.crf_inputs(out[:, cs:ce], structural)
+            h = kw.pop("emissions")
+            nll = crf.nll(h, None, **kw, gold_segments=[segments_from_labels(lab[cs:ce])])
+        assert torch.isfinite(nll).all()
+    assert exon_rows > 0
+    assert tr.run() == 0

@@ -122,6 +122,7 @@ class TrainConfig:
     aux_weight: float = 0.0  # weight of the per-position cross-entropy of content classes
     smoothness: float = 1.0  # weight of the length-table smoothness penalty
     margin: MarginConfig = field(default_factory=MarginConfig)
+    mutate: float = 0.0  # augmentation: rate of base substitutions in intergenic and intron bases
     eval_every: int = 100
     checkpoint_every: int = 50
     log_every: int = 10
@@ -139,6 +140,8 @@ class TrainConfig:
         for key in ("steps", "batch_size", "eval_every", "checkpoint_every", "log_every"):
             if getattr(self, key) < 1:
                 raise ValueError(f"'{key}' must be >= 1, got {getattr(self, key)}")
+        if not 0.0 <= self.mutate < 1.0:
+            raise ValueError(f"'mutate' must be in [0, 1), got {self.mutate}")
         if self.max_window < 0 or self.threads < 0:
             raise ValueError("'max_window' and 'threads' must be >= 0")
         if not (self.device in ("auto", "cpu", "cuda") or self.device.startswith("cuda:")):

@@ -170,6 +170,33 @@ def crop(w: Window, max_core: int, rng: np.random.Generator, halo: int) -> Windo
     )  # fmt: skip
 
 
+def mutate(w: Window, rate: float, rng: np.random.Generator, noncoding: np.ndarray) -> Window:
+    """Augmentation: each base of ``w`` whose label is in ``noncoding`` (intergenic,
+    introns), with the same label on the 3 bases either side, is substituted by another
+    base with probability ``rate``. Exons, splice dinucleotides, start and stop codons are
+    never touched, so the gold segmentation keeps a finite score (no motif or frame rule
+    can forbid it); N stays N."""
+    if rate <= 0:
+        return w
+    lab, seq = w.labels, w.sequence
+    n, m = len(lab), 3
+    if n <= 2 * m:
+        return w
+    ok = np.isin(lab, noncoding) & (seq < 4)
+    same = np.ones(n, dtype=bool)
+    for k in range(1, m + 1):  # the label is the same k bases left and right
+        same[k:] &= lab[k:] == lab[:-k]
+        same[:k] = False
+        same[:-k] &= lab[:-k] == lab[k:]
+        same[-k:] = False
+    hit = np.flatnonzero(ok & same & (rng.random(n) < rate))
+    if len(hit) == 0:
+        return w
+    out = seq.copy()
+    out[hit] = (seq[hit] + rng.integers(1, 4, size=len(hit))) % 4
+    return Window(out, w.softmask, w.evidence, lab, w.core)
+
+
 # --------------------------------------------------------------------------- loss
 
 
@@ -479,6 +506,10 @@ class Trainer:
                 raise GenosegError(f"distill.teacher {cfg.distill.teacher} reads RNA-seq "
                                    "evidence; the model does not")  # fmt: skip
         self.halo = max(self.model.halo, self.teacher.halo if self.teacher else 0)
+        g = self.model.grammar
+        self.noncoding = np.array(  # labels ``mutate`` may substitute bases in
+            [c for c, lab in enumerate(g.labels) if lab.kind in ("intergenic", "intron")]
+        )
         strands = tuple(cfg.data.strands)
         self.train_data = Sources(cfg.data.train, strands, self.model.grammar)
         self.valid_data = (
@@ -660,7 +691,8 @@ class Trainer:
                 f, i = self.train_data.draw(cfg.seed, self.step, self.rank, k)
                 w = self.train_data.window(f, i)
                 rng = np.random.default_rng([cfg.seed, self.step, self.rank, k, 1])
-                windows.append(crop(w, cfg.max_window, rng, self.halo))
+                w = crop(w, cfg.max_window, rng, self.halo)
+                windows.append(mutate(w, cfg.mutate, rng, self.noncoding))
             loss, stats = self.loss_module(windows)
             self.opt.zero_grad(set_to_none=True)
             loss.backward()
