@@ -102,9 +102,7 @@ class MarginConfig:
     positions. 0 = off (the plain NLL)."""
 
     boundary: float = 0.0  # nats per segment start or end in one path, not the other (gold)
-    position: float = (
-        0.0  # nats per base whose content class (intergenic, intron, coding; strand) is wrong
-    )
+    position: float = 0.0  # nats per base of the wrong content class (strand-aware)
 
     def __post_init__(self) -> None:
         if self.boundary < 0 or self.position < 0:

@@ -22,7 +22,8 @@ What happens, in order:
    ``distill`` a teacher (a checkpoint, e.g. an ensemble) reads the same rows and the NLL
    is mixed with the exact cross-entropy from the teacher's path distribution
    (``crf.score_marginals``, ``crf.expected_score``); ``init_from`` starts from a
-   checkpoint's weights.
+   checkpoint's weights. ``margin`` makes the NLL a softmax-margin loss (:func:`add_margin`);
+   ``mutate`` substitutes bases in intergenic and intron stretches of the drawn windows.
 5. optimizer AdamW, linear warmup then cosine decay; gradient clipping. With ``ema`` > 0 an
    exponential moving average of the weights (decay ``min(ema, (1 + t) / (10 + t))`` after
    step t) is what validation scores and what ``best.pt`` holds; ``last.pt`` keeps the raw
