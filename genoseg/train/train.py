@@ -184,12 +184,11 @@ def mutate(w: Window, rate: float, rng: np.random.Generator, noncoding: np.ndarr
     if n <= 2 * m:
         return w
     ok = np.isin(lab, noncoding) & (seq < 4)
-    same = np.ones(n, dtype=bool)
-    for k in range(1, m + 1):  # the label is the same k bases left and right
+    same = np.zeros(n, dtype=bool)  # the label is the same m bases left and right
+    same[m:-m] = True
+    for k in range(1, m + 1):
         same[k:] &= lab[k:] == lab[:-k]
-        same[:k] = False
         same[:-k] &= lab[:-k] == lab[k:]
-        same[-k:] = False
     hit = np.flatnonzero(ok & same & (rng.random(n) < rate))
     if len(hit) == 0:
         return w
