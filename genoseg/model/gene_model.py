@@ -32,6 +32,7 @@ from genoseg.grammar.spec import Grammar
 from genoseg.model.encoder import Encoder, EncoderConfig, input_features
 from genoseg.model.equivariance import tied_parameters
 from genoseg.model.heads import AUX_CLASSES, N_OUTPUTS, LabelMap, map_scores
+from genoseg.model.markov import MarkovPrior
 from genoseg.model.strands import average_strands
 from genoseg.model.structure import Structure
 
@@ -50,6 +51,7 @@ class ModelConfig:
     centering: str = "position"  # none | position | label_mean
     strand_average: bool = False  # outputs = mean of both strands' passes (genoseg.model.strands)
     rc_equivariant: bool = False  # weights tied so one pass scores both strands alike
+    markov_order: int | None = None  # k: add k-th order Markov content log-odds (None = off)
 
     def __post_init__(self) -> None:
         if self.structure not in ("learned", "fixed"):
@@ -58,6 +60,8 @@ class ModelConfig:
             raise ValueError(f"model.centering must be one of {CENTERINGS}, got {self.centering!r}")
         if self.length_knots < 2:
             raise ValueError(f"model.length_knots must be >= 2, got {self.length_knots}")
+        if self.markov_order is not None and not 0 <= self.markov_order <= 8:
+            raise ValueError(f"model.markov_order must be null or 0..8, got {self.markov_order}")
         if self.strand_average and self.rc_equivariant:
             raise ValueError(
                 "model.strand_average and model.rc_equivariant: choose one (an RC-equivariant "
@@ -79,11 +83,12 @@ class GeneModel(nn.Module):
         nn.init.zeros_(self.head.bias)
         self.structure = Structure(grammar, mode=cfg.structure, n_knots=cfg.length_knots)
         self.label_map = LabelMap.from_grammar(grammar)
+        self.markov = MarkovPrior(cfg.markov_order) if cfg.markov_order is not None else None
 
     @property
     def halo(self) -> int:
         """Context (bases) needed on each side of a position for window-invariant scores."""
-        return self.encoder.halo
+        return max(self.encoder.halo, self.cfg.markov_order or 0)
 
     @property
     def uses_evidence(self) -> bool:
@@ -111,14 +116,23 @@ class GeneModel(nn.Module):
         ``cfg.strand_average`` the mean of this window's pass and its reverse complement's,
         mirrored back (:func:`genoseg.model.strands.average_strands`; the aux logits are
         the forward pass's). With ``cfg.rc_equivariant`` one pass of weights tied so that
-        it equals that average (:mod:`genoseg.model.equivariance`).
+        it equals that average (:mod:`genoseg.model.equivariance`). With
+        ``cfg.markov_order`` the Markov content log-odds are added
+        (:mod:`genoseg.model.markov`; the same on both strands, so after any averaging).
         """
         if self.cfg.strand_average:
-            return average_strands(
+            res = average_strands(
                 functools.partial(self.one_pass, dtype=dtype), sequence, softmask, evidence,
                 lengths, with_aux=with_aux,
             )  # fmt: skip
-        return self.one_pass(sequence, softmask, evidence, lengths, with_aux=with_aux, dtype=dtype)
+        else:
+            res = self.one_pass(
+                sequence, softmask, evidence, lengths, with_aux=with_aux, dtype=dtype
+            )
+        if self.markov is None:
+            return res
+        prior = self.markov(sequence, lengths)
+        return (res[0] + prior, res[1]) if with_aux else res + prior
 
     def one_pass(
         self,

@@ -68,6 +68,8 @@ from genoseg.model.checkpoint import (
     save_checkpoint,
 )
 from genoseg.model.gene_model import GeneModel, compile_rows
+from genoseg.model.markov import CLASSES as MARKOV_CLASSES
+from genoseg.model.markov import markov_counts
 from genoseg.model.strands import averages_strands, strand_averaged_outputs
 from genoseg.train.config import DataSource, MarginConfig, TrainConfig
 
@@ -518,6 +520,8 @@ class Trainer:
         for s in self.train_data.sets:
             if self.model.uses_evidence and not s.has_evidence:
                 log(f"{s.path}: no evidence channels; the model sees zeros there")
+        if self.model.markov is not None and ckpt is None and cfg.init_from is None:
+            self._fit_markov()
         self.loss_module: nn.Module = WindowLoss(
             self.model, cfg.aux_weight, cfg.smoothness,
             teacher=self.teacher, distill_weight=cfg.distill.weight, margin=cfg.margin,
@@ -525,8 +529,10 @@ class Trainer:
         if self.world > 1:
             ids = [self.device.index] if self.device.type == "cuda" else None
             self.loss_module = nn.parallel.DistributedDataParallel(self.loss_module, device_ids=ids)
-        struct = [p for n, p in self.model.named_parameters() if n.startswith("structure.")]
-        other = [p for n, p in self.model.named_parameters() if not n.startswith("structure.")]
+        # no weight decay: the structure tables and the Markov chains' scales
+        plain = ("structure.", "markov.")
+        struct = [p for n, p in self.model.named_parameters() if n.startswith(plain)]
+        other = [p for n, p in self.model.named_parameters() if not n.startswith(plain)]
         o = cfg.optim
         self.opt = torch.optim.AdamW(
             [{"params": other, "weight_decay": o.weight_decay},
@@ -558,6 +564,26 @@ class Trainer:
             log(f"resumed from {self.last} at step {self.step}")
         self._stop: list[int] = []
         self._tb = None
+
+    def _fit_markov(self) -> None:
+        """The Markov content chains (``model.markov_order``) counted on the training
+        windows' labelled cores, forward strand (the counts cover both strands' genes)."""
+        order = self.model.cfg.markov_order
+        fwd = Sources(self.cfg.data.train, ("+",), self.model.grammar)
+
+        def rows():
+            for f, i in fwd.all_items():
+                w = fwd.window(f, i)
+                labels = np.full_like(w.labels, IGNORE)
+                a, b = w.core
+                labels[a:b] = w.labels[a:b]
+                yield w.sequence, labels
+
+        counts = markov_counts(rows(), self.model.grammar, order)
+        self.model.markov.fit(counts)
+        n = counts.sum(axis=1)
+        log(f"Markov content chains (order {order}) from "
+            + ", ".join(f"{int(k):,} {c} bases" for c, k in zip(MARKOV_CLASSES, n)))  # fmt: skip
 
     # -- checkpoints ------------------------------------------------------------------
 
