@@ -181,3 +181,32 @@ def test_model_with_prior_is_window_invariant_and_round_trips(rows, tmp_path) ->
     with torch.no_grad():
         torch.testing.assert_close(again.outputs(codes), full)
     assert math.isclose(float(again.markov.llr.abs().sum()), float(model.markov.llr.abs().sum()))
+
+
+@pytest.mark.parametrize("evidence", [False, True])
+def test_prior_as_encoder_inputs_keeps_the_model_rc_equivariant(rows, evidence: bool) -> None:
+    """model.markov_use: inputs feeds the 8 log-odds channels to the encoder; the stem's
+    tie swaps their + and - blocks, so one pass still equals its own strand average."""
+    from genoseg.model.strands import average_strands
+
+    torch.manual_seed(2)
+    enc = EncoderConfig(width=8, kernel=3, stem_kernel=5, dilations=[1, 2], evidence=evidence)
+    cfg = ModelConfig(encoder=enc, markov_order=3, markov_use="inputs", rc_equivariant=True)
+    model = GeneModel(G, cfg)
+    assert model.encoder.stem.in_channels == (14 if evidence else 6) + 8
+    model.markov.fit(markov_counts(rows, G, 3))
+    for p in model.parameters():
+        p.data.normal_(0, 0.3)
+    codes = torch.from_numpy(rows[0][0][:300]).unsqueeze(0)
+    ev = torch.rand(1, 8, 300) * 5 if evidence else None
+    for train in (False, True):
+        model.train(train)
+        with torch.set_grad_enabled(train):
+            out = model.outputs(codes, None, ev)
+            avg = average_strands(model.one_pass, codes, None, ev)
+        torch.testing.assert_close(out, avg, atol=1e-5, rtol=1e-5)
+    # the features reach the outputs: other log-odds, other outputs
+    with torch.no_grad():
+        before = model.outputs(codes, None, ev)
+        model.markov.llr.mul_(2.0)
+        assert (model.outputs(codes, None, ev) - before).abs().max() > 1e-3

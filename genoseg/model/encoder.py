@@ -196,10 +196,10 @@ class _Block(nn.Module):
 class Encoder(nn.Module):
     """Residual dilated CNN: (B, F, N) features -> (B, width, N) per-position embeddings."""
 
-    def __init__(self, cfg: EncoderConfig):
+    def __init__(self, cfg: EncoderConfig, extra_inputs: int = 0):
         super().__init__()
         self.cfg = cfg
-        f = n_input_features(cfg.evidence)
+        f = n_input_features(cfg.evidence) + extra_inputs
         self.stem = nn.Conv1d(f, cfg.width, cfg.stem_kernel, padding=cfg.stem_kernel // 2)
         self.blocks = nn.ModuleList(
             _Block(cfg.width, cfg.kernel, d, cfg.mlp_ratio, cfg.dropout) for d in cfg.dilations

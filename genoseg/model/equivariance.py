@@ -45,6 +45,17 @@ __all__ = ["INPUT_COMPLEMENT", "tied_parameters"]
 INPUT_COMPLEMENT = torch.tensor([3, 2, 1, 0, 4, 5, *(6 + RC_CHANNELS).tolist()])
 
 
+def input_complement(evidence: bool, markov: bool) -> Tensor:
+    """The stem's input involution: :data:`INPUT_COMPLEMENT`'s first 6 features (14 with
+    the evidence channels), then, for the Markov prior's 8 input channels
+    (``model.markov_use: inputs``), its + and - blocks of 4 swapped."""
+    base = 14 if evidence else 6
+    perm = INPUT_COMPLEMENT[:base].tolist()
+    if markov:
+        perm += [base + 4 + j for j in range(4)] + [base + j for j in range(4)]
+    return torch.tensor(perm)
+
+
 def _reversal(n: int) -> Tensor:
     return torch.arange(n - 1, -1, -1)
 
@@ -63,15 +74,20 @@ def tied_parameters(model: nn.Module) -> dict[str, dict[str, Tensor]]:
     ``head`` and ``aux_head``, tied for RC-equivariance: ``{submodule: {name: tensor}}``,
     ready for :func:`torch.func.functional_call` on each submodule. Raises on a layer it
     does not know how to tie, so that a new layer cannot silently break the equivariance."""
-    n_inputs = model.encoder.stem.in_channels
+    cfg = model.cfg
+    p_in = input_complement(
+        cfg.encoder.evidence, cfg.markov_order is not None and cfg.markov_use == "inputs"
+    )
+    if len(p_in) != model.encoder.stem.in_channels:
+        raise ValueError("stem: no reverse-complement map for its input features")
     return {
-        "encoder": _tied(model.encoder, n_inputs),
-        "head": _tied(model.head, n_inputs, p_out=OUTPUT_MIRROR),
-        "aux_head": _tied(model.aux_head, n_inputs, p_out=AUX_MIRROR),
+        "encoder": _tied(model.encoder, p_in),
+        "head": _tied(model.head, p_in, p_out=OUTPUT_MIRROR),
+        "aux_head": _tied(model.aux_head, p_in, p_out=AUX_MIRROR),
     }
 
 
-def _tied(module: nn.Module, n_inputs: int, p_out: Tensor | None = None) -> dict[str, Tensor]:
+def _tied(module: nn.Module, p_in: Tensor, p_out: Tensor | None = None) -> dict[str, Tensor]:
     """``module``'s parameters tied; ``p_out``: the output involution of a lone head
     convolution (hidden layers: channel reversal; the stem reads the input features)."""
     out: dict[str, Tensor] = {}
@@ -85,7 +101,7 @@ def _tied(module: nn.Module, n_inputs: int, p_out: Tensor | None = None) -> dict
             if k % 2 == 0 or 2 * pad != d * (k - 1):
                 raise ValueError(f"{prefix}weight: not a centred convolution")
             po = p_out if p_out is not None else _reversal(m.out_channels)
-            pi = INPUT_COMPLEMENT[:n_inputs] if mname == "stem" else _reversal(m.in_channels)
+            pi = p_in if mname == "stem" else _reversal(m.in_channels)
             out[prefix + "weight"] = _tie(m.weight, po, pi)
             if m.bias is not None:
                 out[prefix + "bias"] = _tie(m.bias, po, None)

@@ -51,7 +51,8 @@ class ModelConfig:
     centering: str = "position"  # none | position | label_mean
     strand_average: bool = False  # outputs = mean of both strands' passes (genoseg.model.strands)
     rc_equivariant: bool = False  # weights tied so one pass scores both strands alike
-    markov_order: int | None = None  # k: add k-th order Markov content log-odds (None = off)
+    markov_order: int | None = None  # k: k-th order Markov content log-odds (None = off)
+    markov_use: str = "outputs"  # outputs: added to the outputs | inputs: encoder channels
 
     def __post_init__(self) -> None:
         if self.structure not in ("learned", "fixed"):
@@ -62,6 +63,8 @@ class ModelConfig:
             raise ValueError(f"model.length_knots must be >= 2, got {self.length_knots}")
         if self.markov_order is not None and not 0 <= self.markov_order <= 8:
             raise ValueError(f"model.markov_order must be null or 0..8, got {self.markov_order}")
+        if self.markov_use not in ("outputs", "inputs"):
+            raise ValueError(f"model.markov_use must be outputs or inputs, got {self.markov_use!r}")
         if self.strand_average and self.rc_equivariant:
             raise ValueError(
                 "model.strand_average and model.rc_equivariant: choose one (an RC-equivariant "
@@ -76,7 +79,8 @@ class GeneModel(nn.Module):
         super().__init__()
         self.grammar = grammar
         self.cfg = cfg
-        self.encoder = Encoder(cfg.encoder)
+        markov_inputs = cfg.markov_order is not None and cfg.markov_use == "inputs"
+        self.encoder = Encoder(cfg.encoder, extra_inputs=8 if markov_inputs else 0)
         self.head = nn.Conv1d(cfg.encoder.width, N_OUTPUTS, 1)
         self.aux_head = nn.Conv1d(cfg.encoder.width, len(AUX_CLASSES), 1)
         nn.init.normal_(self.head.weight, std=0.01)
@@ -129,7 +133,7 @@ class GeneModel(nn.Module):
             res = self.one_pass(
                 sequence, softmask, evidence, lengths, with_aux=with_aux, dtype=dtype
             )
-        if self.markov is None:
+        if self.markov is None or self.cfg.markov_use != "outputs":
             return res
         prior = self.markov(sequence, lengths)
         return (res[0] + prior, res[1]) if with_aux else res + prior
@@ -147,6 +151,8 @@ class GeneModel(nn.Module):
         """The network's outputs reading the window in its own direction (see
         :meth:`outputs`, the same arguments)."""
         x = input_features(sequence, softmask, evidence, lengths, use_evidence=self.uses_evidence)
+        if self.markov is not None and self.cfg.markov_use == "inputs":
+            x = torch.cat([x, self.markov.features(sequence, lengths)], dim=1)
         cpu_bf16 = dtype == torch.bfloat16 and not x.is_cuda
         if cpu_bf16 and torch.is_grad_enabled():
             raise ValueError("bfloat16 on the CPU is for inference (torch.no_grad()) only")

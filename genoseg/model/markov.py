@@ -137,9 +137,12 @@ class MarkovPrior(nn.Module):
         logp = np.log(c / c.sum(-1, keepdims=True)).reshape(len(CLASSES), K)
         self.llr.copy_(torch.from_numpy(logp[1:] - logp[0:1]).float())
 
-    def forward(self, sequence: Tensor, lengths: Tensor | None = None) -> Tensor:
-        """(B, N) codes -> (B, N, N_OUTPUTS) float32 additions (zero outside the intron and
-        codon channels, and past ``lengths``)."""
+    def strand_scores(
+        self, sequence: Tensor, lengths: Tensor | None = None
+    ) -> tuple[Tensor, Tensor]:
+        """(B, N) codes -> scaled log-odds (B, N, 4) of classes intron, codon/0..2 on the
+        ``+`` strand and on the ``-`` strand (computed on the reverse complement, mirrored
+        back); 0 where the k-mer leaves the row or holds an N, and past ``lengths``."""
         from genoseg.model.strands import _complement, _mirror_index
 
         B, N = sequence.shape
@@ -147,11 +150,11 @@ class MarkovPrior(nn.Module):
         L = full if lengths is None else lengths.to(sequence.device)
         valid = torch.arange(N, device=sequence.device).view(1, N) < L.view(-1, 1)
         seq = torch.where(valid, sequence.long(), torch.full_like(sequence.long(), 4))
-        table = self.llr * self.scale.view(4, 1)  # (4, K)
+        table = (self.llr * self.scale.view(4, 1)).t()  # (K, 4)
 
         def score(codes: Tensor) -> Tensor:  # (B, N) -> (B, N, 4)
             idx = kmer_index(codes, self.order)
-            s = table.t()[idx.clamp_min(0)]  # (B, N, 4)
+            s = table[idx.clamp_min(0)]
             return torch.where((idx >= 0).unsqueeze(-1), s, torch.zeros((), device=s.device))
 
         fwd = score(seq)
@@ -159,6 +162,19 @@ class MarkovPrior(nn.Module):
         rc = score(_complement(seq).gather(1, mi))
         back = rc.gather(1, mi.unsqueeze(-1).expand(-1, -1, 4))
         back = torch.where(valid.unsqueeze(-1), back, torch.zeros((), device=back.device))
+        return fwd, back
+
+    def features(self, sequence: Tensor, lengths: Tensor | None = None) -> Tensor:
+        """Encoder input channels (B, 8, N): the ``+`` strand's 4 log-odds, then the ``-``
+        strand's (``model.markov_use: inputs``; the reverse complement swaps the blocks)."""
+        fwd, back = self.strand_scores(sequence, lengths)
+        return torch.cat([fwd, back], dim=-1).transpose(1, 2)
+
+    def forward(self, sequence: Tensor, lengths: Tensor | None = None) -> Tensor:
+        """(B, N) codes -> (B, N, N_OUTPUTS) float32 additions (zero outside the intron and
+        codon channels, and past ``lengths``)."""
+        fwd, back = self.strand_scores(sequence, lengths)
+        B, N = sequence.shape
         out = torch.zeros(B, N, N_OUTPUTS, device=sequence.device)
         out[..., _PLUS] = fwd
         out[..., _MINUS] = back
