@@ -26,3 +26,21 @@ def shared(*parts: str) -> Path:
             pytest.fail(msg)
         pytest.skip(msg)
     return p
+
+
+#: three A. thaliana KOG loci (chromosomes 1-3; the set has no chromosome-5 gene)
+KOG_LOCI = ["KOG0018_At3g54670.1", "KOG0025_At3g45770.1", "KOG0062_At1g64550.1"]
+
+
+def prepare_kog_loci(out: Path, length: int, halo: int) -> Path:
+    """``genoseg prepare`` of :data:`KOG_LOCI` of athaliana_kog into ``out`` (HDF5)."""
+    from genoseg.data.prepare import load_prepare_config, prepare
+
+    d = shared("athaliana_kog")
+    cfg = load_prepare_config(
+        None,
+        {"fasta": str(d / "genome.fa"), "gff3": str(d / "annotation.gff3"),
+         "output": str(out), "regions": KOG_LOCI, "windows": {"length": length, "halo": halo}},
+    )  # fmt: skip
+    prepare(cfg, log=lambda m: None)
+    return out

@@ -11,29 +11,20 @@ import torch
 
 from genoseg.data.dataset import WindowDataset
 from genoseg.data.labels import IGNORE
-from genoseg.data.prepare import load_prepare_config, prepare
 from genoseg.grammar import load_grammar
 from genoseg.model import EncoderConfig, GeneModel, ModelConfig
 from genoseg.model.heads import CHANNELS
 from genoseg.model.markov import CLASSES, MarkovPrior, class_track, kmer_index, markov_counts
 from genoseg.model.strands import OUTPUT_MIRROR
-from tests.shared_data import shared
+from tests.shared_data import prepare_kog_loci
 
 G = load_grammar()
-LOCI = ["KOG0018_At3g54670.1", "KOG0025_At3g45770.1", "KOG0062_At1g64550.1"]
 
 
 @pytest.fixture(scope="module")
 def rows(tmp_path_factory) -> list[tuple[np.ndarray, np.ndarray]]:
     """(codes, labels) of three real A. thaliana KOG loci, one window each."""
-    d = shared("athaliana_kog")
-    out = tmp_path_factory.mktemp("markov") / "kog3.h5"
-    cfg = load_prepare_config(
-        None,
-        {"fasta": str(d / "genome.fa"), "gff3": str(d / "annotation.gff3"),
-         "output": str(out), "regions": LOCI, "windows": {"length": 20000, "halo": 0}},
-    )  # fmt: skip
-    prepare(cfg, log=lambda m: None)
+    out = prepare_kog_loci(tmp_path_factory.mktemp("markov") / "kog3.h5", 20000, 0)
     ds = WindowDataset(out)
     res = []
     for i in range(len(ds)):

@@ -15,28 +15,17 @@ import pytest
 import torch
 import yaml
 
-from genoseg.data.prepare import load_prepare_config, prepare
 from genoseg.train.config import load_train_config, parse_overrides
 from genoseg.train.train import EXIT_REQUEUE, Trainer, flank_unlabel
-from tests.shared_data import shared
+from tests.shared_data import prepare_kog_loci
 
 REPO = Path(__file__).resolve().parents[1]
 GENOSEG = [sys.executable, "-m", "genoseg.cli"]
-# three KOG loci (chromosomes 1-3; the set has no chromosome-5 gene)
-LOCI = ["KOG0018_At3g54670.1", "KOG0025_At3g45770.1", "KOG0062_At1g64550.1"]
 
 
 @pytest.fixture(scope="module")
 def h5(tmp_path_factory) -> Path:
-    d = shared("athaliana_kog")
-    out = tmp_path_factory.mktemp("train_data") / "kog3.h5"
-    cfg = load_prepare_config(
-        None,
-        {"fasta": str(d / "genome.fa"), "gff3": str(d / "annotation.gff3"),
-         "output": str(out), "regions": LOCI, "windows": {"length": 3000, "halo": 60}},
-    )  # fmt: skip
-    prepare(cfg, log=lambda m: None)
-    return out
+    return prepare_kog_loci(tmp_path_factory.mktemp("train_data") / "kog3.h5", 3000, 60)
 
 
 def _config(tmp: Path, h5: Path, **over) -> Path:
@@ -535,3 +524,23 @@ def test_mutate_keeps_genes_and_their_motifs(tmp_path, h5) -> None:
         assert torch.isfinite(nll).all()
     assert exon_rows > 0
     assert tr.run() == 0
+
+
+@pytest.mark.parametrize("use", ["outputs", "inputs"])
+def test_markov_chains_are_fitted_and_resumed(tmp_path, h5, use) -> None:
+    """model.markov_order: a fresh run counts the chains on its training windows (finite,
+    non-zero log-odds), its checkpoints hold them, and a resumed run has them."""
+    from genoseg.model.checkpoint import load_model
+
+    over = ["steps=2", "eval_every=2", "model.markov_order=2", f"model.markov_use={use}"]
+    cfg = load_train_config(_config(tmp_path, h5), over)
+    tr = Trainer(cfg)
+    llr = tr.model.markov.llr.clone()
+    assert llr.abs().sum() > 0 and torch.isfinite(llr).all()
+    assert tr.run() == 0
+    saved = load_model(tmp_path / "run" / "last.pt")
+    torch.testing.assert_close(saved.markov.llr, llr)
+    more = load_train_config(_config(tmp_path, h5), [*over, "steps=3"])
+    again = Trainer(more, resume=True)
+    torch.testing.assert_close(again.model.markov.llr, llr)
+    assert again.run() == 0
