@@ -75,9 +75,7 @@ def tied_parameters(model: nn.Module) -> dict[str, dict[str, Tensor]]:
     ready for :func:`torch.func.functional_call` on each submodule. Raises on a layer it
     does not know how to tie, so that a new layer cannot silently break the equivariance."""
     cfg = model.cfg
-    p_in = input_complement(
-        cfg.encoder.evidence, cfg.markov_order is not None and cfg.markov_use == "inputs"
-    )
+    p_in = input_complement(cfg.encoder.evidence, cfg.markov_inputs)
     if len(p_in) != model.encoder.stem.in_channels:
         raise ValueError("stem: no reverse-complement map for its input features")
     return {

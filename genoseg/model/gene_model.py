@@ -71,6 +71,11 @@ class ModelConfig:
                 "model is its own strand average already)"
             )
 
+    @property
+    def markov_inputs(self) -> bool:
+        """The Markov log-odds are encoder input channels (else added to the outputs)."""
+        return self.markov_order is not None and self.markov_use == "inputs"
+
 
 class GeneModel(nn.Module):
     """CNN encoder + heads + structure for one grammar."""
@@ -79,8 +84,7 @@ class GeneModel(nn.Module):
         super().__init__()
         self.grammar = grammar
         self.cfg = cfg
-        markov_inputs = cfg.markov_order is not None and cfg.markov_use == "inputs"
-        self.encoder = Encoder(cfg.encoder, extra_inputs=8 if markov_inputs else 0)
+        self.encoder = Encoder(cfg.encoder, extra_inputs=8 if cfg.markov_inputs else 0)
         self.head = nn.Conv1d(cfg.encoder.width, N_OUTPUTS, 1)
         self.aux_head = nn.Conv1d(cfg.encoder.width, len(AUX_CLASSES), 1)
         nn.init.normal_(self.head.weight, std=0.01)
@@ -133,7 +137,7 @@ class GeneModel(nn.Module):
             res = self.one_pass(
                 sequence, softmask, evidence, lengths, with_aux=with_aux, dtype=dtype
             )
-        if self.markov is None or self.cfg.markov_use != "outputs":
+        if self.markov is None or self.cfg.markov_inputs:
             return res
         prior = self.markov(sequence, lengths)
         return (res[0] + prior, res[1]) if with_aux else res + prior
@@ -151,7 +155,7 @@ class GeneModel(nn.Module):
         """The network's outputs reading the window in its own direction (see
         :meth:`outputs`, the same arguments)."""
         x = input_features(sequence, softmask, evidence, lengths, use_evidence=self.uses_evidence)
-        if self.markov is not None and self.cfg.markov_use == "inputs":
+        if self.cfg.markov_inputs:
             x = torch.cat([x, self.markov.features(sequence, lengths)], dim=1)
         cpu_bf16 = dtype == torch.bfloat16 and not x.is_cuda
         if cpu_bf16 and torch.is_grad_enabled():

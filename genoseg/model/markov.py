@@ -35,6 +35,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
+from genoseg.data.fasta import reverse_complement_codes
 from genoseg.model.heads import CHANNELS, N_OUTPUTS
 
 __all__ = ["CLASSES", "MarkovPrior", "class_track", "kmer_index", "markov_counts"]
@@ -104,8 +105,7 @@ def markov_counts(rows: Iterable[tuple[np.ndarray, np.ndarray]], grammar, order:
     counts = np.zeros((len(CLASSES), K))
     for codes, labels in rows:
         plus, minus = class_track(labels, grammar)
-        codes = np.asarray(codes, dtype=np.int64)
-        rc = np.where((codes >= 0) & (codes < 4), 3 - codes, 4)[::-1].copy()
+        rc = reverse_complement_codes(codes)
         for seq, cls in ((codes, plus), (rc, minus[::-1])):
             idx = kmer_index(seq, order)
             ok = (idx >= 0) & (cls >= 0)
