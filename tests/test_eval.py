@@ -348,6 +348,19 @@ def test_cli_bad_input_leaves_nothing(tmp_path: Path) -> None:
     assert not out.exists()
 
 
+@pytest.mark.parametrize("which", ["-o", "--reliability"])
+def test_cli_output_never_overwrites_an_input(tmp_path: Path, which: str) -> None:
+    r, p = _files(tmp_path)
+    before = Path(r).read_bytes(), Path(p).read_bytes()
+    for target, name in ((r, "REFERENCE"), (p, "PREDICTION")):
+        res = CliRunner().invoke(cli, ["eval", r, p, which, target])
+        assert res.exit_code == 1, res.output
+        assert f"{which} {target} is the same file as the input {name}" in res.stderr
+        assert "Traceback" not in res.output
+    assert (Path(r).read_bytes(), Path(p).read_bytes()) == before
+    assert sorted(x.name for x in tmp_path.iterdir()) == ["p.gff3", "r.gff3"]
+
+
 def test_console_script_subprocess(tmp_path: Path) -> None:
     r, p = _files(tmp_path)
     exe = Path(sys.executable).parent / "genoseg"

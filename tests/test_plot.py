@@ -108,3 +108,21 @@ def test_plot_without_matplotlib(tmp_path: Path, monkeypatch: pytest.MonkeyPatch
     assert res.exit_code == 1
     assert "needs matplotlib" in res.stderr
     assert not out.exists()
+
+
+def test_plot_output_never_overwrites_an_input(tmp_path: Path, monkeypatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    pred = tmp_path / "p.gff3"
+    pred.write_bytes(AUGUSTUS.read_bytes())
+    track = _bedgraph(tmp_path, "t.bedgraph", [("Chr5", 0, 10, 0.5)])
+    for args in (["-p", str(pred)], ["-r", str(pred)], ["-p", str(AUGUSTUS), "-t", f"x={track}"]):
+        out = args[-1].partition("=")[2] or args[-1]
+        res = CliRunner().invoke(cli, ["plot", "Chr5:1-1000", *args, "-o", out])
+        assert res.exit_code == 1, res.output
+        assert "is the same file as the input" in res.stderr and "Traceback" not in res.output
+    assert pred.read_bytes() == AUGUSTUS.read_bytes()
+    assert track.read_text().startswith("track type=bedGraph")
+    # a PNG cannot go to stdout: refused, and no file named '-' appears
+    res = CliRunner().invoke(cli, ["plot", "Chr5:1-1000", "-p", str(pred), "-o", "-"])
+    assert res.exit_code == 1 and "cannot be written to stdout" in res.stderr
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["p.gff3", "t.bedgraph"]

@@ -243,7 +243,7 @@ def plot_reliability(calibs: dict[str, Calibration], path: str | os.PathLike, ti
     axn.set_ylabel("count")
     axn.set_yscale("symlog")
     axn.set_ylim(bottom=0)
-    save_figure(fig, path)
+    save_figure(fig, path, option="--reliability")
     plt.close(fig)
 
 
@@ -260,18 +260,17 @@ def _pyplot():
     return plt
 
 
-def save_figure(fig, path: str | os.PathLike) -> None:
-    """Save ``fig`` as PNG atomically (temp file in the same directory, then rename)."""
+def save_figure(fig, path: str | os.PathLike, option: str = "-o") -> None:
+    """Save ``fig`` as PNG atomically (:func:`genoseg.io.atomic.atomic_path`: a temporary
+    beside ``path`` renamed on success, removed on errors and signals)."""
+    from genoseg.io.atomic import atomic_path
+
     path = os.fspath(path)
     directory = os.path.dirname(os.path.abspath(path))
     if not os.path.isdir(directory):
         raise GenosegError(f"{path}: directory {directory} does not exist")
-    tmp = os.path.join(directory, f".{os.path.basename(path)}.tmp{os.getpid()}.png")
     try:
-        fig.savefig(tmp, format="png", dpi=120)
-        os.replace(tmp, path)
+        with atomic_path(path, option=option) as tmp:
+            fig.savefig(tmp, format="png", dpi=120)
     except OSError as exc:
         raise GenosegError(f"{path}: cannot write PNG: {exc.strerror or exc}") from None
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)

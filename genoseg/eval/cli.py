@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import os
-import sys
 from collections import defaultdict
 
 import click
 
 from genoseg.data.annotation import Annotation, read_annotation
 from genoseg.errors import GenosegError
+from genoseg.io.atomic import atomic_output, check_not_input
 
 __all__ = ["eval_command", "plot_command"]
 
@@ -42,22 +42,10 @@ def _regions(path: str, contigs: dict[str, int]) -> dict[str, list[tuple[int, in
     return dict(out)
 
 
-def _write_text(path: str, text: str) -> None:
-    """Write ``text`` to ``path`` atomically (``-`` = stdout)."""
-    if path == "-":
-        sys.stdout.write(text)
-        return
-    directory = os.path.dirname(os.path.abspath(path))
-    tmp = os.path.join(directory, f".{os.path.basename(path)}.tmp{os.getpid()}")
-    try:
-        with open(tmp, "w") as fh:
-            fh.write(text)
-        os.replace(tmp, path)
-    except OSError as exc:
-        raise GenosegError(f"{path}: cannot write: {exc.strerror or exc}") from None
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+def _write_text(path: str, text: str, inputs: dict[str, str | None]) -> None:
+    """Write ``text`` to ``path`` atomically (``-`` = stdout), never over an input."""
+    with atomic_output(path, inputs=inputs) as fh:
+        fh.write(text)
 
 
 @click.command("eval")
@@ -145,6 +133,10 @@ def eval_command(
         raise GenosegError(f"--bins must be >= 1, got {bins}")
     if seqids is not None and all_seqids:
         raise GenosegError("--seqids and --all-seqids exclude each other")
+    inputs = {"REFERENCE": reference, "PREDICTION": prediction, "--regions": regions_path}
+    check_not_input({"-o": output, "--reliability": reliability}, inputs)
+    if reliability == "-":
+        raise GenosegError("--reliability: a PNG cannot be written to stdout; give a path")
     for option, path in (("-o", output), ("--reliability", reliability)):
         if path and path != "-" and not os.path.isdir(os.path.dirname(os.path.abspath(path))):
             raise GenosegError(f"{option} {path}: directory does not exist")
@@ -223,7 +215,7 @@ def eval_command(
                 f"the prediction has no posteriors to draw ({why})",
                 err=True,
             )
-    _write_text(output, text)
+    _write_text(output, text, inputs)
 
 
 def _check_shared_seqids(
@@ -304,10 +296,16 @@ def plot_command(
     _pyplot()
     if not reference and not predictions and not tracks:
         raise GenosegError("plot: give at least one of --reference, --prediction, --track")
+    if output == "-":
+        raise GenosegError("-o: a PNG cannot be written to stdout; give a path")
+    track_specs = [parse_track_spec(t) for t in tracks]
+    inputs = [("--reference", reference), ("--genome", genome)]
+    inputs += [("--prediction", p) for p in predictions] + [("--track", t) for _, t in track_specs]
+    for option, path in inputs:
+        check_not_input({"-o": output}, {option: path})
     mp = "skip" if skip_missing_parents else "error"
     ref = read_annotation(reference, feature="exon", missing_parents=mp) if reference else None
     preds = [(p, read_annotation(p, feature="exon", missing_parents=mp)) for p in predictions]
-    track_specs = [parse_track_spec(t) for t in tracks]
     anns = [a for a in [ref, *(a for _, a in preds)] if a is not None]
     if genome:
         contigs = _fai_lengths(genome)
