@@ -228,6 +228,30 @@ def test_missing_unreadable_and_directory(tmp_path: Path, cache: Path) -> None:
         Genome.open(tmp_path, cache=cache)
 
 
+def test_non_utf8_contig_name_names_file_and_line(tmp_path: Path, cache: Path) -> None:
+    fa = tmp_path / "latin1.fa"
+    fa.write_bytes(b">a\nACGT\n>\xe9chr2 desc\nACGT\n")
+    with pytest.raises(GenosegError, match=r"latin1\.fa:3: contig name .* is not UTF-8 text"):
+        Genome.open(fa, cache=cache)
+    assert not Path(str(fa) + ".fai").exists()
+    # bytes that are not UTF-8 in the description only are fine
+    fa.write_bytes(b">a \xe9\xff\nACGT\n")
+    assert Genome.open(fa, cache=cache).contigs == {"a": 4}
+
+
+def test_index_command_never_overwrites_the_index(tmp_path: Path, monkeypatch) -> None:
+    from click.testing import CliRunner
+
+    from genoseg.cli import cli
+
+    monkeypatch.setenv("GENOSEG_CACHE", str(tmp_path / "cache"))
+    fa = write(tmp_path / "g.fa", ">a\nACGT\n>b\nGG\n")
+    res = CliRunner().invoke(cli, ["index", str(fa), "-o", f"{fa}.fai"])
+    assert res.exit_code == 1, res.output
+    assert f"-o {fa}.fai is the same file as the input FASTA index" in res.stderr
+    assert Genome.open(fa).contigs == {"a": 4, "b": 2}  # the index is intact
+
+
 def test_crlf_fasta_accepted(tmp_path: Path, cache: Path) -> None:
     fa = tmp_path / "crlf.fa"
     fa.write_bytes(b">a x\r\nACGT\r\nAC\r\n>b\r\nGGGG\r\n")

@@ -496,6 +496,8 @@ BAD = {
     "region past the end": (["--region", "Chr5:1-70000"], "beyond contig"),
     "tracks without posteriors": (["--tracks", "t", "--no-posteriors"], "--tracks needs"),
     "window too small": (["--window", "10"], "'window' must be >= 1000"),
+    "negative threads": (["--threads", "-1"], "'threads' must be >= 0"),
+    "output is the genome's index": (["-o", "GENOME.fai"], "refusing to overwrite an input"),
     "no CUDA": (["--device", "cuda"], "CUDA is not available"),
 }  # fmt: skip
 
@@ -510,7 +512,8 @@ def test_bad_input_one_line_exit_1_no_file(case, bad, model, tmp_path, monkeypat
     if args[0].startswith("GENOME="):
         genome = str(bad.get(args[0][7:], tmp_path / args[0][7:]))
         args = args[1:]
-    subst = {"GENOME": genome, "MODEL": str(model), **{k: str(v) for k, v in bad.items()}}
+    subst = {"GENOME": genome, "GENOME.fai": f"{genome}.fai", "MODEL": str(model),
+             **{k: str(v) for k, v in bad.items()}}  # fmt: skip
     args = [subst.get(a, a) for a in args]
     if "-o" not in args:
         args = ["-o", "x.gff3", *args]

@@ -198,7 +198,12 @@ class _Scanner:
         fields = raw[1:].split(None, 1)
         if not fields:
             raise self._err(self.line, "FASTA header without a name")
-        name = fields[0].decode("utf-8", errors="replace")
+        try:
+            name = fields[0].decode("utf-8")
+        except UnicodeDecodeError:
+            raise self._err(
+                self.line, f"contig name {fields[0]!r} is not UTF-8 text; rename the record"
+            ) from None
         if name in self.names:
             raise self._err(
                 self.line,
@@ -314,6 +319,8 @@ def _read_fai(fai: Path, path: Path) -> dict[str, int]:
         lines = fai.read_text().splitlines()
     except OSError as exc:
         raise GenosegError(f"{fai}: cannot read FASTA index: {exc.strerror or exc}") from None
+    except UnicodeDecodeError:
+        raise GenosegError(f"{fai}: FASTA index is not UTF-8 text (delete it to rebuild)") from None
     for i, line in enumerate(lines, 1):
         f = line.split("\t")
         if len(f) < 5 or not f[1].isdigit():

@@ -46,6 +46,8 @@ class PredictConfig:
     def __post_init__(self) -> None:
         if self.window < 1000:
             raise ValueError(f"'window' must be >= 1000, got {self.window}")
+        if self.threads < 0:
+            raise ValueError(f"'threads' must be >= 0 (0 = torch's default), got {self.threads}")
         if self.workers < 0 or self.min_part < 1 or self.overlap < 1:
             raise ValueError("'workers' must be >= 0, 'min_part' and 'overlap' >= 1")
         if self.flank < 0:
@@ -184,7 +186,8 @@ def run_predict(o: PredictOptions) -> dict:
         raise GenosegError("no default model is installed with this genoseg; pass --model")
     shipped = o.model is None or model_path != Path(o.model)  # a shipped model, by name
     inputs = {"GENOME": o.genome, "--bam": o.bam, "--model": str(model_path), "--config": o.config,
-              "--regions-file": o.regions_file}  # fmt: skip
+              "--regions-file": o.regions_file, "GENOME index": f"{o.genome}.fai",
+              "GENOME bgzip index": f"{o.genome}.gzi"}  # fmt: skip
     outputs = {"-o": o.output, "--bed": o.bed, "--segments-bed": o.segments_bed,
                "--tracks": o.tracks, "--cds-fasta": o.cds_fasta,
                "--protein-fasta": o.protein_fasta}  # fmt: skip

@@ -84,7 +84,8 @@ def index_command(fasta, output):
     from genoseg.workflow.merge import genome_digest
 
     genome = Genome.open(fasta)
-    with atomic_output(output, inputs={"FASTA": fasta}) as fh:
+    inputs = {"FASTA": fasta, "FASTA index": genome.fai, "bgzip index": genome.gzi}
+    with atomic_output(output, inputs=inputs) as fh:
         fh.write(f"# genome {genome_digest(genome.contigs)}\n")
         for name, length in genome.contigs.items():
             fh.write(f"{name}\t{length}\n")
