@@ -141,6 +141,8 @@ def test_ddp_two_processes_gloo(tmp_path, h5) -> None:
         (lambda c: c["data"]["train"][0].update(path="/nonexistent/x.h5"), "file not found"),
         (lambda c: c["optim"].update(lr=-1), "optim.lr must be > 0"),
         (lambda c: c.update(device="tpu"), "'device' must be"),
+        (lambda c: c.update(out_dir=c["data"]["train"][0]["path"]), "is not a folder"),
+        (lambda c: c.update(out_dir=c["data"]["train"][0]["path"] + "/run"), "is not a folder"),
     ],
 )
 def test_bad_config_is_one_line(tmp_path, h5, mutate, message) -> None:

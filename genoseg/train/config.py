@@ -184,4 +184,10 @@ def load_train_config(
         for i, s in enumerate(sources):
             if not Path(s.path).is_file():
                 raise GenosegError(f"{src}: data.{kind}[{i}].path: file not found: {s.path}")
+    # checked now, not at the first checkpoint after minutes (or hours) of training
+    d = Path(cfg.out_dir)
+    while not d.exists() and d != d.parent:
+        d = d.parent
+    if not d.is_dir():
+        raise GenosegError(f"{src}: out_dir {cfg.out_dir}: {d} exists and is not a folder")
     return cfg
