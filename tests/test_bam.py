@@ -209,6 +209,42 @@ def test_sam_and_garbage_and_missing(tmp_path: Path) -> None:
         Evidence.open(tmp_path / "gone.bam", {"c": 1000})
 
 
+def test_sam_advice_and_fasta_given_as_bam(tmp_path: Path) -> None:
+    sam = tmp_path / "reads.bam"  # SAM text under a .bam name
+    sam.write_text("@SQ\tSN:c\tLN:1000\n")
+    with pytest.raises(GenosegError) as e:
+        Evidence.open(sam, {"c": 1000})
+    out = tmp_path / "reads.sorted.bam"  # never the input itself
+    assert f"samtools sort -o {out} {sam} && samtools index {out}" in str(e.value)
+    with pytest.raises(GenosegError, match=r"_60k\.fa: not a BAM/CRAM file"):
+        Evidence.open(SAMPLE_FA, {"c": 1000})
+
+
+def test_stale_index_is_one_clean_error(tmp_path: Path, capfd) -> None:
+    """An index of another version of the BAM: one GenosegError that says so, and no
+    htslib or pysam noise on stderr (also when the reader is garbage-collected)."""
+    import gc
+    import shutil
+
+    src = shared("athaliana_1pct", "synthetic_junction_reads.bam")
+    stale = tmp_path / "stale.bam"
+    with pysam.AlignmentFile(str(src)) as inp:
+        with pysam.AlignmentFile(str(stale), "wb", template=inp) as out:
+            for k, read in enumerate(inp):
+                if k % 2 == 0:
+                    out.write(read)
+        contigs = dict(zip(inp.references, inp.lengths))
+    shutil.copy(f"{src}.bai", f"{stale}.bai")
+    ev = Evidence.open(stale, contigs, strandedness="unstranded")
+    with pytest.raises(GenosegError, match=r"stale\.bam: cannot read Chr1:0-100000: .*"
+                       r"samtools index"):  # fmt: skip
+        ev.track("Chr1", 0, 100_000)
+    del ev
+    gc.collect()
+    err = capfd.readouterr().err
+    assert "[E::" not in err and "Exception ignored" not in err, err
+
+
 def test_not_coordinate_sorted(tmp_path: Path) -> None:
     bam = make_bam(tmp_path / "qs.bam", READS[:2], so="queryname")
     with pytest.raises(GenosegError, match=r"qs\.bam: sorted by 'queryname'.*samtools sort"):

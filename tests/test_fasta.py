@@ -268,6 +268,19 @@ def test_fetch_errors_name_contig_and_file(cache: Path) -> None:
         g.fetch("Chr5", 60000, 60171)
 
 
+def test_index_with_wrong_offsets_is_one_clean_error(
+    tmp_path: Path, cache: Path, capfd: pytest.CaptureFixture
+) -> None:
+    """An index with the right names but another file's offsets (copied from elsewhere):
+    fetch fails with one message that points at the index, and htslib prints nothing."""
+    fa = write(tmp_path / "g.fa", ">a\n" + "ACGT" * 50 + "\n")
+    (tmp_path / "g.fa.fai").write_text("a\t200\t9999\t60\t61\n")
+    g = Genome.open(fa, cache=cache)
+    with pytest.raises(GenosegError, match=r"g\.fa: cannot read a:0-200: .*stale index"):
+        g.fetch("a", 0, 200)
+    assert "[E::" not in capfd.readouterr().err
+
+
 # -- the streaming validator across chunk boundaries ----------------------------------
 records = st.lists(
     st.tuples(

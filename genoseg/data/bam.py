@@ -242,9 +242,10 @@ class Evidence(ProcessLocalHandle):
         fh = cls._open_file(p, Path(reference) if reference else None)
         try:
             if fh.is_sam:
+                out = p.with_name(f"{p.stem}.sorted.bam")
                 raise GenosegError(
                     f"{p}: is a SAM text file; convert and index it: "
-                    f"samtools sort -o {p.stem}.bam {p} && samtools index {p.stem}.bam"
+                    f"samtools sort -o {out} {p} && samtools index {out}"
                 )
             if not fh.has_index():
                 kind = ".crai" if fh.is_cram else ".bai or .csi"
@@ -279,6 +280,10 @@ class Evidence(ProcessLocalHandle):
             kw = {"reference_filename": str(reference)} if reference else {}
             return pysam.AlignmentFile(str(p), **kw)
         except (OSError, ValueError) as exc:
+            if "no sequences defined" in str(exc):  # text that is not SAM, or no @SQ lines
+                raise GenosegError(
+                    f"{p}: not a BAM/CRAM file (or its header has no @SQ contig lines)"
+                ) from None
             raise GenosegError(f"{p}: cannot read as BAM/CRAM: {exc}") from None
         finally:
             pysam.set_verbosity(old)
@@ -309,6 +314,8 @@ class Evidence(ProcessLocalHandle):
             )
         if start == end:
             return
+        # htslib's own messages are silenced: a read error is reported once, as GenosegError
+        old = pysam.set_verbosity(0)
         try:
             it = self._handle().fetch(contig, start, end)
             for read in it:
@@ -319,7 +326,14 @@ class Evidence(ProcessLocalHandle):
                     continue
                 yield read, cig
         except (OSError, ValueError) as exc:
-            raise GenosegError(f"{self.path}: cannot read {contig}:{start}-{end}: {exc}") from None
+            self._discard_handle()
+            raise GenosegError(
+                f"{self.path}: cannot read {contig}:{start}-{end}: {exc} (corrupt file, or an "
+                f"index made for another version of it: re-create it with "
+                f"'samtools index {self.path}')"
+            ) from None
+        finally:
+            pysam.set_verbosity(old)
 
     def track(self, contig: str, start: int, end: int) -> np.ndarray:
         """Evidence counts of ``[start, end)`` (0-based half-open): float32 (8, end-start).

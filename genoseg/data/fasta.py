@@ -450,9 +450,14 @@ class Genome(ProcessLocalHandle):
         if start == end:
             return ""
         try:
-            seq = self._handle().fetch(contig, start, end)
+            with _quiet_htslib():  # the error is reported once, below
+                seq = self._handle().fetch(contig, start, end)
         except (OSError, ValueError, KeyError) as exc:
-            raise GenosegError(f"{self.path}: cannot read {contig}:{start}-{end}: {exc}") from None
+            self._discard_handle()
+            raise GenosegError(
+                f"{self.path}: cannot read {contig}:{start}-{end}: {exc} (truncated file or "
+                f"stale index {self.fai}? delete the index to rebuild it)"
+            ) from None
         if len(seq) != end - start:
             raise GenosegError(
                 f"{self.path}: read {len(seq)} bp for {contig}:{start}-{end}, expected "

@@ -3,6 +3,7 @@ thread (pysam handles must not be shared by threads reading at once)."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import threading
 from typing import Any
@@ -29,6 +30,16 @@ class ProcessLocalHandle:
             with self._fh_lock:
                 self._fhs[key] = fh
         return fh
+
+    def _discard_handle(self) -> None:
+        """Close and forget this thread's handle after a read error (its state is undefined;
+        closing it now, errors ignored, keeps pysam from complaining on stderr when it is
+        garbage-collected). The next ``_handle()`` opens a new one."""
+        with self._fh_lock:
+            fh = self._fhs.pop((os.getpid(), threading.get_ident()), None)
+        if fh is not None:
+            with contextlib.suppress(Exception):
+                fh.close()
 
     def close(self) -> None:
         """Close this process's handles (every thread's)."""
