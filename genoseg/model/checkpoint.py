@@ -23,6 +23,7 @@ so an interrupted save never leaves a truncated checkpoint.
 from __future__ import annotations
 
 import os
+import zipfile
 from pathlib import Path
 from typing import Any
 
@@ -133,6 +134,8 @@ def load_checkpoint(path: str | os.PathLike) -> dict:
     p = Path(path)
     if not p.is_file():
         raise GenosegError(f"{p}: model checkpoint not found")
+    if not zipfile.is_zipfile(p):  # torch.save writes a zip archive
+        raise GenosegError(f"{p}: not a genoseg checkpoint (not a file written by torch.save)")
     try:
         ckpt = torch.load(p, map_location="cpu", weights_only=True)
     except Exception as exc:  # torch's weights-only unpickler raises KeyError,
