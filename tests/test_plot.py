@@ -126,3 +126,13 @@ def test_plot_output_never_overwrites_an_input(tmp_path: Path, monkeypatch) -> N
     res = CliRunner().invoke(cli, ["plot", "Chr5:1-1000", "-p", str(pred), "-o", "-"])
     assert res.exit_code == 1 and "cannot be written to stdout" in res.stderr
     assert sorted(p.name for p in tmp_path.iterdir()) == ["p.gff3", "t.bedgraph"]
+
+
+def test_plot_track_that_is_not_bedgraph_names_file_and_line(tmp_path: Path) -> None:
+    fasta = tmp_path / "genome.fa"
+    fasta.write_text(">Chr5\nACGTACGT\nACGT\n")
+    res = CliRunner().invoke(cli, ["plot", "Chr5:1-10", "-t", str(fasta), "-o", "x.png"])
+    assert res.exit_code == 1
+    assert res.stderr.strip() == (
+        f"genoseg: error: {fasta}:1: bedGraph needs 4 columns (chrom start end value)"
+    )

@@ -76,7 +76,13 @@ def track_seqids(path: str) -> set[str]:
             return set(bw.chroms())
         finally:
             bw.close()
-    return {s.split()[0] for _, s in _lines(path)}
+    out = set()
+    for lineno, s in _lines(path):
+        cols = s.split()
+        if len(cols) < 4:
+            raise GenosegError(f"{path}:{lineno}: bedGraph needs 4 columns (chrom start end value)")
+        out.add(cols[0])
+    return out
 
 
 def read_track(path: str, seqid: str, start: int, end: int) -> list[tuple[int, int, float]]:
