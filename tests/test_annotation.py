@@ -223,6 +223,15 @@ BAD = [
         r":3: duplicate ID 't' \(first used on line 2\)",
     ),
     ("c1\tsrc\tgene\t10\t50\t.\t+\t.\tID", r":2: malformed GFF3 attribute 'ID'"),
+    (
+        "c1\tsrc\tmRNA\t10\t50\t.\t+\t.\tID=t;Parent=t\nc1\tsrc\tCDS\t10\t50\t.\t+\t0\tParent=t",
+        r":2: cyclic Parent: mRNA t has Parent 't', which is itself",
+    ),
+    (
+        "c1\tsrc\tgene\t10\t50\t.\t+\t.\tID=g;Parent=t\n"
+        "c1\tsrc\tmRNA\t10\t50\t.\t+\t.\tID=t;Parent=g\nc1\tsrc\tCDS\t10\t50\t.\t+\t0\tParent=t",
+        r":3: cyclic Parent: mRNA t has Parent 'g', which is its own child \(line 2\)",
+    ),
 ]
 
 

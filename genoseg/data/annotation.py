@@ -674,6 +674,11 @@ def _assemble_gff3(
             return tx_id
         gid = ps[0]
         grec = by_id.get(gid)
+        if gid == tx_id or (grec is not None and tx_id in parents(grec)):
+            raise GenosegError(
+                f"{path}:{tx_rec.line}: cyclic Parent: {tx_rec.type} {tx_id} has Parent {gid!r}, "
+                f"which is {'itself' if gid == tx_id else f'its own child (line {grec.line})'}"
+            )
         if grec is None:
             if missing_parents == "error":
                 raise GenosegError(
