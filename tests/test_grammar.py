@@ -273,3 +273,10 @@ def test_bad_grammar_yaml(tmp_path):
         load_grammar(p)
     with pytest.raises(GenosegError, match="not found"):
         load_grammar(tmp_path / "missing.yaml")
+    # not YAML at all: a GFF3 line (file:line and the problem), a binary file (the file)
+    p.write_text("##gff-version 3\nc1\tsrc\tgene\t1\t9\t.\t+\t.\tID=g\n")
+    with pytest.raises(GenosegError, match=r"g\.yaml:2: invalid YAML: found character '\\t'"):
+        load_grammar(p)
+    p.write_bytes(b"\x1f\x8b\x08\x04\x00\x00")
+    with pytest.raises(GenosegError, match=r"g\.yaml: cannot read grammar: 'utf-8' codec"):
+        load_grammar(p)

@@ -373,7 +373,7 @@ def load_grammar(path: str | Path | None = None) -> Grammar:
         text = p.read_text()
     except FileNotFoundError:
         raise GenosegError(f"{p}: grammar file not found") from None
-    except OSError as exc:
+    except (OSError, UnicodeDecodeError) as exc:
         raise GenosegError(f"{p}: cannot read grammar: {exc}") from None
     return grammar_from_yaml(text, source=str(p))
 
@@ -383,7 +383,10 @@ def grammar_from_yaml(text: str, source: str = "<grammar>") -> Grammar:
     try:
         d = yaml.safe_load(text)
     except yaml.YAMLError as exc:
-        raise _err(source, f"invalid YAML: {str(exc).splitlines()[0]}") from None
+        mark = getattr(exc, "problem_mark", None)
+        where = f":{mark.line + 1}" if mark is not None else ""
+        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+        raise _err(f"{source}{where}", f"invalid YAML: {problem}") from None
     d = _check_keys(d, _TOP_KEYS, source, "")
     if d.get("model", "protein_coding_phased") != "protein_coding_phased":
         raise _err(source, f"model: unknown grammar model {d['model']!r}")
