@@ -308,7 +308,7 @@ def test_posterior_only_differences_keep_the_first(decoded, tmp_path):
     assert feature_lines(out) == feature_lines(a["gff3"])
 
 
-def test_outputs_refused_and_nothing_written_on_errors(decoded, tmp_path):
+def test_outputs_refused_and_nothing_written_on_errors(decoded, tmp_path, monkeypatch):
     plan = ranges(decoded.contigs, CUTS)
     shards = [write_run(decoded, tmp_path, p, (i + 1, 3)) for i, p in enumerate(plan)]
     gffs = [str(s["gff3"]) for s in shards]
@@ -330,6 +330,12 @@ def test_outputs_refused_and_nothing_written_on_errors(decoded, tmp_path):
     assert "tracks disagree on Chr5:" in msg
     assert not out.exists() and not list(tmp_path.glob("m.*"))
     assert not [p for p in tmp_path.iterdir() if ".tmp-" in p.name]
+    # tracks are files: '-' is not a prefix (it made files named '-.coding_plus.bedgraph')
+    good = [str(s["coding+"]) for s in shards]
+    monkeypatch.chdir(tmp_path)
+    msg = _cli_error([*gffs, *good, "-o", str(out), "--tracks", "-"])
+    assert "--tracks -: tracks are written one file per track" in msg
+    assert not out.exists() and not list(tmp_path.glob("-.*"))
 
 
 def test_inputs_that_are_not_predict_outputs(tmp_path):

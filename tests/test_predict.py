@@ -490,6 +490,7 @@ BAD = {
                                   "refusing to overwrite an input"),
     "two outputs, one file": (["--bed", "x.gff3", "--segments-bed", "x.gff3"], "the same file"),
     "two outputs on stdout": (["-o", "-", "--bed", "-"], "only one output can go to stdout"),
+    "tracks to stdout": (["--tracks", "-"], "--tracks -: tracks are written one file per track"),
     "shard 0/3": (["--shard", "0/3"], "need 1 <= I <= N"),
     "shard 4/3": (["--shard", "4/3"], "need 1 <= I <= N"),
     "shard not I/N": (["--shard", "two"], "expected I/N"),

@@ -355,6 +355,12 @@ def sniff_kind(path: str | os.PathLike) -> str:
     raise GenosegError(f"{p}: not a genoseg predict output (GFF3, BED12, segment BED or bedGraph)")
 
 
+_TRACKS_NOT_STDOUT = (
+    "--tracks -: tracks are written one file per track (PREFIX.<track>.bedgraph), not to "
+    "stdout; give a PREFIX"
+)
+
+
 def track_path(prefix: str | os.PathLike, name: str) -> Path:
     """Merged bedGraph of track ``name``: ``{prefix}.{name}.bedgraph`` with ``+``/``-``
     spelled ``_plus``/``_minus`` (the rule of genoseg.io.bedgraph.track_file_name)."""
@@ -631,6 +637,8 @@ def merge_outputs(
             raise GenosegError(f"{kind} inputs given ({shown}) but no {opt} output")
         if out is not None and not kinds[kind]:
             raise GenosegError(f"{opt} {out}: no {kind} inputs given")
+    if tracks_prefix is not None and os.fspath(tracks_prefix) == "-":
+        raise GenosegError(_TRACKS_NOT_STDOUT)
     n_gff = len(kinds["gff3"])
     shards = [read_shard_gff3(p) for p in kinds["gff3"]]
     shards.sort(key=lambda s: (s.run.shard, str(s.path)))
