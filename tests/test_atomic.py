@@ -82,6 +82,43 @@ def test_dash_is_stdout(capsys):
             pass
 
 
+def test_symlink_is_followed_and_stays_a_link(tmp_path):
+    target = tmp_path / "real.gff3"
+    target.write_text("old\n")
+    link = tmp_path / "link.gff3"
+    link.symlink_to(target.name)
+    with atomic_output(link) as fh:
+        fh.write("new\n")
+    assert link.is_symlink() and target.read_text() == "new\n"
+    with atomic_path(link) as tmp:
+        tmp.write_bytes(b"bin")
+    assert link.is_symlink() and target.read_bytes() == b"bin"
+    assert _leftovers(tmp_path) == []
+
+
+def test_device_or_pipe_is_written_in_place(tmp_path):
+    """-o /dev/stdout (a symlink to /proc/self/fd/1, a pipe), /dev/null or a named pipe:
+    written to, never replaced by a regular file (as root that would replace /dev nodes)."""
+    import threading
+
+    fifo = tmp_path / "pipe"
+    os.mkfifo(fifo)
+    link = tmp_path / "stdout"  # like /dev/stdout -> /proc/self/fd/1
+    link.symlink_to(fifo)
+    got: list[bytes] = []
+    reader = threading.Thread(target=lambda: got.append(fifo.read_bytes()), daemon=True)
+    reader.start()
+    with atomic_output(link, inputs={"--fasta": tmp_path / "g.fa"}) as fh:
+        fh.write("through the pipe\n")
+    reader.join(10)
+    assert got == [b"through the pipe\n"]
+    assert link.is_symlink() and stat.S_ISFIFO(fifo.stat().st_mode)
+    assert _leftovers(tmp_path) == []
+    with pytest.raises(GenosegError, match="not a regular file"):  # HDF5, PNG, checkpoints
+        with atomic_path(link):
+            pass
+
+
 def test_missing_directory_is_a_one_line_error(tmp_path):
     with pytest.raises(GenosegError, match="output directory .*nope does not exist"):
         with atomic_output(tmp_path / "nope" / "a.txt"):

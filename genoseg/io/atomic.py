@@ -69,6 +69,7 @@ from __future__ import annotations
 import contextlib
 import os
 import signal
+import stat
 import sys
 import threading
 import time
@@ -85,6 +86,7 @@ __all__ = [
     "check_not_input",
     "exit_by_signal",
     "install_signal_cleanup",
+    "is_special",
     "remove_temporaries",
     "temporary_name",
 ]
@@ -172,6 +174,16 @@ def install_signal_cleanup() -> None:
         _previous[sig] = cur
 
 
+def is_special(path: str | os.PathLike) -> bool:
+    """True when ``path`` (symlinks followed) is a device, FIFO or socket: ``/dev/null``,
+    ``/dev/stdout``, a named pipe. Such outputs are written in place (nothing to rename)."""
+    try:
+        mode = os.stat(path).st_mode
+    except (OSError, ValueError):
+        return False
+    return not (stat.S_ISREG(mode) or stat.S_ISDIR(mode))
+
+
 def _same_file(a: Path, b: Path) -> bool:
     try:
         if a.exists() and b.exists():
@@ -209,12 +221,20 @@ def check_not_input(
 def _prepare(path: Path, inputs: Mapping[str, Any] | None, option: str) -> Path:
     if inputs:
         check_not_input({option: path}, inputs)
+    if is_special(path):
+        raise GenosegError(f"{option} {path}: not a regular file (a device or pipe); give a path")
     if not path.parent.is_dir():
         raise GenosegError(f"{option} {path}: output directory {path.parent} does not exist")
     if path.is_dir():
         raise GenosegError(f"{option} {path}: is a directory")
     install_signal_cleanup()
     return temporary_name(path)
+
+
+def _target(path: Path) -> Path:
+    """The file a symlink names (written, and renamed over, there: the link stays a link
+    instead of being replaced by a regular file); other paths as they are."""
+    return Path(os.path.realpath(path)) if path.is_symlink() else path
 
 
 def _fsync_dir(d: Path) -> None:
@@ -253,6 +273,8 @@ def atomic_output(
     yields ``sys.stdout`` (``sys.stdout.buffer`` for binary), flushed but not closed.
     ``inputs`` (option name -> path) are checked with :func:`check_not_input`; ``option``
     names the output in error messages. Errors creating the file are GenosegError.
+    A device, FIFO or socket (``/dev/stdout``, ``/dev/null``, a named pipe) is written in
+    place; a symlink is followed (the file it names is replaced; the link stays a link).
     """
     if mode not in ("w", "wt", "wb"):
         raise ValueError(f"atomic_output: mode must be 'w', 'wt' or 'wb', got {mode!r}")
@@ -263,6 +285,17 @@ def atomic_output(
         stream.flush()
         return
     path = Path(path)
+    if is_special(path):  # /dev/stdout, /dev/null, a named pipe: written in place
+        if inputs:
+            check_not_input({option: path}, inputs)
+        try:
+            stream = open(path, mode, **({} if binary else {"encoding": encoding}))
+        except OSError as exc:
+            raise GenosegError(f"{option} {path}: cannot write: {exc.strerror or exc}") from None
+        with stream:
+            yield stream
+        return
+    path = _target(path)
     tmp = _prepare(path, inputs, option)
     _temporaries[str(tmp)] = os.getpid()  # registered before it exists: no window
     try:
@@ -295,10 +328,11 @@ def atomic_path(
 ) -> Iterator[Path]:
     """Like :func:`atomic_output` but yields the temporary's Path (which does not exist
     yet) for libraries that create the file themselves; the file must be closed when the
-    block ends. ``"-"`` is refused (GenosegError): such files cannot go to stdout."""
+    block ends. ``"-"`` and devices or pipes are refused (GenosegError): such files cannot
+    be streamed. A symlink is followed, as in :func:`atomic_output`."""
     if str(path) == "-":
         raise GenosegError(f"{option}: this output cannot be written to stdout; give a path")
-    path = Path(path)
+    path = _target(Path(path))
     tmp = _prepare(path, inputs, option)
     _temporaries[str(tmp)] = os.getpid()
     try:

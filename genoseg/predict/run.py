@@ -123,7 +123,7 @@ def _set_threads(n: int) -> None:
 
 
 def _check_outputs(outputs: dict[str, str | None], inputs: dict[str, str | None]) -> None:
-    from genoseg.io.atomic import check_not_input
+    from genoseg.io.atomic import check_not_input, is_special
 
     given = {k: v for k, v in outputs.items() if v is not None}
     check_not_input(given, inputs)
@@ -137,7 +137,7 @@ def _check_outputs(outputs: dict[str, str | None], inputs: dict[str, str | None]
         raise GenosegError(f"only one output can go to stdout ('-'), got {', '.join(stdout)}")
     seen: dict[str, str] = {}
     for opt, path in given.items():
-        if path == "-":
+        if path == "-" or (opt != "--tracks" and is_special(path)):  # /dev/stdout, a pipe
             continue
         probe = Path(path + ".x") if opt == "--tracks" else Path(path)
         real = str(probe.resolve())
