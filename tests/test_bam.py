@@ -113,6 +113,33 @@ def test_cram_gives_the_same_tracks(tmp_path: Path) -> None:
     assert np.array_equal(ev.track("Chr5", 0, 60170), ref.track("Chr5", 0, 60170))
 
 
+def test_cram_whose_reference_moved(tmp_path: Path, capfd) -> None:
+    """A CRAM whose reference file is gone decodes against the genome given as reference;
+    without one it is a single error that says what a CRAM needs (no htslib noise)."""
+    import shutil
+
+    moved = tmp_path / "gone.fa"
+    shutil.copy(SAMPLE_FA, moved)
+    cram = tmp_path / "s.cram"
+    with pysam.AlignmentFile(str(SAMPLE_BAM)) as bam:
+        with pysam.AlignmentFile(
+            str(cram), "wc", template=bam, reference_filename=str(moved)
+        ) as out:
+            for read in bam.fetch():
+                out.write(read)
+    pysam.index(str(cram))
+    moved.unlink()
+    Path(f"{moved}.fai").unlink(missing_ok=True)
+    with pytest.raises(
+        GenosegError, match=r"s\.cram: cannot read alignments: .*no reference FASTA"
+    ):
+        Evidence.open(cram, {"Chr5": 60170})
+    assert "[E::" not in capfd.readouterr().err
+    ev = Evidence.open(cram, {"Chr5": 60170}, reference=SAMPLE_FA)
+    ref = Evidence.open(SAMPLE_BAM, {"Chr5": 60170})
+    assert np.array_equal(ev.track("Chr5", 0, 60170), ref.track("Chr5", 0, 60170))
+
+
 # -- strandedness on hand-made reads --------------------------------------------------
 def make_bam(path: Path, reads: list[dict], sq=(("c", 1000),), so="coordinate", index=True):
     header = {"HD": {"VN": "1.6", "SO": so}, "SQ": [{"SN": n, "LN": ln} for n, ln in sq]}

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import h5py
 import numpy as np
+import pysam
 import pytest
 import torch
 import yaml
@@ -275,6 +276,28 @@ def test_bam_of_another_assembly(tmp_path):
     assert res.exit_code == 1 and "athaliana_chr5_60k.bam" in res.output, res.output
     assert len(res.output.strip().splitlines()) == 1
     assert not (tmp_path / "o.h5").exists() and not list(tmp_path.glob(".*tmp*"))
+
+
+def test_cram_decodes_against_the_fasta(tmp_path):
+    """A CRAM whose original reference file is gone: prepare decodes it with --fasta."""
+    import shutil
+
+    moved = tmp_path / "moved.fa"
+    shutil.copy(FA, moved)
+    cram = tmp_path / "reads.cram"
+    with pysam.AlignmentFile(str(BAM)) as bam:
+        with pysam.AlignmentFile(
+            str(cram), "wc", template=bam, reference_filename=str(moved)
+        ) as out:
+            for read in bam.fetch():
+                out.write(read)
+    pysam.index(str(cram))
+    moved.unlink()
+    Path(f"{moved}.fai").unlink(missing_ok=True)
+    out = tmp_path / "w.h5"
+    res = run("--fasta", FA, "--gff3", GFF, "--bam", cram, "-o", out, "--region", "Chr5:1-20000")
+    assert res.exit_code == 0, res.output
+    assert out.is_file()
 
 
 def test_prepare_shared_fly_region(tmp_path):

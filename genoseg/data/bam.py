@@ -263,10 +263,15 @@ class Evidence(ProcessLocalHandle):
                 _check_contigs(p, header, genome_contigs, allow_missing)
             library, inferred = mode, None
             if mode == "auto":
+                old = pysam.set_verbosity(0)
                 try:
                     library, n, frac = infer_library(fh.fetch(until_eof=True))
                 except (OSError, ValueError) as exc:
-                    raise GenosegError(f"{p}: cannot read alignments: {exc}") from None
+                    raise GenosegError(
+                        f"{p}: cannot read alignments: {exc}{_hint(fh.is_cram, reference)}"
+                    ) from None
+                finally:
+                    pysam.set_verbosity(old)
                 inferred = (n, frac)
         finally:
             fh.close()
@@ -326,11 +331,12 @@ class Evidence(ProcessLocalHandle):
                     continue
                 yield read, cig
         except (OSError, ValueError) as exc:
+            cram = self.path.suffix.lower() == ".cram"
             self._discard_handle()
             raise GenosegError(
                 f"{self.path}: cannot read {contig}:{start}-{end}: {exc} (corrupt file, or an "
                 f"index made for another version of it: re-create it with "
-                f"'samtools index {self.path}')"
+                f"'samtools index {self.path}'){_hint(cram, self.reference)}"
             ) from None
         finally:
             pysam.set_verbosity(old)
@@ -402,6 +408,14 @@ class Evidence(ProcessLocalHandle):
                 if op in _REF_OPS:
                     pos += length
         return counts
+
+
+def _hint(cram: bool, reference: str | os.PathLike | None) -> str:
+    """For a CRAM read error: where its reference sequence came from."""
+    if not cram:
+        return ""
+    ref = f"the reference {reference}" if reference else "no reference FASTA"
+    return f"; a CRAM decodes against its reference sequence: {ref} was given"
 
 
 def _check_contigs(

@@ -265,6 +265,7 @@ def prepare(
             genome.contigs,
             strandedness=cfg.evidence.strandedness,
             min_mapq=cfg.evidence.min_mapq,
+            reference=cfg.fasta,  # decodes a CRAM
         )
         log(f"{cfg.bam}: strandedness {evidence.describe()}")
     inputs = {"fasta": cfg.fasta, "gff3": cfg.gff3, "bam": cfg.bam, "grammar": cfg.grammar}

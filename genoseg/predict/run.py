@@ -221,7 +221,7 @@ def run_predict(o: PredictOptions) -> dict:
         reads = model.uses_evidence
         checked = Evidence.open(
             o.bam, contigs, strandedness=cfg.evidence.strandedness if reads else "unstranded",
-            min_mapq=cfg.evidence.min_mapq,
+            min_mapq=cfg.evidence.min_mapq, reference=o.genome,  # the genome decodes a CRAM
         )  # fmt: skip
         if reads:
             evidence = checked
