@@ -119,6 +119,38 @@ def test_device_or_pipe_is_written_in_place(tmp_path):
             pass
 
 
+def test_full_disk_is_a_one_line_error(tmp_path, monkeypatch):
+    """ENOSPC / EDQUOT while writing: GenosegError naming the output, nothing left behind
+    (regular files, devices such as /dev/full, and stdout)."""
+    import errno
+    import io
+
+    out = tmp_path / "a.txt"
+
+    def full(fd):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    with monkeypatch.context() as m:
+        m.setattr(os, "fsync", full)
+        with pytest.raises(GenosegError, match=rf"^--bed {out}: cannot write: No space left"):
+            with atomic_output(out, option="--bed") as fh:
+                fh.write("x")
+    assert not out.exists() and _leftovers(tmp_path) == []
+    if os.path.exists("/dev/full"):
+        with pytest.raises(GenosegError, match="^-o /dev/full: cannot write: No space left"):
+            with atomic_output("/dev/full") as fh:
+                fh.write("x" * 100_000)
+
+    class FullStdout(io.StringIO):
+        def write(self, text):
+            raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(sys, "stdout", FullStdout())
+    with pytest.raises(GenosegError, match="^-o -: cannot write: No space left"):
+        with atomic_output("-") as fh:
+            fh.write("x")
+
+
 def test_missing_directory_is_a_one_line_error(tmp_path):
     with pytest.raises(GenosegError, match="output directory .*nope does not exist"):
         with atomic_output(tmp_path / "nope" / "a.txt"):

@@ -67,6 +67,7 @@ works and installation is left to the main thread's next write.
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 import signal
 import stat
@@ -231,6 +232,18 @@ def _prepare(path: Path, inputs: Mapping[str, Any] | None, option: str) -> Path:
     return temporary_name(path)
 
 
+# errors of the output itself (not of the inputs being read while it is written)
+_FULL = {getattr(errno, n) for n in ("ENOSPC", "EDQUOT", "EFBIG") if hasattr(errno, n)}
+
+
+def _write_error(exc: BaseException, option: str, path: Path) -> BaseException:
+    """A full disk / quota / I/O error of an output as one line naming it; other
+    exceptions as they are."""
+    if isinstance(exc, OSError) and exc.errno in _FULL:
+        return GenosegError(f"{option} {path}: cannot write: {exc.strerror or exc}")
+    return exc
+
+
 def _target(path: Path) -> Path:
     """The file a symlink names (written, and renamed over, there: the link stays a link
     instead of being replaced by a regular file); other paths as they are."""
@@ -281,8 +294,11 @@ def atomic_output(
     binary = "b" in mode
     if str(path) == "-":
         stream = sys.stdout.buffer if binary else sys.stdout
-        yield stream
-        stream.flush()
+        try:
+            yield stream
+            stream.flush()
+        except OSError as exc:
+            raise _write_error(exc, option, Path("-")) from None
         return
     path = Path(path)
     if is_special(path):  # /dev/stdout, /dev/null, a named pipe: written in place
@@ -292,8 +308,11 @@ def atomic_output(
             stream = open(path, mode, **({} if binary else {"encoding": encoding}))
         except OSError as exc:
             raise GenosegError(f"{option} {path}: cannot write: {exc.strerror or exc}") from None
-        with stream:
-            yield stream
+        try:
+            with stream:
+                yield stream
+        except OSError as exc:
+            raise _write_error(exc, option, path) from None
         return
     path = _target(path)
     tmp = _prepare(path, inputs, option)
@@ -312,11 +331,11 @@ def atomic_output(
         os.fsync(fh.fileno())
         fh.close()
         _finish(tmp, path)
-    except BaseException:
+    except BaseException as exc:
         with contextlib.suppress(Exception):
             fh.close()
         _discard(tmp)
-        raise
+        raise _write_error(exc, option, path) from None
 
 
 @contextlib.contextmanager
@@ -347,6 +366,6 @@ def atomic_path(
         finally:
             os.close(fd)
         _finish(tmp, path)
-    except BaseException:
+    except BaseException as exc:
         _discard(tmp)
-        raise
+        raise _write_error(exc, option, path) from None
