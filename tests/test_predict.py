@@ -365,6 +365,23 @@ def test_region_with_flanks_matches_whole_run(invariance):
         np.testing.assert_allclose(vals[given], ta[name][given], atol=1e-4, rtol=0, err_msg=name)
 
 
+def test_region_ending_at_a_chunk_boundary_keeps_every_track(invariance, work, model, slice_fa):
+    """Chunks at 5000, 12000, 19000 and the region's end at 19000: the chunk after the end
+    still holds the last bases of the tracks that stop short of their chunk's end (codon and
+    splice-site signals), none of the others ('track missing from the chunk' before)."""
+    ta = invariance["w7000"][1]
+    tr = predict_recording_tracks(
+        slice_fa, "-o", work / "edge.gff3", "--model", model, "--tracks", work / "edge", "-q",
+        "--window", 7000, "--region", "Chr5:9001-19000",
+        "--config", config(work / "flank4k.yaml", flank=4000),
+    )  # fmt: skip
+    assert len(tr) == 13
+    for name, vals in tr.items():
+        given = ~np.isnan(vals)
+        assert given[9000:19000].all() and not given[:9000].any() and not given[19000:].any()
+        np.testing.assert_allclose(vals[given], ta[name][given], atol=1e-4, rtol=0, err_msg=name)
+
+
 def _gene_start(row, rows) -> int:
     """GFF3 start (1-based) of the gene a feature row belongs to."""
     gid = row[0][6].split(".t1")[0]

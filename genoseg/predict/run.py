@@ -265,12 +265,15 @@ def run_predict(o: PredictOptions) -> dict:
         track_writer = TrackWriter(o.tracks, contigs, fmt=o.tracks_format, inputs=inputs)
 
     def on_tracks(contig: str, chunks: dict, span) -> None:
+        # every track is passed on, clipped to the kept range (empty when outside it): the
+        # tracks of one chunk end at different bases (codon and splice-site signals stop
+        # short), so at the edge of a region some are inside and others not
         clipped = {}
         for name, ch in chunks.items():
             lo, hi = max(ch.start, span.keep_start), min(ch.end, span.keep_end)
-            if hi > lo:
-                clipped[name] = type(ch)(ch.name, lo, ch.values[lo - ch.start : hi - ch.start])
-        if clipped:
+            hi = max(hi, lo)
+            clipped[name] = type(ch)(ch.name, lo, ch.values[lo - ch.start : hi - ch.start])
+        if any(len(ch.values) for ch in clipped.values()):
             track_writer.add(contig, clipped)
 
     total = sum(s.end - s.start for s in spans)
