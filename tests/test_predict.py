@@ -830,3 +830,22 @@ def test_precision_auto_follows_the_hardware(monkeypatch):
         assert devices.inference_dtype("bfloat16", cpu) == torch.bfloat16
     with pytest.raises(GenosegError, match="--precision half"):
         devices.inference_dtype("half", cpu)
+
+
+def test_full_temporary_folder_is_one_line(monkeypatch):
+    """Spilled network outputs (long stretches) on a full TMPDIR: GenosegError saying what
+    to do (was a traceback)."""
+    import errno
+
+    from genoseg.errors import GenosegError
+    from genoseg.predict.pipeline import _Spool
+
+    spool = _Spool(".f32")
+
+    def full(*args):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(os, "pwrite", full)
+    with pytest.raises(GenosegError, match=r"No space left on device\); set TMPDIR"):
+        spool.append(b"\0" * 16)
+    spool.close()

@@ -552,3 +552,15 @@ def test_prediction_add_validates(gold):
         Prediction({"Chr9": 5}).add("Chr9", genes)
     pred.add("Chr5", genes, gold.paths["Chr5"][:3])
     assert pred.segments["Chr5"][0] == Segment(*gold.paths["Chr5"][0])
+
+
+@pytest.mark.skipif(not os.path.exists("/dev/full"), reason="needs /dev/full")
+def test_bedgraph_on_a_full_disk_is_one_line() -> None:
+    """Lines are written while the atomic_output block is suspended: a full disk there is
+    still GenosegError naming the output (was a traceback)."""
+    rng = np.random.default_rng(0)
+    w = BedGraphWriter("/dev/full", "coding+")
+    with pytest.raises(GenosegError, match="^--tracks /dev/full: cannot write: No space left"):
+        w.add("c", 0, rng.random(50_000))
+        w.close()
+    w.abort()

@@ -88,6 +88,7 @@ __all__ = [
     "exit_by_signal",
     "install_signal_cleanup",
     "is_special",
+    "output_error",
     "remove_temporaries",
     "temporary_name",
 ]
@@ -236,11 +237,11 @@ def _prepare(path: Path, inputs: Mapping[str, Any] | None, option: str) -> Path:
 _FULL = {getattr(errno, n) for n in ("ENOSPC", "EDQUOT", "EFBIG") if hasattr(errno, n)}
 
 
-def _write_error(exc: BaseException, option: str, path: Path) -> BaseException:
-    """A full disk / quota / I/O error of an output as one line naming it; other
-    exceptions as they are."""
-    if isinstance(exc, OSError) and exc.errno in _FULL:
-        return GenosegError(f"{option} {path}: cannot write: {exc.strerror or exc}")
+def output_error(exc: BaseException, option: str, path: str | os.PathLike) -> BaseException:
+    """A full disk or quota error (ENOSPC, EDQUOT, EFBIG) of an output as GenosegError
+    naming it; other exceptions as they are (``raise output_error(exc, ...) from None``)."""
+    if isinstance(exc, OSError) and exc.errno in _FULL:  # h5py's strerror spans lines
+        return GenosegError(f"{option} {path}: cannot write: {os.strerror(exc.errno)}")
     return exc
 
 
@@ -298,7 +299,7 @@ def atomic_output(
             yield stream
             stream.flush()
         except OSError as exc:
-            raise _write_error(exc, option, Path("-")) from None
+            raise output_error(exc, option, Path("-")) from None
         return
     path = Path(path)
     if is_special(path):  # /dev/stdout, /dev/null, a named pipe: written in place
@@ -309,10 +310,12 @@ def atomic_output(
         except OSError as exc:
             raise GenosegError(f"{option} {path}: cannot write: {exc.strerror or exc}") from None
         try:
-            with stream:
-                yield stream
-        except OSError as exc:
-            raise _write_error(exc, option, path) from None
+            yield stream
+            stream.close()
+        except BaseException as exc:
+            with contextlib.suppress(Exception):
+                stream.close()
+            raise output_error(exc, option, path) from None
         return
     path = _target(path)
     tmp = _prepare(path, inputs, option)
@@ -335,7 +338,7 @@ def atomic_output(
         with contextlib.suppress(Exception):
             fh.close()
         _discard(tmp)
-        raise _write_error(exc, option, path) from None
+        raise output_error(exc, option, path) from None
 
 
 @contextlib.contextmanager
@@ -368,4 +371,4 @@ def atomic_path(
         _finish(tmp, path)
     except BaseException as exc:
         _discard(tmp)
-        raise _write_error(exc, option, path) from None
+        raise output_error(exc, option, path) from None

@@ -36,7 +36,7 @@ import numpy as np
 from genoseg.decode.tracks import TRACK_NAMES, TrackChunk
 from genoseg.errors import GenosegError
 from genoseg.io._dest import Destination
-from genoseg.io.atomic import atomic_output, atomic_path
+from genoseg.io.atomic import atomic_output, atomic_path, output_error
 
 __all__ = [
     "BedGraphWriter",
@@ -273,8 +273,15 @@ class BedGraphWriter(_Writer):
         self._fh = fh
         fmt = _value_formatter(digits)
 
+        def write(text: str) -> None:  # written while the atomic_output block is suspended
+            try:
+                fh.write(text)
+            except OSError as exc:
+                where = name if hasattr(dest, "write") else os.fspath(dest)  # type: ignore[arg-type]
+                raise output_error(exc, option, where) from None
+
         def emit(contig: str, starts, ends, vals) -> None:
-            fh.write(
+            write(
                 "".join(
                     f"{contig}\t{s}\t{e}\t{fmt(v)}\n"
                     for s, e, v in zip(starts.tolist(), ends.tolist(), vals.tolist())
@@ -285,7 +292,7 @@ class BedGraphWriter(_Writer):
         header = f'track type=bedGraph name="{_quote(name)}"'
         if description:
             header += f' description="{_quote(description)}"'
-        fh.write(header + "\n")
+        write(header + "\n")
 
 
 def _quote(text: str) -> str:

@@ -54,6 +54,7 @@ from genoseg.decode.tracks import (
     fill_boundary_posteriors,
     posterior_tracks,
 )
+from genoseg.errors import GenosegError
 from genoseg.model.gene_model import GeneModel, compile_rows
 from genoseg.model.heads import N_OUTPUTS, engine_scores, frame_carry
 from genoseg.model.strands import averages_strands, strand_averaged_outputs
@@ -699,6 +700,14 @@ class _OutputStore:
             self.file = None
 
 
+def _spill_error(exc: OSError) -> GenosegError:
+    return GenosegError(
+        f"temporary folder {tempfile.gettempdir()}: cannot write the data kept between passes "
+        f"({exc.strerror or exc}); set TMPDIR to a folder with more space (or, for network "
+        "outputs, cache: memory or recompute in the predict config)"
+    )
+
+
 class _Spool:
     """An anonymous temporary file for data kept between passes. Created and unlinked at
     once (POSIX): the open descriptor keeps it alive and nothing is left in TMPDIR however
@@ -707,7 +716,10 @@ class _Spool:
     Thread-safe (positional I/O; :meth:`append` reserves its range under a lock)."""
 
     def __init__(self, suffix: str):
-        fd, path = tempfile.mkstemp(prefix="genoseg-predict-", suffix=suffix)
+        try:
+            fd, path = tempfile.mkstemp(prefix="genoseg-predict-", suffix=suffix)
+        except OSError as exc:
+            raise _spill_error(exc) from None
         self.fd: int | None = fd
         self.path: str | None = None
         try:
@@ -719,8 +731,11 @@ class _Spool:
 
     def write(self, data: bytes, at: int) -> None:
         done = 0
-        while done < len(data):  # pwrite may write less than asked
-            done += os.pwrite(self.fd, data[done:], at + done)
+        try:
+            while done < len(data):  # pwrite may write less than asked
+                done += os.pwrite(self.fd, data[done:], at + done)
+        except OSError as exc:
+            raise _spill_error(exc) from None
 
     def append(self, data: bytes) -> int:
         """Write ``data`` after everything appended so far; returns its offset."""
