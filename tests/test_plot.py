@@ -126,6 +126,16 @@ def test_plot_output_never_overwrites_an_input(tmp_path: Path, monkeypatch) -> N
     res = CliRunner().invoke(cli, ["plot", "Chr5:1-1000", "-p", str(pred), "-o", "-"])
     assert res.exit_code == 1 and "cannot be written to stdout" in res.stderr
     assert sorted(p.name for p in tmp_path.iterdir()) == ["p.gff3", "t.bedgraph"]
+    # nor over the genome's FASTA index (plot --genome reads it)
+    fasta = tmp_path / "g.fa"
+    fasta.write_text(">Chr5\n" + "ACGT" * 300 + "\n")
+    fai = tmp_path / "g.fa.fai"
+    fai.write_text("Chr5\t1200\t6\t1200\t1201\n")
+    res = CliRunner().invoke(
+        cli, ["plot", "Chr5:1-1000", "-p", str(pred), "--genome", str(fasta), "-o", str(fai)]
+    )
+    assert res.exit_code == 1 and "is the same file as the input" in res.stderr, res.output
+    assert fai.read_text() == "Chr5\t1200\t6\t1200\t1201\n"
 
 
 def test_plot_track_that_is_not_bedgraph_names_file_and_line(tmp_path: Path) -> None:

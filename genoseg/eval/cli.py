@@ -300,6 +300,8 @@ def plot_command(
         raise GenosegError("-o: a PNG cannot be written to stdout; give a path")
     track_specs = [parse_track_spec(t) for t in tracks]
     inputs = [("--reference", reference), ("--genome", genome)]
+    if genome:  # its index is an input too (built beside it, or read)
+        inputs += [("--genome index", f"{genome}.fai"), ("--genome bgzip index", f"{genome}.gzi")]
     inputs += [("--prediction", p) for p in predictions] + [("--track", t) for _, t in track_specs]
     for option, path in inputs:
         check_not_input({"-o": output}, {option: path})
