@@ -61,6 +61,7 @@ from genoseg.data.labels import IGNORE, gene_models_from_segments, segments_from
 from genoseg.devices import resolve_device
 from genoseg.errors import GenosegError
 from genoseg.grammar.spec import Grammar, grammar_from_yaml
+from genoseg.io.atomic import atomic_output
 from genoseg.model.checkpoint import (
     load_checkpoint,
     load_model,
@@ -639,7 +640,9 @@ class Trainer:
         self.out_dir.mkdir(parents=True, exist_ok=True)
         path = self.out_dir / "metrics.csv"
         keys = sorted({k for r in self.history for k in r})
-        with open(path, "w", newline="") as fh:  # rewritten whole: stays consistent on resume
+        # rewritten whole (consistent on resume), through a temporary: a kill mid-write
+        # leaves the previous file, never a truncated one
+        with atomic_output(path, option="metrics.csv") as fh:
             wr = csv.DictWriter(fh, fieldnames=keys)
             wr.writeheader()
             wr.writerows(self.history)
