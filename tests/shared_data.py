@@ -44,3 +44,18 @@ def prepare_kog_loci(out: Path, length: int, halo: int) -> Path:
     )  # fmt: skip
     prepare(cfg, log=lambda m: None)
     return out
+
+
+def cram_copy(bam: Path, reference: Path, out: Path) -> Path:
+    """Write the reads of ``bam`` to the CRAM ``out`` encoded against ``reference`` (a
+    FASTA), and index it; returns ``out``."""
+    import pysam
+
+    with pysam.AlignmentFile(str(bam)) as src:
+        with pysam.AlignmentFile(
+            str(out), "wc", template=src, reference_filename=str(reference)
+        ) as dst:
+            for read in src.fetch():
+                dst.write(read)
+    pysam.index(str(out))
+    return out

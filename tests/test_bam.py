@@ -15,7 +15,7 @@ from hypothesis import strategies as st
 from genoseg.data.bam import CHANNELS, Evidence, reverse_evidence
 from genoseg.data.fasta import Genome
 from genoseg.errors import GenosegError
-from tests.shared_data import shared
+from tests.shared_data import cram_copy, shared
 
 REPO = Path(__file__).resolve().parents[1]
 SAMPLES = REPO / "data_samples"
@@ -100,14 +100,7 @@ def test_reverse_evidence_moves_minus_donors_to_plus_channels() -> None:
 
 
 def test_cram_gives_the_same_tracks(tmp_path: Path) -> None:
-    cram = tmp_path / "s.cram"
-    with pysam.AlignmentFile(str(SAMPLE_BAM)) as bam:
-        with pysam.AlignmentFile(
-            str(cram), "wc", template=bam, reference_filename=str(SAMPLE_FA)
-        ) as out:
-            for read in bam.fetch():
-                out.write(read)
-    pysam.index(str(cram))
+    cram = cram_copy(SAMPLE_BAM, SAMPLE_FA, tmp_path / "s.cram")
     ev = Evidence.open(cram, {"Chr5": 60170}, reference=SAMPLE_FA)
     ref = Evidence.open(SAMPLE_BAM, {"Chr5": 60170})
     assert np.array_equal(ev.track("Chr5", 0, 60170), ref.track("Chr5", 0, 60170))
@@ -120,14 +113,7 @@ def test_cram_whose_reference_moved(tmp_path: Path, capfd) -> None:
 
     moved = tmp_path / "gone.fa"
     shutil.copy(SAMPLE_FA, moved)
-    cram = tmp_path / "s.cram"
-    with pysam.AlignmentFile(str(SAMPLE_BAM)) as bam:
-        with pysam.AlignmentFile(
-            str(cram), "wc", template=bam, reference_filename=str(moved)
-        ) as out:
-            for read in bam.fetch():
-                out.write(read)
-    pysam.index(str(cram))
+    cram = cram_copy(SAMPLE_BAM, moved, tmp_path / "s.cram")
     moved.unlink()
     Path(f"{moved}.fai").unlink(missing_ok=True)
     with pytest.raises(

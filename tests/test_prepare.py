@@ -15,7 +15,6 @@ from pathlib import Path
 
 import h5py
 import numpy as np
-import pysam
 import pytest
 import torch
 import yaml
@@ -28,7 +27,7 @@ from genoseg.data.annotation import read_annotation
 from genoseg.data.dataset import WindowDataset, collate_windows
 from genoseg.data.labels import GeneModel, gene_models_from_segments, segments_from_labels
 from genoseg.grammar import compile_window, default_grammar_path, load_grammar
-from tests.shared_data import shared
+from tests.shared_data import cram_copy, shared
 
 ROOT = Path(__file__).resolve().parents[1]
 SAMPLES = ROOT / "data_samples"
@@ -284,14 +283,7 @@ def test_cram_decodes_against_the_fasta(tmp_path):
 
     moved = tmp_path / "moved.fa"
     shutil.copy(FA, moved)
-    cram = tmp_path / "reads.cram"
-    with pysam.AlignmentFile(str(BAM)) as bam:
-        with pysam.AlignmentFile(
-            str(cram), "wc", template=bam, reference_filename=str(moved)
-        ) as out:
-            for read in bam.fetch():
-                out.write(read)
-    pysam.index(str(cram))
+    cram = cram_copy(BAM, moved, tmp_path / "reads.cram")
     moved.unlink()
     Path(f"{moved}.fai").unlink(missing_ok=True)
     out = tmp_path / "w.h5"
