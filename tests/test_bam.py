@@ -258,6 +258,27 @@ def test_stale_index_is_one_clean_error(tmp_path: Path, capfd) -> None:
     assert "[E::" not in err and "Exception ignored" not in err, err
 
 
+def test_index_older_than_the_file_is_a_warning(tmp_path: Path) -> None:
+    """An index older than its BAM (rewritten after indexing, or copied without cp -p):
+    Evidence.open still opens it, with a warning line that names the index and the fix."""
+    import os
+    import shutil
+
+    bam = tmp_path / "s.bam"
+    shutil.copy(SAMPLE_BAM, bam)
+    shutil.copy(f"{SAMPLE_BAM}.bai", f"{bam}.bai")
+    t = bam.stat().st_mtime
+    os.utime(f"{bam}.bai", (t, t))
+    assert Evidence.open(bam, {"Chr5": 60170}).index_warning is None
+    os.utime(f"{bam}.bai", (t - 3600, t - 3600))
+    ev = Evidence.open(bam, {"Chr5": 60170})
+    assert ev.index_warning == (
+        f"warning: {bam}.bai is older than {bam}; if the file was rewritten after indexing, "
+        f"re-create the index with 'samtools index {bam}'"
+    )
+    assert ev.track("Chr5", 0, 60170).sum() > 0  # still read (the index is in fact right)
+
+
 def test_not_coordinate_sorted(tmp_path: Path) -> None:
     bam = make_bam(tmp_path / "qs.bam", READS[:2], so="queryname")
     with pytest.raises(GenosegError, match=r"qs\.bam: sorted by 'queryname'.*samtools sort"):

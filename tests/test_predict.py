@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -558,7 +559,17 @@ def test_bam_of_the_genome_is_accepted(model, tmp_path):
     res = predict(SAMPLE_FA, "-o", out, "--model", model, "--bam", SAMPLE_BAM, "--no-posteriors",
                   "--region", "Chr5:1-3000", "--config", flank0)  # fmt: skip
     assert "checked against the genome, then ignored" in res.stderr
+    assert "older than" not in res.stderr
     assert out.read_text().startswith("##gff-version 3\n")
+    # an index older than its BAM: a warning on stderr, and the run goes on
+    bam = tmp_path / "old_index.bam"
+    shutil.copy(SAMPLE_BAM, bam)
+    shutil.copy(f"{SAMPLE_BAM}.bai", f"{bam}.bai")
+    t = bam.stat().st_mtime - 3600
+    os.utime(f"{bam}.bai", (t, t))
+    res = predict(SAMPLE_FA, "-o", out, "--model", model, "--bam", bam, "--no-posteriors",
+                  "--region", "Chr5:1-3000", "--config", flank0)  # fmt: skip
+    assert f"genoseg predict: warning: {bam}.bai is older than {bam}" in res.stderr, res.stderr
 
 
 def test_bam_without_model_uses_the_shipped_evidence_model(tmp_path):

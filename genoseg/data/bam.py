@@ -197,6 +197,8 @@ class Evidence(ProcessLocalHandle):
         self.inferred_from = inferred_from  # auto: (tagged reads, agreeing fraction)
         self.min_mapq = min_mapq
         self.contigs = contigs  # the BAM header's {name: length}
+        # set by open(): a line for the log when the index is older than the file
+        self.index_warning: str | None = None
         ProcessLocalHandle.__init__(self)
 
     def describe(self) -> str:
@@ -276,7 +278,9 @@ class Evidence(ProcessLocalHandle):
         finally:
             fh.close()
         ref = Path(reference) if reference else None
-        return cls(p, ref, mode, min_mapq, header, library, inferred)
+        ev = cls(p, ref, mode, min_mapq, header, library, inferred)
+        ev.index_warning = stale_index_warning(p)
+        return ev
 
     @staticmethod
     def _open_file(p: Path, reference: Path | None) -> pysam.AlignmentFile:
@@ -408,6 +412,39 @@ class Evidence(ProcessLocalHandle):
                 if op in _REF_OPS:
                     pos += length
         return counts
+
+
+def index_path(path: Path) -> Path | None:
+    """The index htslib uses for the BAM/CRAM ``path`` (``X.bam.bai``, ``X.bai``,
+    ``X.bam.csi``, ``X.cram.crai``, ``X.crai``), or None when there is none."""
+    for cand in (
+        Path(f"{path}.bai"),
+        path.with_suffix(".bai"),
+        Path(f"{path}.csi"),
+        Path(f"{path}.crai"),
+        path.with_suffix(".crai"),
+    ):
+        if cand.is_file():
+            return cand
+    return None
+
+
+def stale_index_warning(path: Path) -> str | None:
+    """A one-line warning when the index of ``path`` is older than the file (the file may
+    have been rewritten after indexing: reads would be looked up at wrong offsets); None
+    when it is not, or there is no index. A copy without ``cp -p`` also trips it."""
+    idx = index_path(path)
+    if idx is None:
+        return None
+    try:
+        if idx.stat().st_mtime + 1.0 >= path.stat().st_mtime:
+            return None
+    except OSError:
+        return None
+    return (
+        f"warning: {idx} is older than {path}; if the file was rewritten after indexing, "
+        f"re-create the index with 'samtools index {path}'"
+    )
 
 
 def _hint(cram: bool, reference: str | os.PathLike | None) -> str:
