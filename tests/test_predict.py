@@ -480,6 +480,7 @@ def bad(work, model) -> dict[str, Path]:
     torch.save(ckpt, d / "newer.pt")
     (d / "regions.bed").write_text("Chr5\t0\t1000\n")
     (d / "a_file").write_text("")
+    (d / "a_folder").mkdir()
     bam(d / "other_names.bam", {"chr5": 60170})
     bam(d / "other_length.bam", {"Chr5": 60171})
     make_model(d / "evidence.pt", evidence=True)
@@ -496,6 +497,7 @@ BAD = {
     "torch file, not a checkpoint": (["--model", "plain.pt"], "not a genoseg checkpoint"),
     "newer checkpoint": (["--model", "newer.pt"], "is newer than this genoseg reads"),
     "missing model": (["--model", "missing.pt"], "not found"),
+    "model is a folder": (["--model", "a_folder"], "is a folder, not a model checkpoint"),
     "BAM of other contig names": (["--bam", "other_names.bam"], "not in the BAM header"),
     "BAM of other lengths": (["--bam", "other_length.bam"], "another assembly"),
     "BAM of other assembly, evidence model": (

@@ -143,6 +143,8 @@ def test_ddp_two_processes_gloo(tmp_path, h5) -> None:
         (lambda c: c.update(device="tpu"), "'device' must be"),
         (lambda c: c.update(out_dir=c["data"]["train"][0]["path"]), "is not a folder"),
         (lambda c: c.update(out_dir=c["data"]["train"][0]["path"] + "/run"), "is not a folder"),
+        (lambda c: c.update(init_from="/nonexistent/best.pt"), "init_from: file not found"),
+        (lambda c: c.update(init_from="/tmp"), "init_from: is a folder"),
     ],
 )
 def test_bad_config_is_one_line(tmp_path, h5, mutate, message) -> None:

@@ -132,6 +132,8 @@ def save_checkpoint(
 def load_checkpoint(path: str | os.PathLike) -> dict:
     """Read and check a checkpoint dict; GenosegError naming the file otherwise."""
     p = Path(path)
+    if p.is_dir():
+        raise GenosegError(f"{p}: is a folder, not a model checkpoint (a .pt file)")
     if not p.is_file():
         raise GenosegError(f"{p}: model checkpoint not found")
     if not zipfile.is_zipfile(p):  # torch.save writes a zip archive

@@ -184,6 +184,9 @@ def load_train_config(
         for i, s in enumerate(sources):
             if not Path(s.path).is_file():
                 raise GenosegError(f"{src}: data.{kind}[{i}].path: file not found: {s.path}")
+    if cfg.init_from is not None and not Path(cfg.init_from).is_file():
+        what = "is a folder" if Path(cfg.init_from).is_dir() else "file not found"
+        raise GenosegError(f"{src}: init_from: {what}: {cfg.init_from}")
     # checked now, not at the first checkpoint after minutes (or hours) of training
     d = Path(cfg.out_dir)
     while not d.exists() and d != d.parent:

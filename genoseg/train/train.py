@@ -489,7 +489,11 @@ class Trainer:
                 grammar = grammar_from_yaml(first.grammar_yaml, f"{cfg.data.train[0].path}")
             self.model = GeneModel(grammar, cfg.model)
             if cfg.init_from is not None:  # fine-tuning: the checkpoint's weights
-                init = model_from_checkpoint(load_checkpoint(cfg.init_from), str(cfg.init_from))
+                try:
+                    init_ckpt = load_checkpoint(cfg.init_from)
+                except GenosegError as exc:
+                    raise GenosegError(f"init_from: {exc}") from None
+                init = model_from_checkpoint(init_ckpt, str(cfg.init_from))
                 try:
                     self.model.load_state_dict(init.state_dict())
                 except RuntimeError as exc:
