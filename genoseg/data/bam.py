@@ -52,7 +52,7 @@ from pathlib import Path
 import numpy as np
 import pysam
 
-from genoseg.data.handle import ProcessLocalHandle
+from genoseg.data.handle import ProcessLocalHandle, quiet_htslib
 from genoseg.data.regions import missing_contig_message
 from genoseg.errors import GenosegError
 
@@ -197,9 +197,13 @@ class Evidence(ProcessLocalHandle):
         self.inferred_from = inferred_from  # auto: (tagged reads, agreeing fraction)
         self.min_mapq = min_mapq
         self.contigs = contigs  # the BAM header's {name: length}
-        # set by open(): a line for the log when the index is older than the file
-        self.index_warning: str | None = None
         ProcessLocalHandle.__init__(self)
+
+    @property
+    def index_warning(self) -> str | None:
+        """A line for the log when the index is older than the file
+        (:func:`stale_index_warning`), else None."""
+        return stale_index_warning(self.path)
 
     def describe(self) -> str:
         """The strandedness in use, e.g. ``auto: fr-firststrand (1,843 of 2,000 spliced
@@ -265,37 +269,31 @@ class Evidence(ProcessLocalHandle):
                 _check_contigs(p, header, genome_contigs, allow_missing)
             library, inferred = mode, None
             if mode == "auto":
-                old = pysam.set_verbosity(0)
                 try:
-                    library, n, frac = infer_library(fh.fetch(until_eof=True))
+                    with quiet_htslib():
+                        library, n, frac = infer_library(fh.fetch(until_eof=True))
                 except (OSError, ValueError) as exc:
                     raise GenosegError(
                         f"{p}: cannot read alignments: {exc}{_hint(fh.is_cram, reference)}"
                     ) from None
-                finally:
-                    pysam.set_verbosity(old)
                 inferred = (n, frac)
         finally:
             fh.close()
         ref = Path(reference) if reference else None
-        ev = cls(p, ref, mode, min_mapq, header, library, inferred)
-        ev.index_warning = stale_index_warning(p)
-        return ev
+        return cls(p, ref, mode, min_mapq, header, library, inferred)
 
     @staticmethod
     def _open_file(p: Path, reference: Path | None) -> pysam.AlignmentFile:
-        old = pysam.set_verbosity(0)
+        kw = {"reference_filename": str(reference)} if reference else {}
         try:
-            kw = {"reference_filename": str(reference)} if reference else {}
-            return pysam.AlignmentFile(str(p), **kw)
+            with quiet_htslib():
+                return pysam.AlignmentFile(str(p), **kw)
         except (OSError, ValueError) as exc:
             if "no sequences defined" in str(exc):  # text that is not SAM, or no @SQ lines
                 raise GenosegError(
                     f"{p}: not a BAM/CRAM file (or its header has no @SQ contig lines)"
                 ) from None
             raise GenosegError(f"{p}: cannot read as BAM/CRAM: {exc}") from None
-        finally:
-            pysam.set_verbosity(old)
 
     def _open_handle(self) -> pysam.AlignmentFile:
         return self._open_file(self.path, self.reference)
@@ -323,17 +321,15 @@ class Evidence(ProcessLocalHandle):
             )
         if start == end:
             return
-        # htslib's own messages are silenced: a read error is reported once, as GenosegError
-        old = pysam.set_verbosity(0)
         try:
-            it = self._handle().fetch(contig, start, end)
-            for read in it:
-                if read.flag & _SKIP_FLAGS or read.mapping_quality < self.min_mapq:
-                    continue
-                cig = read.cigartuples
-                if not cig:
-                    continue
-                yield read, cig
+            with quiet_htslib():  # a read error is reported once, below
+                for read in self._handle().fetch(contig, start, end):
+                    if read.flag & _SKIP_FLAGS or read.mapping_quality < self.min_mapq:
+                        continue
+                    cig = read.cigartuples
+                    if not cig:
+                        continue
+                    yield read, cig
         except (OSError, ValueError) as exc:
             cram = self.path.suffix.lower() == ".cram"
             self._discard_handle()
@@ -342,8 +338,6 @@ class Evidence(ProcessLocalHandle):
                 f"index made for another version of it: re-create it with "
                 f"'samtools index {self.path}'){_hint(cram, self.reference)}"
             ) from None
-        finally:
-            pysam.set_verbosity(old)
 
     def track(self, contig: str, start: int, end: int) -> np.ndarray:
         """Evidence counts of ``[start, end)`` (0-based half-open): float32 (8, end-start).

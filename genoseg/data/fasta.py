@@ -25,7 +25,7 @@ from pathlib import Path
 import numpy as np
 import pysam
 
-from genoseg.data.handle import ProcessLocalHandle
+from genoseg.data.handle import ProcessLocalHandle, quiet_htslib
 from genoseg.data.regions import missing_contig_message
 from genoseg.errors import GenosegError
 from genoseg.io.atomic import atomic_path
@@ -288,15 +288,6 @@ def _writable_dir(d: Path) -> bool:
     return bool(mode & 0o222) and os.access(d, os.W_OK | os.X_OK)
 
 
-@contextlib.contextmanager
-def _quiet_htslib() -> Iterator[None]:
-    old = pysam.set_verbosity(0)
-    try:
-        yield
-    finally:
-        pysam.set_verbosity(old)
-
-
 def _build_index(path: Path, bgzf: bool, fai: Path, gzi: Path | None) -> None:
     """Build the .fai (and .gzi) with htslib through :func:`genoseg.io.atomic.atomic_path`
     (temporaries renamed into place, .gzi first; file mode from the umask; removed on
@@ -307,7 +298,7 @@ def _build_index(path: Path, bgzf: bool, fai: Path, gzi: Path | None) -> None:
             args = [str(path), "--fai-idx", str(tmp_fai)]
             if gzi is not None:  # entered last: renamed first, so a fresh .fai implies a .gzi
                 args += ["--gzi-idx", str(stack.enter_context(atomic_path(gzi)))]
-            with _quiet_htslib():
+            with quiet_htslib():
                 pysam.faidx(*args)
     except pysam.SamtoolsError as exc:
         raise GenosegError(f"{path}: cannot index FASTA: {str(exc).strip()}") from None
@@ -450,7 +441,7 @@ class Genome(ProcessLocalHandle):
         if start == end:
             return ""
         try:
-            with _quiet_htslib():  # the error is reported once, below
+            with quiet_htslib():  # the error is reported once, below
                 seq = self._handle().fetch(contig, start, end)
         except (OSError, ValueError, KeyError) as exc:
             self._discard_handle()

@@ -6,7 +6,21 @@ from __future__ import annotations
 import contextlib
 import os
 import threading
+from collections.abc import Iterator
 from typing import Any
+
+import pysam
+
+
+@contextlib.contextmanager
+def quiet_htslib() -> Iterator[None]:
+    """htslib's own messages silenced (``[E::...]`` lines on stderr) while the block runs;
+    the caller reports a failure once, as GenosegError. The setting is process-wide."""
+    old = pysam.set_verbosity(0)
+    try:
+        yield
+    finally:
+        pysam.set_verbosity(old)
 
 
 class ProcessLocalHandle:

@@ -268,8 +268,8 @@ def prepare(
             reference=cfg.fasta,  # decodes a CRAM
         )
         log(f"{cfg.bam}: strandedness {evidence.describe()}")
-        if evidence.index_warning:
-            log(evidence.index_warning)
+        if warning := evidence.index_warning:
+            log(warning)
     inputs = {"fasta": cfg.fasta, "gff3": cfg.gff3, "bam": cfg.bam, "grammar": cfg.grammar}
     input_meta = {
         k: {"path": str(Path(p).resolve()), "sha256": sha256_file(Path(p))}

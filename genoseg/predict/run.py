@@ -223,8 +223,8 @@ def run_predict(o: PredictOptions) -> dict:
             o.bam, contigs, strandedness=cfg.evidence.strandedness if reads else "unstranded",
             min_mapq=cfg.evidence.min_mapq, reference=o.genome,  # the genome decodes a CRAM
         )  # fmt: skip
-        if checked.index_warning:
-            log(checked.index_warning, o.quiet)
+        if warning := checked.index_warning:
+            log(warning, o.quiet)
         if reads:
             evidence = checked
             log(f"RNA-seq evidence {o.bam}: strandedness {evidence.describe()}", o.quiet)
