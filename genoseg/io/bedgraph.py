@@ -42,6 +42,7 @@ __all__ = [
     "BedGraphWriter",
     "BigWigWriter",
     "TrackWriter",
+    "check_tracks_prefix",
     "have_pybigwig",
     "track_file_name",
 ]
@@ -65,6 +66,16 @@ def track_file_name(prefix: str | os.PathLike, name: str, fmt: str = "bedgraph")
     safe = name.replace("+", "_plus").replace("-", "_minus")
     ext = {"bedgraph": "bedgraph", "bigwig": "bw"}[fmt]
     return Path(f"{os.fspath(prefix)}.{safe}.{ext}")
+
+
+def check_tracks_prefix(prefix: str | os.PathLike | None, option: str = "--tracks") -> None:
+    """GenosegError for the prefix ``-``: tracks are one file per track
+    (:func:`track_file_name`), so they cannot go to stdout. None (no tracks) passes."""
+    if prefix is not None and os.fspath(prefix) == "-":
+        raise GenosegError(
+            f"{option} -: tracks are written one file per track (PREFIX.<track>.bedgraph or "
+            ".bw), not to stdout; give a PREFIX"
+        )
 
 
 class _Runs:

@@ -124,14 +124,11 @@ def _set_threads(n: int) -> None:
 
 def _check_outputs(outputs: dict[str, str | None], inputs: dict[str, str | None]) -> None:
     from genoseg.io.atomic import check_not_input, is_special
+    from genoseg.io.bedgraph import check_tracks_prefix
 
     given = {k: v for k, v in outputs.items() if v is not None}
     check_not_input(given, inputs)
-    if given.get("--tracks") == "-":
-        raise GenosegError(
-            "--tracks -: tracks are written one file per track (PREFIX.<track>.bedgraph or "
-            ".bw), not to stdout; give a PREFIX"
-        )
+    check_tracks_prefix(given.get("--tracks"))
     stdout = [k for k, v in given.items() if v == "-"]
     if len(stdout) > 1:
         raise GenosegError(f"only one output can go to stdout ('-'), got {', '.join(stdout)}")

@@ -67,6 +67,7 @@ from urllib.parse import unquote
 from genoseg import __version__
 from genoseg.errors import GenosegError
 from genoseg.io.atomic import atomic_output, check_not_input
+from genoseg.io.bedgraph import check_tracks_prefix, track_file_name
 
 __all__ = [
     "RUN_PREFIX",
@@ -355,17 +356,10 @@ def sniff_kind(path: str | os.PathLike) -> str:
     raise GenosegError(f"{p}: not a genoseg predict output (GFF3, BED12, segment BED or bedGraph)")
 
 
-_TRACKS_NOT_STDOUT = (
-    "--tracks -: tracks are written one file per track (PREFIX.<track>.bedgraph), not to "
-    "stdout; give a PREFIX"
-)
-
-
 def track_path(prefix: str | os.PathLike, name: str) -> Path:
     """Merged bedGraph of track ``name``: ``{prefix}.{name}.bedgraph`` with ``+``/``-``
     spelled ``_plus``/``_minus`` (the rule of genoseg.io.bedgraph.track_file_name)."""
-    safe = name.replace("+", "_plus").replace("-", "_minus")
-    return Path(f"{os.fspath(prefix)}.{safe}.bedgraph")
+    return track_file_name(prefix, name)
 
 
 def _track_name(path: Path) -> tuple[str, str]:
@@ -637,8 +631,7 @@ def merge_outputs(
             raise GenosegError(f"{kind} inputs given ({shown}) but no {opt} output")
         if out is not None and not kinds[kind]:
             raise GenosegError(f"{opt} {out}: no {kind} inputs given")
-    if tracks_prefix is not None and os.fspath(tracks_prefix) == "-":
-        raise GenosegError(_TRACKS_NOT_STDOUT)
+    check_tracks_prefix(tracks_prefix)
     n_gff = len(kinds["gff3"])
     shards = [read_shard_gff3(p) for p in kinds["gff3"]]
     shards.sort(key=lambda s: (s.run.shard, str(s.path)))
