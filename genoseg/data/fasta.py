@@ -40,6 +40,7 @@ __all__ = [
     "cache_dir",
     "decode_codes",
     "encode_sequence",
+    "index_inputs",
     "reverse_complement_codes",
 ]
 
@@ -324,6 +325,14 @@ def _read_fai(fai: Path, path: Path) -> dict[str, int]:
     if not contigs:
         raise GenosegError(f"{path}: empty FASTA (index {fai} lists no records)")
     return contigs
+
+
+def index_inputs(path: str | os.PathLike, option: str) -> dict[str, str]:
+    """The index files beside the FASTA ``path`` (``PATH.fai``, and ``PATH.gzi`` of a bgzip
+    FASTA) as inputs for :func:`genoseg.io.atomic.check_not_input`: ``{"OPTION index":
+    PATH.fai, "OPTION bgzip index": PATH.gzi}``. An output must never replace them."""
+    return {f"{option} index": f"{os.fspath(path)}.fai",
+            f"{option} bgzip index": f"{os.fspath(path)}.gzi"}  # fmt: skip
 
 
 def _locate_index(path: Path, cache: Path | None) -> tuple[Path, Path | None]:

@@ -289,6 +289,7 @@ def plot_command(
     output: str,
 ) -> None:
     """Draw REGION (chr:start-end, 1-based inclusive) with gene models and posterior tracks."""
+    from genoseg.data.fasta import index_inputs
     from genoseg.data.regions import parse_region
     from genoseg.eval.calibration import _pyplot
     from genoseg.eval.plot import parse_track_spec, plot_region
@@ -301,7 +302,7 @@ def plot_command(
     track_specs = [parse_track_spec(t) for t in tracks]
     inputs = [("--reference", reference), ("--genome", genome)]
     if genome:  # its index is an input too (built beside it, or read)
-        inputs += [("--genome index", f"{genome}.fai"), ("--genome bgzip index", f"{genome}.gzi")]
+        inputs += list(index_inputs(genome, "--genome").items())
     inputs += [("--prediction", p) for p in predictions] + [("--track", t) for _, t in track_specs]
     for option, path in inputs:
         check_not_input({"-o": output}, {option: path})

@@ -164,7 +164,7 @@ def run_predict(o: PredictOptions) -> dict:
     ``timing`` (seconds per stage, :attr:`Predictor.timing` plus ``writing``)."""
     from genoseg import __version__
     from genoseg.data.bam import Evidence
-    from genoseg.data.fasta import Genome
+    from genoseg.data.fasta import Genome, index_inputs
     from genoseg.data.regions import merge_regions, parse_region, parse_shard, read_bed_regions
     from genoseg.heap import retain_freed_memory
     from genoseg.io.atomic import install_signal_cleanup
@@ -188,8 +188,7 @@ def run_predict(o: PredictOptions) -> dict:
         raise GenosegError("no default model is installed with this genoseg; pass --model")
     shipped = o.model is None or model_path != Path(o.model)  # a shipped model, by name
     inputs = {"GENOME": o.genome, "--bam": o.bam, "--model": str(model_path), "--config": o.config,
-              "--regions-file": o.regions_file, "GENOME index": f"{o.genome}.fai",
-              "GENOME bgzip index": f"{o.genome}.gzi"}  # fmt: skip
+              "--regions-file": o.regions_file, **index_inputs(o.genome, "GENOME")}  # fmt: skip
     outputs = {"-o": o.output, "--bed": o.bed, "--segments-bed": o.segments_bed,
                "--tracks": o.tracks, "--cds-fasta": o.cds_fasta,
                "--protein-fasta": o.protein_fasta}  # fmt: skip
