@@ -266,10 +266,7 @@ def save_figure(fig, path: str | os.PathLike, option: str = "-o") -> None:
     from genoseg.io.atomic import atomic_path
 
     path = os.fspath(path)
-    directory = os.path.dirname(os.path.abspath(path))
-    if not os.path.isdir(directory):
-        raise GenosegError(f"{path}: directory {directory} does not exist")
-    try:
+    try:  # atomic_path also refuses a missing folder, "-" and devices, naming the option
         with atomic_path(path, option=option) as tmp:
             fig.savefig(tmp, format="png", dpi=120)
     except OSError as exc:
